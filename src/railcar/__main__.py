@@ -1,0 +1,5 @@
+"""Allow ``python -m railcar``."""
+
+from railcar.cli import main
+
+main()

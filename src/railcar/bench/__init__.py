@@ -1,0 +1,1 @@
+"""``railcar bench``: railcar and its peers measured side by side in one run."""

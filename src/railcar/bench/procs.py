@@ -1,0 +1,95 @@
+"""Start measured servers as subprocesses and read what the kernel says about them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class ServerProcess:
+    """A server subprocess and the port it reported on its first line."""
+
+    proc: subprocess.Popen[str]
+    host: str
+    port: int
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server."""
+        return self.proc.pid
+
+
+@contextlib.contextmanager
+def running_server(
+    argv: Sequence[str], cpus: set[int] | None = None, timeout: float = 20.0
+) -> Iterator[ServerProcess]:
+    """Run ``python -m <argv>`` until the block ends; raises RuntimeError if it does not start."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if cpus:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(proc.pid, cpus)
+        line = _first_line(proc, timeout)
+        if not line.startswith("listening on "):
+            _, err = proc.communicate(timeout=5)
+            raise RuntimeError(f"{' '.join(argv)} did not start: {line.strip()} {err.strip()}")
+        host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
+        yield ServerProcess(proc, host.strip("[]"), int(port))
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    """Terminate a subprocess, killing it if it does not exit within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time consumed so far by process ``pid``, in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes."""
+    with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+def cpu_split() -> tuple[set[int], set[int]]:
+    """Split this machine's CPUs into one for the server and the rest for the load."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return set(cpus), set(cpus)
+    return {cpus[0]}, set(cpus[1:])

@@ -1,0 +1,97 @@
+"""The one bench format: JSON results, a text table, and BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from railcar import __version__
+
+Result = dict[str, Any]
+
+
+def machine() -> dict[str, Any]:
+    """Describe the machine a benchmark runs on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+                "",
+            )
+    except OSError:
+        model = platform.processor()
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def document(results: list[Result], seconds: float, **extra: Any) -> dict[str, Any]:
+    """Wrap results in the shared bench JSON shape (tool, version, command, machine)."""
+    return {
+        "tool": "railcar",
+        "version": __version__,
+        "command": shlex.join(["railcar", *sys.argv[1:]]),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": seconds,
+        "machine": machine(),
+        **extra,
+        "results": results,
+    }
+
+
+def print_json(doc: dict[str, Any]) -> None:
+    """Print the document as one JSON object on stdout."""
+    print(json.dumps(doc), flush=True)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Render rows as a Markdown table (readable as plain text too)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def header(doc: dict[str, Any]) -> str:
+    """One paragraph saying when, where and with which command figures were measured."""
+    m = doc["machine"]
+    return (
+        f"Measured {doc['date']} with `{doc['command']}` "
+        f"(railcar {doc['version']}) on {m['cpus']} CPUs ({m['cpu_model'] or 'unknown CPU'}), "
+        f"Python {m['python']}, Linux {m['kernel']}."
+    )
+
+
+def update_markdown(path: Path, key: str, body: str) -> None:
+    """Replace (or append) the section of ``path`` between the markers named ``key``."""
+    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    section = f"{start}\n{body.rstrip()}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# railcar benchmarks\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def si(value: float) -> str:
+    """Format a rate compactly (e.g. 123.4k)."""
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{unit}"
+    return f"{value:.0f}"

@@ -1,0 +1,43 @@
+"""Engines by name: each runs any Handler behind the same Conn and Server contract."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+from railcar.engine.api import Handler, Server, ServerOptions
+from railcar.errors import EngineUnavailable
+
+ENGINES = ("uvloop", "asyncio", "epoll", "threads")
+
+_MODULES = {
+    "asyncio": ("railcar.engine.asyncio_", "AsyncioServer"),
+    "uvloop": ("railcar.engine.asyncio_", "UvloopServer"),
+    "epoll": ("railcar.engine.epoll", "EpollServer"),
+    "threads": ("railcar.engine.threads", "ThreadsServer"),
+}
+
+
+def default_engine() -> str:
+    """Return the fastest engine available here: uvloop where importable, else asyncio."""
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+
+
+def server_class(engine: str) -> Callable[[Handler, ServerOptions], Server]:
+    """Return the Server class of ``engine``; raises EngineUnavailable if unknown or missing here."""
+    if engine not in _MODULES:
+        raise EngineUnavailable(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise EngineUnavailable("engine 'uvloop' needs the uvloop package: pip install uvloop")
+    if engine == "epoll" and not hasattr(__import__("select"), "epoll"):
+        raise EngineUnavailable("engine 'epoll' needs Linux (select.epoll)")
+    module_name, class_name = _MODULES[engine]
+    module = importlib.import_module(module_name)
+    cls: Callable[[Handler, ServerOptions], Server] = getattr(module, class_name)
+    return cls
+
+
+def create_server(handler: Handler, engine: str | None = None, **options: Any) -> Server:
+    """Make an unstarted server for ``handler``; raises EngineUnavailable or ValueError (bad options)."""
+    return server_class(engine or default_engine())(handler, ServerOptions(**options))

@@ -1,0 +1,253 @@
+"""The asyncio and uvloop engines: one BufferedProtocol per connection, reading into a shared buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import cast
+
+from railcar.engine.api import (
+    Buffer,
+    Conn,
+    Handler,
+    Server,
+    ServerOptions,
+    data_callback,
+    report_handler_error,
+)
+from railcar.engine.listen import listen, set_nodelay
+from railcar.errors import ConnectionClosed
+
+
+class _ProtocolConn(Conn, asyncio.BufferedProtocol):
+    """A connection that is its own asyncio protocol, so each read costs one Python call."""
+
+    __slots__ = ("_closed", "_handler", "_on_data", "_server", "_transport", "_view")
+
+    def __init__(self, server: AsyncioServer) -> None:
+        Conn.__init__(self, (), ())
+        self._server = server
+        self._handler = server.handler
+        self._on_data = server.on_data
+        self._view = server.read_view
+        self._closed = False
+        self._transport: asyncio.Transport | None = None
+
+    # -- asyncio.BufferedProtocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register the connection and tell the handler."""
+        self._transport = tcp = cast(asyncio.Transport, transport)
+        options = self._server.options
+        sock = tcp.get_extra_info("socket")
+        if sock is not None:
+            set_nodelay(cast(socket.socket, sock), options.nodelay)
+        self.peer = tcp.get_extra_info("peername") or ()
+        self.local = tcp.get_extra_info("sockname") or ()
+        tcp.set_write_buffer_limits(options.high_water, options.low_water)
+        self._server.conns.add(self)
+        try:
+            self._handler.on_open(self)
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            self._fail(exc)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Offer the server's shared read buffer: idle connections hold none of their own."""
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Deliver what was just read."""
+        try:
+            self._on_data(self, self._view[:nbytes])
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            self._fail(exc)
+
+    def eof_received(self) -> bool:
+        """Ask the handler whether to keep the write side open after the peer's EOF."""
+        try:
+            return bool(self._handler.on_eof(self))
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            self._fail(exc)
+            return False
+
+    def pause_writing(self) -> None:
+        """Output crossed the high-water mark: stop reading until it drains."""
+        self._set_write_paused(True)
+
+    def resume_writing(self) -> None:
+        """Output drained below the low-water mark: read again and tell the handler."""
+        self._set_write_paused(False)
+        if not self._closed:
+            try:
+                self._handler.on_writable(self)
+            except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+                self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Unregister the connection and tell the handler why it ended."""
+        self._closed = True
+        self._server.conns.discard(self)
+        try:
+            self._handler.on_close(self, exc)
+        except Exception as error:  # noqa: BLE001 - nothing left to close; log it
+            report_handler_error(self, error)
+
+    # -- Conn ---------------------------------------------------------------------------------
+
+    def write(self, data: Buffer) -> None:
+        """Queue bytes for sending; raises ConnectionClosed if the connection is closed."""
+        if self._closed or self._transport is None:
+            raise ConnectionClosed(f"connection {self.peer} is closed")
+        # Transports may keep a reference to what they could not send yet; the read
+        # buffer is shared and reused, so anything that is not immutable is copied.
+        self._transport.write(data if type(data) is bytes else bytes(data))
+
+    def writelines(self, chunks: Iterable[Buffer]) -> None:
+        """Queue several buffers, sent with one system call where possible; raises ConnectionClosed."""
+        if self._closed or self._transport is None:
+            raise ConnectionClosed(f"connection {self.peer} is closed")
+        self._transport.writelines([c if type(c) is bytes else bytes(c) for c in chunks])
+
+    def close(self) -> None:
+        """Close after the queued output has been sent; a no-op if already closing."""
+        if not self._closed and self._transport is not None:
+            self._closed = True
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once, discarding queued output."""
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes accepted by ``write`` that the kernel has not taken yet."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close``/``abort`` was called or the connection was lost."""
+        return self._closed
+
+    def _apply_reading(self) -> None:
+        if self._closed or self._transport is None:
+            return
+        if self.reading:
+            self._transport.resume_reading()
+        else:
+            self._transport.pause_reading()
+
+    def _fail(self, exc: Exception) -> None:
+        report_handler_error(self, exc)
+        self.abort()
+
+
+class AsyncioServer(Server):
+    """Runs an asyncio event loop on a background thread and serves the handler from it."""
+
+    engine = "asyncio"
+
+    def __init__(self, handler: Handler, options: ServerOptions) -> None:
+        super().__init__(handler, options)
+        self.conns: set[_ProtocolConn] = set()
+        self.on_data = data_callback(handler, options)
+        self.read_view = memoryview(bytearray(options.read_buffer))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        """Create the event loop this engine runs on."""
+        return asyncio.new_event_loop()
+
+    @property
+    def active_connections(self) -> int:
+        """Number of open connections."""
+        return len(self.conns)
+
+    def start(self) -> None:
+        """Bind and begin accepting in the background; raises BindError if it cannot listen."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        sock = listen(self.options)
+        self._address = sock.getsockname()
+        self._loop = self.new_loop()
+        started = threading.Event()
+        failures: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(sock, started, failures), name=f"railcar-{self.engine}"
+        )
+        self._thread.start()
+        started.wait()
+        if failures:
+            self._thread.join()
+            self._thread = None
+            raise failures[0]
+
+    def _run(self, sock: socket.socket, started: threading.Event, failures: list[BaseException]) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            self._server = loop.run_until_complete(
+                loop.create_server(
+                    lambda: _ProtocolConn(self), sock=sock, backlog=self.options.backlog
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
+            failures.append(exc)
+            sock.close()
+            loop.close()
+            started.set()
+            return
+        started.set()
+        loop.call_soon(self.handler.on_start, self)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def stop(self, deadline: float = 5.0) -> None:
+        """Stop accepting, flush and close every connection, abort what remains after ``deadline`` s."""
+        if self._thread is None or self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(deadline), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = None
+
+    async def _shutdown(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.conns):
+            conn.close()
+        give_up = loop.time() + deadline
+        while self.conns and loop.time() < give_up:
+            await asyncio.sleep(0.005)
+        for conn in list(self.conns):
+            conn.abort()
+        while self.conns:  # connection_lost runs on the next loop iterations
+            await asyncio.sleep(0)
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the engine's thread, where Conn methods may be called."""
+        if self._loop is None:
+            raise RuntimeError("server is not started")
+        self._loop.call_soon_threadsafe(callback)
+
+
+class UvloopServer(AsyncioServer):
+    """The asyncio engine on uvloop's libuv-based event loop."""
+
+    engine = "uvloop"
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        """Create a uvloop event loop."""
+        import uvloop  # noqa: PLC0415 - optional; the registry checks it is importable
+
+        return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
+

@@ -1,0 +1,86 @@
+"""Create listening sockets for every engine, with one place that turns failures into BindError."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+
+from railcar.engine.api import ServerOptions
+from railcar.errors import BindError
+
+
+def listen(options: ServerOptions) -> socket.socket:
+    """Return a listening, non-blocking socket for ``options``; raises BindError."""
+    sock = _listen_unix(options.unix, options.backlog) if options.unix else _listen_tcp(options)
+    sock.setblocking(False)
+    return sock
+
+
+def set_nodelay(sock: socket.socket, enabled: bool) -> None:
+    """Set TCP_NODELAY on a TCP socket; a no-op for Unix sockets."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(enabled))
+
+
+def describe(address: tuple[object, ...] | str) -> str:
+    """Format a bound address as HOST:PORT ([HOST]:PORT for IPv6) or a Unix path."""
+    if isinstance(address, str):
+        return address
+    host, port = str(address[0]), address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen_tcp(options: ServerOptions) -> socket.socket:
+    where = describe((options.host, options.port))
+    try:
+        infos = socket.getaddrinfo(
+            options.host, options.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise BindError(f"cannot listen on {where}: unknown host ({exc.strerror})") from exc
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(options.backlog)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise BindError(f"cannot listen on {where}: {reason}") from exc
+    return sock
+
+
+def _listen_unix(path: str, backlog: int) -> socket.socket:
+    _remove_stale_unix_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {path}: {exc.strerror}") from exc
+    return sock
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    """Unlink a socket file nobody listens on; raises BindError if a server still does."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise BindError(f"cannot listen on {path}: a file that is not a socket is in the way")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    else:
+        raise BindError(f"cannot listen on {path}: address already in use")
+    finally:
+        probe.close()

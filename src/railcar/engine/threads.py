@@ -1,0 +1,221 @@
+"""The threads engine: one thread per connection with blocking sockets (the baseline design).
+
+Writes are ``sendall`` calls made by the writing thread, so backpressure is the
+kernel's socket buffer: a writer to a peer that does not read blocks, and the
+connection's reader thread stops reading with it.  Conn methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from railcar.engine.api import (
+    Buffer,
+    Conn,
+    Handler,
+    Server,
+    ServerOptions,
+    data_callback,
+    report_handler_error,
+)
+from railcar.engine.listen import listen, set_nodelay
+from railcar.errors import ConnectionClosed
+
+log = logging.getLogger("railcar.engine.threads")
+
+_THREAD_READ_BUFFER = 64 * 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class _ThreadConn(Conn):
+    __slots__ = ("_closing", "_done", "_io_error", "_lock", "_readable", "_sock")
+
+    def __init__(self, sock: socket.socket, peer: tuple[object, ...] | str) -> None:
+        super().__init__(peer, sock.getsockname())
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._readable = threading.Event()
+        self._readable.set()
+        self._done = threading.Event()
+        self._closing = False
+        self._io_error: OSError | None = None
+
+    def write(self, data: Buffer) -> None:
+        """Send bytes, blocking while the peer's window is full; raises ConnectionClosed."""
+        if self._closing:
+            raise ConnectionClosed(f"connection {self.peer} is closed")
+        with self._lock:
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                self._lose(exc)
+
+    def writelines(self, chunks: Iterable[Buffer]) -> None:
+        """Send several buffers as one write; raises ConnectionClosed."""
+        self.write(b"".join(chunks))
+
+    def close(self) -> None:
+        """Close; output is already in the kernel, which sends it before the FIN."""
+        if not self._closing:
+            self._closing = True
+            self._shutdown()
+
+    def abort(self) -> None:
+        """Close at once with a reset."""
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self._shutdown()
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Always 0: writes block until the kernel has taken every byte."""
+        return 0
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close``/``abort`` was called or the connection was lost."""
+        return self._closing
+
+    def _apply_reading(self) -> None:
+        if self.reading:
+            self._readable.set()
+        else:
+            self._readable.clear()
+
+    def _lose(self, exc: OSError) -> None:
+        if self._io_error is None and not self._closing:
+            self._io_error = exc
+        self._closing = True
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        # Wakes the reader thread (recv returns) and any paused wait.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._readable.set()
+        self._done.set()
+
+
+class ThreadsServer(Server):
+    """An acceptor thread plus one thread per connection."""
+
+    engine = "threads"
+
+    def __init__(self, handler: Handler, options: ServerOptions) -> None:
+        super().__init__(handler, options)
+        self._on_data = data_callback(handler, options)
+        self._conns: dict[_ThreadConn, threading.Thread] = {}
+        self._conns_lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def active_connections(self) -> int:
+        """Number of open connections."""
+        return len(self._conns)
+
+    def start(self) -> None:
+        """Bind and begin accepting in the background; raises BindError if it cannot listen."""
+        if self._acceptor is not None:
+            raise RuntimeError("server already started")
+        self._listener = listen(self.options)
+        self._listener.setblocking(True)
+        self._address = self._listener.getsockname()
+        self._acceptor = threading.Thread(target=self._accept_loop, name="railcar-threads-accept")
+        self._acceptor.start()
+
+    def stop(self, deadline: float = 5.0) -> None:
+        """Stop accepting, close every connection, reset what remains after ``deadline`` s."""
+        if self._acceptor is None or self._listener is None:
+            return
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+        self._acceptor.join()
+        self._listener.close()
+        self._acceptor = None
+        with self._conns_lock:
+            conns = dict(self._conns)
+        for conn in conns:
+            conn.close()
+        give_up = time.monotonic() + deadline
+        for thread in conns.values():
+            thread.join(max(0.0, give_up - time.monotonic()))
+        for conn, thread in conns.items():
+            if thread.is_alive():
+                conn.abort()
+                thread.join()
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` now in the calling thread: this engine's Conn methods are thread-safe."""
+        callback()
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        try:
+            self.handler.on_start(self)
+        except Exception:
+            log.exception("on_start failed")
+        while not self._stopping:
+            try:
+                sock, peer = listener.accept()
+            except OSError as exc:
+                if self._stopping:
+                    return
+                log.warning("cannot accept (%s); retrying in 100 ms", exc.strerror)
+                time.sleep(0.1)
+                continue
+            set_nodelay(sock, self.options.nodelay)
+            conn = _ThreadConn(sock, peer or "")
+            thread = threading.Thread(
+                target=self._serve, args=(conn,), name=f"railcar-conn-{peer}", daemon=True
+            )
+            with self._conns_lock:
+                self._conns[conn] = thread
+            thread.start()
+
+    def _serve(self, conn: _ThreadConn) -> None:
+        handler = self.handler
+        on_data = self._on_data
+        sock = conn._sock  # noqa: SLF001 - the engine's side of Conn
+        buffer = bytearray(min(self.options.read_buffer, _THREAD_READ_BUFFER))
+        view = memoryview(buffer)
+        try:
+            handler.on_open(conn)
+            while not conn.closed:
+                conn._readable.wait()  # noqa: SLF001
+                if conn.closed:
+                    break
+                try:
+                    received = sock.recv_into(buffer)
+                except OSError as exc:
+                    conn._lose(exc)  # noqa: SLF001
+                    break
+                if received:
+                    on_data(conn, view[:received])
+                elif handler.on_eof(conn) and not conn.closed:
+                    conn._done.wait()  # noqa: SLF001 - the handler writes until it closes
+                else:
+                    conn.close()
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            report_handler_error(conn, exc)
+            conn.abort()
+        finally:
+            conn._closing = True  # noqa: SLF001
+            with conn._lock:  # noqa: SLF001 - never close under a writer's feet
+                sock.close()
+            with self._conns_lock:
+                self._conns.pop(conn, None)
+            try:
+                handler.on_close(conn, conn._io_error)  # noqa: SLF001
+            except Exception as exc:  # noqa: BLE001 - nothing left to close; log it
+                report_handler_error(conn, exc)
