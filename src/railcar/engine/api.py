@@ -127,6 +127,10 @@ class Conn:
         """Close at once, discarding queued output."""
         raise NotImplementedError
 
+    def fileno(self) -> int:
+        """The socket's file descriptor, for socket options; never read or write it directly."""
+        raise NotImplementedError
+
     @property
     def write_buffer_size(self) -> int:
         """Bytes accepted by ``write`` that the kernel has not taken yet."""

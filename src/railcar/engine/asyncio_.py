@@ -24,7 +24,7 @@ from railcar.errors import ConnectionClosed
 class _ProtocolConn(Conn, asyncio.BufferedProtocol):
     """A connection that is its own asyncio protocol, so each read costs one Python call."""
 
-    __slots__ = ("_closed", "_handler", "_on_data", "_server", "_transport", "_view")
+    __slots__ = ("_closed", "_handler", "_held", "_on_data", "_server", "_transport", "_view")
 
     def __init__(self, server: AsyncioServer) -> None:
         Conn.__init__(self, (), ())
@@ -34,6 +34,7 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
         self._view = server.read_view
         self._closed = False
         self._transport: asyncio.Transport | None = None
+        self._held: bytearray | None = None
 
     # -- asyncio.BufferedProtocol ---------------------------------------------------------
 
@@ -52,6 +53,12 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
             self._handler.on_open(self)
         except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
             self._fail(exc)
+            return
+        if not self.reading:
+            # uvloop starts reading once connection_made returns, undoing a pause made in
+            # on_open: hold what arrives until the handler resumes.
+            self._held = bytearray()
+            self._on_data = self._hold
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Offer the server's shared read buffer: idle connections hold none of their own."""
@@ -122,6 +129,13 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def fileno(self) -> int:
+        """The socket's file descriptor, for socket options; never read or write it directly."""
+        sock = None if self._transport is None else self._transport.get_extra_info("socket")
+        if sock is None:
+            raise ConnectionClosed(f"connection {self.peer} is closed")
+        return int(sock.fileno())
+
     @property
     def write_buffer_size(self) -> int:
         """Bytes accepted by ``write`` that the kernel has not taken yet."""
@@ -135,10 +149,31 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
     def _apply_reading(self) -> None:
         if self._closed or self._transport is None:
             return
-        if self.reading:
-            self._transport.resume_reading()
-        else:
+        if not self.reading:
             self._transport.pause_reading()
+            return
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._on_data = self._server.on_data
+            if held:
+                asyncio.get_running_loop().call_soon(self._deliver_held, held)
+                return
+        self._transport.resume_reading()
+
+    def _hold(self, conn: Conn, data: memoryview) -> None:
+        assert self._held is not None
+        self._held += data
+        self._transport.pause_reading()  # type: ignore[union-attr]
+
+    def _deliver_held(self, held: bytearray) -> None:
+        if self._closed:
+            return
+        try:
+            self._on_data(self, memoryview(held))
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            self._fail(exc)
+            return
+        self._apply_reading()
 
     def _fail(self, exc: Exception) -> None:
         report_handler_error(self, exc)

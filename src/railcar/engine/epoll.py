@@ -147,6 +147,10 @@ class _EpollConn(Conn):
             self._out_size = 0
             self._reactor.finish(self, None)
 
+    def fileno(self) -> int:
+        """The socket's file descriptor, for socket options; never read or write it directly."""
+        return self._fd
+
     @property
     def write_buffer_size(self) -> int:
         """Bytes accepted by ``write`` that the kernel has not taken yet."""

@@ -73,6 +73,10 @@ class _ThreadConn(Conn):
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         self._shutdown()
 
+    def fileno(self) -> int:
+        """The socket's file descriptor, for socket options; never read or write it directly."""
+        return self._sock.fileno()
+
     @property
     def write_buffer_size(self) -> int:
         """Always 0: writes block until the kernel has taken every byte."""

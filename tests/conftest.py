@@ -1,0 +1,37 @@
+"""Fixtures shared by every test: engines by name and servers that stop themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from railcar import ENGINES, Handler, Server, create_server
+from railcar.limits import raise_open_file_limit
+
+raise_open_file_limit()
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every engine, one after the other."""
+    return str(request.param)
+
+
+@pytest.fixture
+def serve(engine: str) -> Iterator[ServerFactory]:
+    """Start servers on the current engine (port 0) and stop them after the test."""
+    servers: list[Server] = []
+
+    def start(handler: Handler, **options: Any) -> Server:
+        server = create_server(handler, engine, **options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(deadline=1.0)
