@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -19,16 +19,24 @@ _MODULES = {
 }
 
 
+def _uvloop_importable() -> bool:
+    try:
+        import uvloop  # noqa: F401, PLC0415 - only probing
+    except ImportError:
+        return False
+    return True
+
+
 def default_engine() -> str:
     """Return the fastest engine available here: uvloop where importable, else asyncio."""
-    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return "uvloop" if _uvloop_importable() else "asyncio"
 
 
 def server_class(engine: str) -> Callable[[Handler, ServerOptions], Server]:
     """Return the Server class of ``engine``; raises EngineUnavailable if unknown or missing here."""
     if engine not in _MODULES:
         raise EngineUnavailable(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "uvloop" and importlib.util.find_spec("uvloop") is None:
+    if engine == "uvloop" and not _uvloop_importable():
         raise EngineUnavailable("engine 'uvloop' needs the uvloop package: pip install uvloop")
     if engine == "epoll" and not hasattr(__import__("select"), "epoll"):
         raise EngineUnavailable("engine 'epoll' needs Linux (select.epoll)")

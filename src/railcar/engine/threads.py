@@ -61,17 +61,17 @@ class _ThreadConn(Conn):
         self.write(b"".join(chunks))
 
     def close(self) -> None:
-        """Close; output is already in the kernel, which sends it before the FIN."""
+        """Stop reading and close once a write in progress has finished; no-op if closing."""
         if not self._closing:
             self._closing = True
-            self._shutdown()
+            self._shutdown(socket.SHUT_RD)
 
     def abort(self) -> None:
-        """Close at once with a reset."""
+        """Close at once with a reset, failing a write in progress."""
         self._closing = True
         with contextlib.suppress(OSError):
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        self._shutdown()
+        self._shutdown(socket.SHUT_RDWR)
 
     def fileno(self) -> int:
         """The socket's file descriptor, for socket options; never read or write it directly."""
@@ -97,12 +97,12 @@ class _ThreadConn(Conn):
         if self._io_error is None and not self._closing:
             self._io_error = exc
         self._closing = True
-        self._shutdown()
+        self._shutdown(socket.SHUT_RDWR)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, how: int) -> None:
         # Wakes the reader thread (recv returns) and any paused wait.
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(how)
         self._readable.set()
         self._done.set()
 

@@ -1,0 +1,162 @@
+"""Start, stop and failure handling on every engine."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+
+import pytest
+
+from railcar import BindError, Conn, Handler, InboundOverflow, Server, create_server
+from railcar.apps.echo import EchoHandler
+from tests.conftest import ServerFactory
+from tests.helpers import Recorder, connect, pump_without_reading, recv_exactly, wait_until
+
+
+def test_port_zero_reports_the_bound_port_and_calls_on_start(serve: ServerFactory) -> None:
+    recorder = Recorder()
+    server = serve(recorder)
+    assert server.port > 0
+    assert server.address[:2] == ("127.0.0.1", server.port)
+    assert recorder.started.wait(5)
+
+
+def test_graceful_stop_closes_open_connections(engine: str) -> None:
+    recorder = Recorder()
+    server = create_server(recorder, engine)
+    server.start()
+    clients = [connect(server.port) for _ in range(5)]
+    for client in clients:
+        client.sendall(b"ping")
+        assert recv_exactly(client, 4) == b"ping"
+    assert wait_until(lambda: server.active_connections == 5)
+    started = time.monotonic()
+    server.stop(deadline=2.0)
+    assert time.monotonic() - started < 2.0
+    for client in clients:
+        assert client.recv(10) == b""
+        client.close()
+    assert server.active_connections == 0
+    assert recorder.closed == [None] * 5
+
+
+def test_stop_gives_up_on_stuck_output_at_the_deadline(engine: str) -> None:
+    recorder = Recorder()
+    server = create_server(recorder, engine, high_water=256 * 1024, read_buffer=64 * 1024)
+    server.start()
+    stuck = connect(server.port, rcvbuf=64 * 1024)
+    pump_without_reading(stuck, 16 * 1024 * 1024)
+    started = time.monotonic()
+    server.stop(deadline=0.5)
+    assert 0.4 < time.monotonic() - started < 3.0
+    assert server.active_connections == 0
+    assert len(recorder.closed) == 1
+    stuck.close()
+
+
+def test_bind_to_a_port_in_use_raises_bind_error(engine: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = create_server(EchoHandler(), engine, port=taken.getsockname()[1])
+        with pytest.raises(BindError, match="address already in use"):
+            server.start()
+
+
+def test_unknown_host_raises_bind_error(engine: str) -> None:
+    server = create_server(EchoHandler(), engine, host="no-such-host.invalid")
+    with pytest.raises(BindError, match="unknown host"):
+        server.start()
+
+
+class Explodes(EchoHandler):
+    def on_data(self, conn: Conn, data: memoryview) -> None:
+        if bytes(data) == b"boom":
+            raise RuntimeError("handler bug")
+        conn.write(data)
+
+
+def test_handler_exception_closes_only_its_connection(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(Explodes())
+    with caplog.at_level(logging.ERROR, logger="railcar.engine"):
+        with connect(server.port) as healthy, connect(server.port) as doomed:
+            healthy.sendall(b"before")
+            assert recv_exactly(healthy, 6) == b"before"
+            doomed.sendall(b"boom")
+            try:
+                assert doomed.recv(10) == b""
+            except ConnectionResetError:
+                pass
+            healthy.sendall(b"after")
+            assert recv_exactly(healthy, 5) == b"after"
+        assert wait_until(lambda: server.active_connections == 0)
+    assert any("handler failed" in r.message for r in caplog.records)
+    assert any(r.exc_info and "handler bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+class LengthPrefixed(Handler):
+    """A pull-mode handler: u32 length + payload frames, answered reversed."""
+
+    buffered = True
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def on_data(self, conn: Conn, data: memoryview) -> None:
+        assert conn.inbound_buffered == len(data)
+        while conn.inbound_buffered >= 4:
+            (length,) = struct.unpack("<I", conn.peek(4))
+            if conn.inbound_buffered < 4 + length:
+                return
+            assert conn.discard(4) == 4
+            payload = conn.next(length)
+            self.frames += 1
+            conn.write(struct.pack("<I", length) + payload[::-1])
+
+
+def test_pull_mode_handler_consumes_from_the_inbound_buffer(serve: ServerFactory) -> None:
+    handler = LengthPrefixed()
+    server = serve(handler)
+    frames = [bytes(range(n % 256)) * (1 + n // 256) for n in range(0, 3000, 97)]
+    stream = b"".join(struct.pack("<I", len(f)) + f for f in frames)
+    with connect(server.port) as sock:
+        for start in range(0, len(stream), 333):
+            sock.sendall(stream[start : start + 333])
+            time.sleep(0.0005)
+        for frame in frames:
+            (length,) = struct.unpack("<I", recv_exactly(sock, 4))
+            assert recv_exactly(sock, length) == frame[::-1]
+    assert handler.frames == len(frames)
+
+
+class Hoarder(Handler):
+    """Pull mode, never consumes: must hit the inbound limit, not grow without bound."""
+
+    buffered = True
+
+    def __init__(self) -> None:
+        self.closed: list[BaseException | None] = []
+
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
+        self.closed.append(exc)
+
+
+def test_pull_mode_inbound_limit_closes_the_connection(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    hoarder = Hoarder()
+    server: Server = serve(hoarder, read_buffer=16 * 1024, max_inbound=64 * 1024)
+    with caplog.at_level(logging.ERROR, logger="railcar.engine"), connect(server.port) as sock:
+        try:
+            sock.sendall(b"z" * 1024 * 1024)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        assert wait_until(lambda: len(hoarder.closed) == 1)
+    assert any(
+        r.exc_info and isinstance(r.exc_info[1], InboundOverflow) for r in caplog.records
+    )
+    assert server.active_connections == 0

@@ -1,0 +1,160 @@
+"""The ``railcar`` command as a user runs it: serve, signals, bad input, bench smoke runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from railcar import ENGINES
+from tests.helpers import recv_exactly
+
+RAILCAR = [sys.executable, "-m", "railcar"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RAILCAR, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    engine = request.param
+    proc = subprocess.Popen(
+        [*RAILCAR, "serve", "echo", "--engine", engine, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("listening on 127.0.0.1:"), first
+    yield proc, int(first.rsplit(":", 1)[1])
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("served", ENGINES, indirect=True)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_echo_prints_port_echoes_and_stops_on_signal(
+    served: tuple[subprocess.Popen[str], int], sig: signal.Signals
+) -> None:
+    proc, port = served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"hello railcar")
+        assert recv_exactly(sock, 13) == b"hello railcar"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) == 0
+        assert sock.recv(10) == b""
+    _, err = proc.communicate(timeout=5)
+    assert "Traceback" not in err
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("railcar: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(run("serve", "echo", "--engine", engine, "--port", str(port)))
+    assert f"127.0.0.1:{port}" in line
+    assert "address already in use" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["serve", "echo", "--engine", "warp"], "'warp' is not one of"),
+        (["serve", "echo", "--port", "70000"], "--port"),
+        (["serve", "echo", "--port", "-1"], "--port"),
+        (["serve", "echo", "--port", "http"], "--port"),
+        (["serve", "echo", "--host", "no-such-host.invalid", "--port", "0"], "unknown host"),
+        (["serve", "echo", "--bogus"], "No such option"),
+        (["serve", "teleport"], "No such command"),
+        (["bench", "echo", "--engines", "warp"], "unknown engine 'warp'"),
+        (["bench", "echo", "--seconds", "-3"], "--seconds"),
+        (["bench", "idle", "--connections", "0"], "--connections"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    assert needle in one_line_error(run(*args))
+
+
+def test_missing_uvloop_is_one_line_and_exit_2() -> None:
+    code = (
+        "import sys; sys.modules['uvloop'] = None; from railcar.cli import main;"
+        "main(['serve', 'echo', '--engine', 'uvloop', '--port', '0'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert "pip install uvloop" in one_line_error(result)
+
+
+def test_unix_socket_path_is_reported(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "cli.sock")
+    proc = subprocess.Popen(
+        [*RAILCAR, "serve", "echo", "--unix", path], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == f"listening on {path}"
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    proc.stdout.close()
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert "railcar" in result.stdout
+
+
+def test_bench_echo_smoke_runs_every_engine_and_peer() -> None:
+    result = run(
+        "bench", "echo", "--seconds", "0.3", "--warmup", "0.1", "--rounds", "1", "--json",
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["tool"] == "railcar"
+    assert doc["machine"]["cpus"] >= 1
+    systems = {r["system"]: r for r in doc["results"]}
+    expected = {f"railcar-{e}" for e in ENGINES}
+    expected |= {"uvloop-protocol", "asyncio-protocol", "asyncio-streams"}
+    assert set(systems) == expected
+    for result_row in systems.values():
+        assert result_row["scenario"] == "echo"
+        assert result_row["ops_per_s"] > 0
+        assert result_row["errors"] == 0
+    assert systems["railcar-uvloop"]["peer"] == "uvloop-protocol"
+    assert systems["railcar-uvloop"]["ratio"] > 0
+
+
+def test_bench_idle_smoke_writes_markdown(tmp_path: os.PathLike[str]) -> None:
+    md = os.path.join(tmp_path, "BENCH.md")
+    result = run(
+        "bench", "idle", "--connections", "200", "--settle", "0.1", "--engines", "epoll",
+        "--no-peers", "--md", md, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    with open(md, encoding="utf-8") as written:
+        text = written.read()
+    assert "<!-- bench:idle -->" in text
+    assert "railcar-epoll" in text
