@@ -38,12 +38,20 @@ def serve() -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=7000, show_default=True,
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=7000,
+    show_default=True,
     help="TCP port; 0 picks a free one.",
 )
 @click.option("--unix", type=click.Path(dir_okay=False), help="Listen on this Unix socket instead.")
-@click.option("--deadline", type=click.FloatRange(0), default=5.0, show_default=True,
-              help="Seconds a graceful stop waits for connections to flush.")
+@click.option(
+    "--deadline",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Seconds a graceful stop waits for connections to flush.",
+)
 def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: float) -> None:
     """Echo every byte back to its sender."""
     from railcar.apps.echo import EchoHandler  # noqa: PLC0415 - keep CLI start-up light

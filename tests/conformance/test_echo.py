@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import threading
@@ -31,7 +32,7 @@ def echo_port(serve: ServerFactory) -> int:
 def test_echo_survives_any_chunking(echo_port: int, payload: bytes, cuts: list[int]) -> None:
     bounds = sorted({0, len(payload), *(c % (len(payload) + 1) for c in cuts)})
     with connect(echo_port) as sock:
-        for start, end in zip(bounds, bounds[1:], strict=False):
+        for start, end in itertools.pairwise(bounds):
             sock.sendall(payload[start:end])
         sock.shutdown(socket.SHUT_WR)
         assert recv_until_eof(sock) == payload

@@ -19,9 +19,7 @@ RAILCAR = [sys.executable, "-m", "railcar"]
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*RAILCAR, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return subprocess.run([*RAILCAR, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -110,9 +108,7 @@ def test_missing_uvloop_is_one_line_and_exit_2() -> None:
 
 def test_unix_socket_path_is_reported(tmp_path: os.PathLike[str]) -> None:
     path = os.path.join(tmp_path, "cli.sock")
-    proc = subprocess.Popen(
-        [*RAILCAR, "serve", "echo", "--unix", path], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([*RAILCAR, "serve", "echo", "--unix", path], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == f"listening on {path}"
     proc.terminate()
@@ -128,7 +124,15 @@ def test_version() -> None:
 
 def test_bench_echo_smoke_runs_every_engine_and_peer() -> None:
     result = run(
-        "bench", "echo", "--seconds", "0.3", "--warmup", "0.1", "--rounds", "1", "--json",
+        "bench",
+        "echo",
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--rounds",
+        "1",
+        "--json",
         timeout=240,
     )
     assert result.returncode == 0, result.stderr
@@ -150,8 +154,18 @@ def test_bench_echo_smoke_runs_every_engine_and_peer() -> None:
 def test_bench_idle_smoke_writes_markdown(tmp_path: os.PathLike[str]) -> None:
     md = os.path.join(tmp_path, "BENCH.md")
     result = run(
-        "bench", "idle", "--connections", "200", "--settle", "0.1", "--engines", "epoll",
-        "--no-peers", "--md", md, timeout=120,
+        "bench",
+        "idle",
+        "--connections",
+        "200",
+        "--settle",
+        "0.1",
+        "--engines",
+        "epoll",
+        "--no-peers",
+        "--md",
+        md,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     with open(md, encoding="utf-8") as written:

@@ -34,9 +34,7 @@ class System:
 
 PEERS = {
     "uvloop-protocol": System("uvloop-protocol", ("railcar.bench.echo_peers", "uvloop-protocol")),
-    "asyncio-protocol": System(
-        "asyncio-protocol", ("railcar.bench.echo_peers", "asyncio-protocol")
-    ),
+    "asyncio-protocol": System("asyncio-protocol", ("railcar.bench.echo_peers", "asyncio-protocol")),
     "asyncio-streams": System("asyncio-streams", ("railcar.bench.echo_peers", "asyncio-streams")),
 }
 
@@ -92,10 +90,21 @@ def _measure_echo(
         loads = [
             subprocess.Popen(
                 [
-                    sys.executable, "-m", "railcar.bench.echo_load",
-                    "--host", server.host, "--port", str(server.port),
-                    "--conns", str(share), "--size", str(size),
-                    "--warmup", str(warmup), "--seconds", str(seconds),
+                    sys.executable,
+                    "-m",
+                    "railcar.bench.echo_load",
+                    "--host",
+                    server.host,
+                    "--port",
+                    str(server.port),
+                    "--conns",
+                    str(share),
+                    "--size",
+                    str(size),
+                    "--warmup",
+                    str(warmup),
+                    "--seconds",
+                    str(seconds),
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -168,15 +177,19 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
         ]
         for r in doc["results"]
     ]
-    return "\n\n".join([
-        "## Echo ping-pong (round trips/s)",
-        header(doc),
-        f"{doc['connections']} connections, {doc['message_bytes']}-byte messages, one message in "
-        f"flight per connection; server pinned to one CPU, load ({doc['load_procs']} process(es)) "
-        f"on the others; median of {doc['rounds']} rounds of {doc['seconds']} s, railcar and "
-        "peers alternating. Server CPU near 100% means the server, not the load, was the limit.",
-        table(["system", "round trips/s", "ratio", "server CPU", "errors"], rows),
-    ])
+    return "\n\n".join(
+        [
+            "## Echo ping-pong (round trips/s)",
+            header(doc),
+            (
+                f"{doc['connections']} connections, {doc['message_bytes']}-byte messages, one message in "
+                f"flight per connection; server pinned to one CPU, load ({doc['load_procs']} process(es)) "
+                f"on the others; median of {doc['rounds']} rounds of {doc['seconds']} s, railcar and "
+                "peers alternating. Server CPU near 100% means the server, not the load, was the limit."
+            ),
+            table(["system", "round trips/s", "ratio", "server CPU", "errors"], rows),
+        ]
+    )
 
 
 common_engines = click.option(
@@ -196,22 +209,50 @@ common_md = click.option(
 
 @click.command("echo")
 @common_engines
-@click.option("--seconds", type=click.FloatRange(0.1), default=5.0, show_default=True,
-              help="Measured seconds per run.")
-@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
-              help="Runs per system; the median is reported.")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0.1),
+    default=5.0,
+    show_default=True,
+    help="Measured seconds per run.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Runs per system; the median is reported.",
+)
 @click.option("--conns", type=click.IntRange(1, 10000), default=50, show_default=True)
-@click.option("--size", type=click.IntRange(1, 1 << 20), default=64, show_default=True,
-              help="Message size in bytes.")
+@click.option(
+    "--size",
+    type=click.IntRange(1, 1 << 20),
+    default=64,
+    show_default=True,
+    help="Message size in bytes.",
+)
 @click.option("--warmup", type=click.FloatRange(0), default=0.5, show_default=True)
-@click.option("--load-procs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Load processes, pinned to the CPUs the server does not use.")
+@click.option(
+    "--load-procs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Load processes, pinned to the CPUs the server does not use.",
+)
 @common_peers
 @common_json
 @common_md
 def bench_echo(
-    engines: str, seconds: float, rounds: int, conns: int, size: int, warmup: float,
-    load_procs: int, no_peers: bool, as_json: bool, md: Path | None,
+    engines: str,
+    seconds: float,
+    rounds: int,
+    conns: int,
+    size: int,
+    warmup: float,
+    load_procs: int,
+    no_peers: bool,
+    as_json: bool,
+    md: Path | None,
 ) -> None:
     """Ping-pong echo on every engine, beside plain uvloop and asyncio echo servers."""
     systems = _systems(_parse_engines(engines), with_peers=not no_peers)
@@ -229,8 +270,12 @@ def bench_echo(
                     err=True,
                 )
     doc = document(
-        _echo_results(systems, runs), seconds,
-        rounds=rounds, connections=conns, message_bytes=size, load_procs=load_procs,
+        _echo_results(systems, runs),
+        seconds,
+        rounds=rounds,
+        connections=conns,
+        message_bytes=size,
+        load_procs=load_procs,
     )
     _emit(doc, _echo_markdown(doc), "echo", as_json, md)
 
@@ -251,10 +296,9 @@ def _idle_rss(system: System, connections: int, settle: float) -> dict[str, floa
         _ping(warm)
         time.sleep(settle)
         before = rss_bytes(server.pid)
-        socks = []
+        socks: list[socket.socket] = []
         try:
-            for _ in range(connections):
-                socks.append(socket.create_connection((server.host, server.port)))
+            socks.extend(socket.create_connection((server.host, server.port)) for _ in range(connections))
             for sock in socks:
                 sock.sendall(b"x")
             for sock in socks:
@@ -266,7 +310,11 @@ def _idle_rss(system: System, connections: int, settle: float) -> dict[str, floa
             for sock in socks:
                 sock.close()
             warm.close()
-    return {"rss_before": before, "rss_after": after, "bytes_per_conn": (after - before) / connections}
+    return {
+        "rss_before": before,
+        "rss_after": after,
+        "bytes_per_conn": (after - before) / connections,
+    }
 
 
 def _ping(sock: socket.socket) -> None:
@@ -277,8 +325,13 @@ def _ping(sock: socket.socket) -> None:
 @click.command("idle")
 @common_engines
 @click.option("--connections", type=click.IntRange(1, 100000), default=10000, show_default=True)
-@click.option("--settle", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Seconds to wait before each memory reading.")
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait before each memory reading.",
+)
 @common_peers
 @common_json
 @common_md
@@ -297,23 +350,29 @@ def bench_idle(
     results: list[Result] = []
     for system in systems:
         measured = _idle_rss(system, connections, settle)
-        results.append({
-            "scenario": "idle",
-            "system": system.name,
-            "errors": 0,
-            "connections": connections,
-            **{k: round(v, 1) for k, v in measured.items()},
-        })
+        results.append(
+            {
+                "scenario": "idle",
+                "system": system.name,
+                "errors": 0,
+                "connections": connections,
+                **{k: round(v, 1) for k, v in measured.items()},
+            }
+        )
     doc = document(results, settle)
     rows = [
         [r["system"], f"{r['bytes_per_conn'] / 1024:.2f} KiB", f"{r['rss_after'] / 2**20:.1f} MiB"]
         for r in results
     ]
-    markdown = "\n\n".join([
-        f"## Memory per idle connection ({connections:,} connections)",
-        header(doc),
-        "Server RSS growth after every connection has echoed one byte and gone idle, "
-        "divided by the number of connections (kernel socket buffers are not in RSS).",
-        table(["system", "RSS per idle connection", "server RSS with all open"], rows),
-    ])
+    markdown = "\n\n".join(
+        [
+            f"## Memory per idle connection ({connections:,} connections)",
+            header(doc),
+            (
+                "Server RSS growth after every connection has echoed one byte and gone idle, "
+                "divided by the number of connections (kernel socket buffers are not in RSS)."
+            ),
+            table(["system", "RSS per idle connection", "server RSS with all open"], rows),
+        ]
+    )
     _emit(doc, markdown, "idle", as_json, md)

@@ -9,8 +9,8 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
+from functools import partial
 
 import uvloop
 
@@ -72,9 +72,7 @@ async def run(host: str, port: int, conns: int, size: int, warmup: float, second
     transports = []
     for index in range(conns):
         message = (os.urandom(8) + index.to_bytes(8, "little")) * (size // 16 + 1)
-        transport, _ = await loop.create_connection(
-            lambda m=message[:size]: PingPong(m, tally), host, port
-        )
+        transport, _ = await loop.create_connection(partial(PingPong, message[:size], tally), host, port)
         transports.append(transport)
     await asyncio.sleep(warmup)
     print("start", flush=True)
@@ -107,4 +105,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import json
 import os
 import platform
@@ -42,7 +42,7 @@ def document(results: list[Result], seconds: float, **extra: Any) -> dict[str, A
         "tool": "railcar",
         "version": __version__,
         "command": shlex.join(["railcar", *sys.argv[1:]]),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": seconds,
         "machine": machine(),
         **extra,

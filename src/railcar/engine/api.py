@@ -223,9 +223,7 @@ class Conn:
         if not inbound:
             self._inbound = None  # idle connections hold no buffer
         elif len(inbound) > limit:
-            raise InboundOverflow(
-                f"{len(inbound)} unread bytes exceed the inbound limit of {limit}"
-            )
+            raise InboundOverflow(f"{len(inbound)} unread bytes exceed the inbound limit of {limit}")
 
 
 DataCallback = Callable[[Conn, memoryview], None]
@@ -238,7 +236,7 @@ def data_callback(handler: Handler, options: ServerOptions) -> DataCallback:
     limit = options.max_inbound
 
     def feed(conn: Conn, data: memoryview) -> None:
-        conn._feed_inbound(data, handler, limit)  # noqa: SLF001 - the engine's side of Conn
+        conn._feed_inbound(data, handler, limit)
 
     return feed
 

@@ -228,9 +228,7 @@ class AsyncioServer(Server):
         asyncio.set_event_loop(loop)
         try:
             self._server = loop.run_until_complete(
-                loop.create_server(
-                    lambda: _ProtocolConn(self), sock=sock, backlog=self.options.backlog
-                )
+                loop.create_server(lambda: _ProtocolConn(self), sock=sock, backlog=self.options.backlog)
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
             failures.append(exc)
@@ -285,4 +283,3 @@ class UvloopServer(AsyncioServer):
         import uvloop  # noqa: PLC0415 - optional; the registry checks it is importable
 
         return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
-

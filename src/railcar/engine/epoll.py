@@ -243,18 +243,18 @@ class EpollServer(Server):
 
     def lose(self, conn: _EpollConn, exc: BaseException) -> None:
         """Drop a connection whose socket failed."""
-        conn._out.clear()  # noqa: SLF001 - the reactor owns its connections
-        conn._out_size = 0  # noqa: SLF001
+        conn._out.clear()
+        conn._out_size = 0
         self.finish(conn, exc)
 
     def finish(self, conn: _EpollConn, exc: BaseException | None) -> None:
         """Unregister and close a connection now; its on_close runs at the end of this turn."""
-        if conn._state == _CLOSED:  # noqa: SLF001
+        if conn._state == _CLOSED:
             return
-        conn._state = _CLOSED  # noqa: SLF001
-        if self._conns.pop(conn._fd, None) is not None:  # noqa: SLF001
-            self.epoll.unregister(conn._fd)  # noqa: SLF001
-        conn._sock.close()  # noqa: SLF001
+        conn._state = _CLOSED
+        if self._conns.pop(conn._fd, None) is not None:
+            self.epoll.unregister(conn._fd)
+        conn._sock.close()
         self._closed.append((conn, exc))
 
     def notify_writable(self, conn: _EpollConn) -> None:
@@ -282,7 +282,7 @@ class EpollServer(Server):
                     continue
                 if events & _IN:
                     try:
-                        received = conn._sock.recv_into(buffer)  # noqa: SLF001
+                        received = conn._sock.recv_into(buffer)
                     except BlockingIOError:
                         received = -1
                     except OSError as exc:
@@ -298,10 +298,10 @@ class EpollServer(Server):
                     elif received == 0:
                         self._eof(conn)
                         continue
-                if events & _OUT and conn._out and conn._state != _CLOSED:  # noqa: SLF001
+                if events & _OUT and conn._out and conn._state != _CLOSED:
                     conn.flush()
                 if events & _ERR and not events & (_IN | _OUT):
-                    self.lose(conn, _socket_error(conn._sock))  # noqa: SLF001
+                    self.lose(conn, _socket_error(conn._sock))
             if self._closed or self._writable:
                 self._deliver_events()
         self._teardown()
@@ -317,9 +317,7 @@ class EpollServer(Server):
         return max(0.0, min(waits)) if waits else -1
 
     def _finished(self) -> bool:
-        return self._stop_at is not None and (
-            not self._conns or time.monotonic() >= self._stop_at
-        )
+        return self._stop_at is not None and (not self._conns or time.monotonic() >= self._stop_at)
 
     def _accept(self) -> None:
         listener = self._listener
@@ -339,8 +337,8 @@ class EpollServer(Server):
             sock.setblocking(False)
             set_nodelay(sock, self.options.nodelay)
             conn = _EpollConn(self, sock, peer or "")
-            self._conns[conn._fd] = conn  # noqa: SLF001
-            self.epoll.register(conn._fd, _IN)  # noqa: SLF001
+            self._conns[conn._fd] = conn
+            self.epoll.register(conn._fd, _IN)
             self._safe_conn(conn, self.handler.on_open, conn)
 
     def _resume_accepting(self) -> None:
@@ -351,8 +349,8 @@ class EpollServer(Server):
     def _eof(self, conn: _EpollConn) -> None:
         keep_open = self._safe_conn(conn, self.handler.on_eof, conn)
         if keep_open and not conn.closed:
-            conn._eof = True  # noqa: SLF001
-            conn._update_events()  # noqa: SLF001
+            conn._eof = True
+            conn._update_events()
         else:
             conn.close()
 

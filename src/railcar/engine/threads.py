@@ -190,36 +190,36 @@ class ThreadsServer(Server):
     def _serve(self, conn: _ThreadConn) -> None:
         handler = self.handler
         on_data = self._on_data
-        sock = conn._sock  # noqa: SLF001 - the engine's side of Conn
+        sock = conn._sock
         buffer = bytearray(min(self.options.read_buffer, _THREAD_READ_BUFFER))
         view = memoryview(buffer)
         try:
             handler.on_open(conn)
             while not conn.closed:
-                conn._readable.wait()  # noqa: SLF001
+                conn._readable.wait()
                 if conn.closed:
                     break
                 try:
                     received = sock.recv_into(buffer)
                 except OSError as exc:
-                    conn._lose(exc)  # noqa: SLF001
+                    conn._lose(exc)
                     break
                 if received:
                     on_data(conn, view[:received])
                 elif handler.on_eof(conn) and not conn.closed:
-                    conn._done.wait()  # noqa: SLF001 - the handler writes until it closes
+                    conn._done.wait()
                 else:
                     conn.close()
         except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
             report_handler_error(conn, exc)
             conn.abort()
         finally:
-            conn._closing = True  # noqa: SLF001
-            with conn._lock:  # noqa: SLF001 - never close under a writer's feet
+            conn._closing = True
+            with conn._lock:
                 sock.close()
             with self._conns_lock:
                 self._conns.pop(conn, None)
             try:
-                handler.on_close(conn, conn._io_error)  # noqa: SLF001
+                handler.on_close(conn, conn._io_error)
             except Exception as exc:  # noqa: BLE001 - nothing left to close; log it
                 report_handler_error(conn, exc)
