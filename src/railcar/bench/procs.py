@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from railcar.errors import RailcarError
+
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -46,7 +48,7 @@ def running_server(
         line = _first_line(proc, timeout)
         if not line.startswith("listening on "):
             _, err = proc.communicate(timeout=5)
-            raise RuntimeError(f"{' '.join(argv)} did not start: {line.strip()} {err.strip()}")
+            raise RailcarError(f"{' '.join(argv)} did not start: {line.strip()} {err.strip()}")
         host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
         yield ServerProcess(proc, host.strip("[]"), int(port))
     finally:
