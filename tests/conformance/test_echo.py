@@ -64,40 +64,29 @@ def test_half_close_gets_every_echo_then_eof(serve: ServerFactory) -> None:
 def test_thousand_concurrent_connections(serve: ServerFactory) -> None:
     server = serve(EchoHandler())
     count = 1000
+    open_when_all_echoed: list[int] = []
 
-    async def one(index: int, all_open: asyncio.Event, opened: list[int]) -> bytes:
+    async def one(index: int, all_echoed: asyncio.Event, echoed: list[int]) -> bool:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         message = f"connection {index:04d}\n".encode()
         writer.write(message)
-        echoed = await reader.readexactly(len(message))
-        opened.append(index)
-        if len(opened) == count:
-            all_open.set()
-        await all_open.wait()
+        reply = await reader.readexactly(len(message))
+        echoed.append(index)
+        if len(echoed) == count:
+            open_when_all_echoed.append(server.active_connections)
+            all_echoed.set()
+        await all_echoed.wait()
         writer.close()
         await writer.wait_closed()
-        return echoed == message
+        return reply == message
 
-    async def main() -> tuple[list[bool], int]:
-        all_open = asyncio.Event()
-        opened: list[int] = []
-        peak = 0
+    async def main() -> list[bool]:
+        all_echoed = asyncio.Event()
+        echoed: list[int] = []
+        return list(await asyncio.gather(*(one(i, all_echoed, echoed) for i in range(count))))
 
-        async def watch() -> None:
-            nonlocal peak
-            while not all_open.is_set():
-                peak = max(peak, server.active_connections)
-                await asyncio.sleep(0.01)
-            peak = max(peak, server.active_connections)
-
-        watcher = asyncio.create_task(watch())
-        results = await asyncio.gather(*(one(i, all_open, opened) for i in range(count)))
-        await watcher
-        return list(results), peak
-
-    results, peak = asyncio.run(main())
-    assert all(results)
-    assert peak == count
+    assert all(asyncio.run(main()))
+    assert open_when_all_echoed == [count]
     assert wait_until(lambda: server.active_connections == 0, timeout=10)
 
 

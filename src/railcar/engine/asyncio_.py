@@ -21,8 +21,8 @@ from railcar.engine.listen import listen, set_nodelay
 from railcar.errors import ConnectionClosed
 
 
-class _ProtocolConn(Conn, asyncio.BufferedProtocol):
-    """A connection that is its own asyncio protocol, so each read costs one Python call."""
+class _ProtocolConn(Conn):
+    """A connection that is its own asyncio protocol: one object and one Python call per read."""
 
     __slots__ = ("_closed", "_handler", "_held", "_on_data", "_server", "_transport", "_view")
 
@@ -59,17 +59,6 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
             # on_open: hold what arrives until the handler resumes.
             self._held = bytearray()
             self._on_data = self._hold
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        """Offer the server's shared read buffer: idle connections hold none of their own."""
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """Deliver what was just read."""
-        try:
-            self._on_data(self, self._view[:nbytes])
-        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            self._fail(exc)
 
     def eof_received(self) -> bool:
         """Ask the handler whether to keep the write side open after the peer's EOF."""
@@ -180,10 +169,41 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
         self.abort()
 
 
+class _BufferedConn(_ProtocolConn, asyncio.BufferedProtocol):
+    """Reads into the server's shared buffer: no allocation per read (stdlib asyncio)."""
+
+    __slots__ = ()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Offer the server's shared read buffer: idle connections hold none of their own."""
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Deliver what was just read."""
+        try:
+            self._on_data(self, self._view[:nbytes])
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            self._fail(exc)
+
+
+class _StreamConn(_ProtocolConn, asyncio.Protocol):
+    """Takes the bytes uvloop read into its own loop-wide buffer (cheaper there than get_buffer)."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        """Deliver what was just read."""
+        try:
+            self._on_data(self, memoryview(data))
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            self._fail(exc)
+
+
 class AsyncioServer(Server):
     """Runs an asyncio event loop on a background thread and serves the handler from it."""
 
     engine = "asyncio"
+    protocol: type[_BufferedConn | _StreamConn] = _BufferedConn
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         super().__init__(handler, options)
@@ -228,7 +248,7 @@ class AsyncioServer(Server):
         asyncio.set_event_loop(loop)
         try:
             self._server = loop.run_until_complete(
-                loop.create_server(lambda: _ProtocolConn(self), sock=sock, backlog=self.options.backlog)
+                loop.create_server(lambda: self.protocol(self), sock=sock, backlog=self.options.backlog)
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
             failures.append(exc)
@@ -277,6 +297,7 @@ class UvloopServer(AsyncioServer):
     """The asyncio engine on uvloop's libuv-based event loop."""
 
     engine = "uvloop"
+    protocol = _StreamConn
 
     def new_loop(self) -> asyncio.AbstractEventLoop:
         """Create a uvloop event loop."""
