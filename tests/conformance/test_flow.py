@@ -36,7 +36,7 @@ def test_on_writable_follows_drained_backpressure(engine: str, serve: ServerFact
     recorder = Recorder()
     server = serve(recorder, **LIMITS)
     with connect(server.port, rcvbuf=64 * 1024) as sock:
-        sent = pump_without_reading(sock, 8 * 1024 * 1024)
+        sent = pump_without_reading(sock, 256 * 1024 * 1024)
         (conn,) = recorder.conns
         assert not conn.writable
         assert not conn.reading
@@ -51,7 +51,7 @@ def test_peer_reset_mid_write_closes_only_that_connection(serve: ServerFactory) 
     server = serve(recorder, **LIMITS)
     with connect(server.port) as bystander:
         victim = connect(server.port, rcvbuf=64 * 1024)
-        pump_without_reading(victim, 8 * 1024 * 1024)
+        pump_without_reading(victim, 256 * 1024 * 1024)
         victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         victim.close()  # RST while the server still has output queued for it
         assert wait_until(lambda: len(recorder.closed) == 1)

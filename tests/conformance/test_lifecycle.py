@@ -48,7 +48,7 @@ def test_stop_gives_up_on_stuck_output_at_the_deadline(engine: str) -> None:
     server = create_server(recorder, engine, high_water=256 * 1024, read_buffer=64 * 1024)
     server.start()
     stuck = connect(server.port, rcvbuf=64 * 1024)
-    pump_without_reading(stuck, 16 * 1024 * 1024)
+    pump_without_reading(stuck, 256 * 1024 * 1024)
     started = time.monotonic()
     server.stop(deadline=0.5)
     assert 0.4 < time.monotonic() - started < 3.0

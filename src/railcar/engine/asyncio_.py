@@ -21,8 +21,8 @@ from railcar.engine.listen import listen, set_nodelay
 from railcar.errors import ConnectionClosed
 
 
-class _ProtocolConn(Conn):
-    """A connection that is its own asyncio protocol: one object and one Python call per read."""
+class _ProtocolConn(Conn, asyncio.BufferedProtocol):
+    """A connection that is its own asyncio protocol, so each read costs one Python call."""
 
     __slots__ = ("_closed", "_handler", "_held", "_on_data", "_server", "_transport", "_view")
 
@@ -32,7 +32,7 @@ class _ProtocolConn(Conn):
         self._handler = server.handler
         self._on_data = server.on_data
         self._view = server.read_view
-        self._closed = False
+        self._closed = True  # until connection_made: one flag guards every write
         self._transport: asyncio.Transport | None = None
         self._held: bytearray | None = None
 
@@ -41,6 +41,7 @@ class _ProtocolConn(Conn):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection and tell the handler."""
         self._transport = tcp = cast(asyncio.Transport, transport)
+        self._closed = False
         options = self._server.options
         sock = tcp.get_extra_info("socket")
         if sock is not None:
@@ -59,6 +60,17 @@ class _ProtocolConn(Conn):
             # on_open: hold what arrives until the handler resumes.
             self._held = bytearray()
             self._on_data = self._hold
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Offer the server's shared read buffer: idle connections hold none of their own."""
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Deliver what was just read."""
+        try:
+            self._on_data(self, self._view[:nbytes])
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            self._fail(exc)
 
     def eof_received(self) -> bool:
         """Ask the handler whether to keep the write side open after the peer's EOF."""
@@ -94,17 +106,17 @@ class _ProtocolConn(Conn):
 
     def write(self, data: Buffer) -> None:
         """Queue bytes for sending; raises ConnectionClosed if the connection is closed."""
-        if self._closed or self._transport is None:
+        if self._closed:
             raise ConnectionClosed(f"connection {self.peer} is closed")
         # Transports may keep a reference to what they could not send yet; the read
         # buffer is shared and reused, so anything that is not immutable is copied.
-        self._transport.write(data if type(data) is bytes else bytes(data))
+        self._transport.write(data if type(data) is bytes else bytes(data))  # type: ignore[union-attr]
 
     def writelines(self, chunks: Iterable[Buffer]) -> None:
         """Queue several buffers, sent with one system call where possible; raises ConnectionClosed."""
-        if self._closed or self._transport is None:
+        if self._closed:
             raise ConnectionClosed(f"connection {self.peer} is closed")
-        self._transport.writelines([c if type(c) is bytes else bytes(c) for c in chunks])
+        self._transport.writelines([c if type(c) is bytes else bytes(c) for c in chunks])  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Close after the queued output has been sent; a no-op if already closing."""
@@ -169,41 +181,10 @@ class _ProtocolConn(Conn):
         self.abort()
 
 
-class _BufferedConn(_ProtocolConn, asyncio.BufferedProtocol):
-    """Reads into the server's shared buffer: no allocation per read (stdlib asyncio)."""
-
-    __slots__ = ()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        """Offer the server's shared read buffer: idle connections hold none of their own."""
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """Deliver what was just read."""
-        try:
-            self._on_data(self, self._view[:nbytes])
-        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            self._fail(exc)
-
-
-class _StreamConn(_ProtocolConn, asyncio.Protocol):
-    """Takes the bytes uvloop read into its own loop-wide buffer (cheaper there than get_buffer)."""
-
-    __slots__ = ()
-
-    def data_received(self, data: bytes) -> None:
-        """Deliver what was just read."""
-        try:
-            self._on_data(self, memoryview(data))
-        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            self._fail(exc)
-
-
 class AsyncioServer(Server):
     """Runs an asyncio event loop on a background thread and serves the handler from it."""
 
     engine = "asyncio"
-    protocol: type[_BufferedConn | _StreamConn] = _BufferedConn
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         super().__init__(handler, options)
@@ -248,7 +229,7 @@ class AsyncioServer(Server):
         asyncio.set_event_loop(loop)
         try:
             self._server = loop.run_until_complete(
-                loop.create_server(lambda: self.protocol(self), sock=sock, backlog=self.options.backlog)
+                loop.create_server(lambda: _ProtocolConn(self), sock=sock, backlog=self.options.backlog)
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
             failures.append(exc)
@@ -297,7 +278,6 @@ class UvloopServer(AsyncioServer):
     """The asyncio engine on uvloop's libuv-based event loop."""
 
     engine = "uvloop"
-    protocol = _StreamConn
 
     def new_loop(self) -> asyncio.AbstractEventLoop:
         """Create a uvloop event loop."""
