@@ -155,3 +155,19 @@ def test_pull_mode_inbound_limit_closes_the_connection(
         assert wait_until(lambda: len(hoarder.closed) == 1)
     assert any(r.exc_info and isinstance(r.exc_info[1], InboundOverflow) for r in caplog.records)
     assert server.active_connections == 0
+
+
+def test_connect_and_reset_storm_leaves_server_serving(serve: ServerFactory) -> None:
+    recorder = Recorder()
+    server = serve(recorder)
+    for index in range(200):
+        sock = socket.socket()
+        sock.connect(("127.0.0.1", server.port))
+        if index % 2:
+            sock.sendall(b"partial")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    assert wait_until(lambda: server.active_connections == 0 and len(recorder.closed) == 200, 10)
+    with connect(server.port) as sock:
+        sock.sendall(b"alive")
+        assert recv_exactly(sock, 5) == b"alive"
