@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import click
 
@@ -58,6 +58,83 @@ def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: fl
 
     raise_open_file_limit()
     server = create_server(EchoHandler(), engine, host=host, port=port, unix=unix)
+    server.start()
+    click.echo(f"listening on {describe(server.address)}")
+    sys.stdout.flush()
+    server.serve_forever(deadline)
+
+
+@serve.command("reqrep")
+@click.option(
+    "--codec",
+    type=click.Choice(["int32", "struct276", "jsonl", "msgpack"]),
+    default="int32",
+    show_default=True,
+    help="Wire encoding of requests and replies.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["item", "batch", "array"]),
+    default="item",
+    show_default=True,
+    help="Call the service per request, per batch, or per numpy array (fixed-size codecs).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=default_engine,
+    show_default="uvloop where installed, else asyncio",
+    help="Event engine that runs the connections.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=7001,
+    show_default=True,
+    help="TCP port; 0 picks a free one.",
+)
+@click.option("--unix", type=click.Path(dir_okay=False), help="Listen on this Unix socket instead.")
+@click.option(
+    "--max-frame",
+    type=click.IntRange(64),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="Largest frame accepted, in bytes; larger ones close the connection with an error.",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Seconds a graceful stop waits for connections to flush.",
+)
+def serve_reqrep(
+    codec: str,
+    mode: str,
+    engine: str,
+    host: str,
+    port: int,
+    unix: str | None,
+    max_frame: int,
+    deadline: float,
+) -> None:
+    """Answer batched requests: int32 numbers incremented, struct276 records with flags+1, others echoed."""
+    from railcar.apps.increment import increment_service  # noqa: PLC0415 - keep CLI start-up light
+    from railcar.reqrep import Mode, create_reqrep_server  # noqa: PLC0415
+
+    raise_open_file_limit()
+    chosen = cast(Mode, mode)
+    server = create_reqrep_server(
+        increment_service(codec, chosen),
+        codec,
+        mode=chosen,
+        engine=engine,
+        max_frame=max_frame,
+        host=host,
+        port=port,
+        unix=unix,
+    )
     server.start()
     click.echo(f"listening on {describe(server.address)}")
     sys.stdout.flush()

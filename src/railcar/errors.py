@@ -21,3 +21,31 @@ class ConnectionClosed(RailcarError, ConnectionError):
 
 class InboundOverflow(RailcarError):
     """A buffered (pull-mode) connection holds more unread bytes than its configured limit."""
+
+
+class ProtocolError(RailcarError):
+    """The peer sent bytes that break the wire protocol; the connection is closed."""
+
+
+class RemoteError(RailcarError):
+    """The server answered this request with an error (its message is the exception's text)."""
+
+
+class RequestTimeout(RailcarError, TimeoutError):
+    """No reply arrived within the timeout; a late reply is counted and dropped."""
+
+
+class ConnectionLost(RailcarError, ConnectionError):
+    """The connection ended before the reply arrived; every pending call fails with it."""
+
+
+class InFlightLimit(RailcarError):
+    """A non-waiting send found the client's in-flight window full."""
+
+
+class CodecError(RailcarError, ValueError):
+    """The bytes are not valid for this codec, or an item cannot be encoded by it."""
+
+
+class FrameTooLarge(CodecError):
+    """An item or frame is larger than the configured maximum."""

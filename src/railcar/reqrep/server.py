@@ -1,0 +1,248 @@
+"""Request–response servers: a handler per request, per batch, or per numpy array, on any engine."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from railcar.codecs import Codec, CodecFactory, FixedSizeCodec, codec_factory
+from railcar.engine import create_server
+from railcar.engine.api import Conn, Handler, Server
+from railcar.errors import CodecError, ProtocolError
+from railcar.proto.reqrep import (
+    DEFAULT_MAX_FRAME,
+    REPLY,
+    REPLY_IDS,
+    REQUEST,
+    Frame,
+    FrameReader,
+    begin_frame,
+    encode_conn_error,
+    encode_errors,
+    end_frame,
+    pack_ids,
+)
+
+log = logging.getLogger("railcar.reqrep")
+
+Mode = Literal["item", "batch", "array"]
+MODES: tuple[Mode, ...] = ("item", "batch", "array")
+
+
+@dataclass(slots=True)
+class _Session:
+    reader: FrameReader
+    codec: Codec[Any]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ReqRepHandler(Handler):
+    """Engine handler that decodes request frames, calls the service and writes reply frames.
+
+    Every read is answered with one write: the replies to all the frames it completed.
+    """
+
+    def __init__(
+        self,
+        service: Callable[..., Any],
+        codec: str | CodecFactory,
+        mode: Mode = "item",
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        """Check the service against the mode; raises ValueError for an unknown mode or codec."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self._factory = codec_factory(codec) if isinstance(codec, str) else codec
+        probe = self._factory()
+        if mode == "array" and not isinstance(probe, FixedSizeCodec):
+            raise ValueError(f"mode 'array' needs a fixed-size codec, not {probe.name!r}")
+        self._service = service
+        self._mode = mode
+        self._is_async = inspect.iscoroutinefunction(service)
+        if self._is_async and mode == "array":
+            raise ValueError("mode 'array' needs a synchronous service")
+        self._max_frame = max_frame
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def on_open(self, conn: Conn) -> None:
+        """Give the connection its own frame reader and codec."""
+        conn.context["reqrep"] = _Session(FrameReader(self._max_frame), self._factory())
+
+    def on_data(self, conn: Conn, data: memoryview) -> None:
+        """Answer every complete request frame in ``data`` with one write."""
+        session: _Session = conn.context["reqrep"]
+        out = bytearray()
+        try:
+            for frame in session.reader.feed(data):
+                if frame.kind != REQUEST:
+                    raise ProtocolError(f"expected REQUEST frames, got kind {frame.kind}")
+                if self._is_async:
+                    task = asyncio.ensure_future(self._answer_later(conn, session.codec, frame))
+                    self._tasks.add(task)  # the loop keeps only weak references to tasks
+                    task.add_done_callback(self._tasks.discard)
+                else:
+                    self._answer(session.codec, frame, out)
+        except ProtocolError as exc:
+            log.warning("protocol error from %s: %s", conn.peer, exc)
+            encode_conn_error(out, f"protocol error: {exc}")
+            conn.write(out)
+            conn.close()
+            return
+        if out:
+            conn.write(out)
+
+    def _answer(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
+        ids = range(frame.first_id, frame.first_id + frame.count)
+        try:
+            if self._mode == "array":
+                self._answer_array(codec, frame, out)
+                return
+            requests = self._decode(codec, frame)
+        except CodecError as exc:
+            encode_errors(out, [(i, f"bad request: {exc}") for i in ids])
+            return
+        if self._mode == "batch":
+            try:
+                replies = list(self._service(requests))
+                if len(replies) != frame.count:
+                    raise ValueError(f"batch handler returned {len(replies)} replies for {frame.count}")
+            except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
+                encode_errors(out, [(i, _describe(exc)) for i in ids])
+                return
+            self._encode_replies(codec, frame, replies, out)
+            return
+        try:
+            replies = list(map(self._service, requests))
+        except Exception:  # noqa: BLE001 - find which requests failed, answer the others
+            self._answer_one_by_one(codec, frame.first_id, requests, out)
+            return
+        self._encode_replies(codec, frame, replies, out)
+
+    def _answer_array(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
+        assert isinstance(codec, FixedSizeCodec)
+        ids = range(frame.first_id, frame.first_id + frame.count)
+        array = codec.decode_array(frame.payload)
+        if len(array) != frame.count:
+            raise CodecError(f"frame holds {len(array)} requests, its header says {frame.count}")
+        try:
+            replies = codec.encode_array(self._service(array))
+        except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
+            encode_errors(out, [(i, _describe(exc)) for i in ids])
+            return
+        if len(replies) != codec.itemsize * frame.count:
+            encode_errors(out, [(i, "array handler returned the wrong number of replies") for i in ids])
+            return
+        start = begin_frame(out)
+        out += replies
+        end_frame(out, start, REPLY, frame.count, frame.first_id)
+
+    @staticmethod
+    def _decode(codec: Codec[Any], frame: Frame) -> list[Any]:
+        requests, used = codec.decode_batch(frame.payload)
+        if used != len(frame.payload) or len(requests) != frame.count:
+            raise CodecError(f"frame holds {len(requests)} requests, its header says {frame.count}")
+        return requests
+
+    def _encode_replies(self, codec: Codec[Any], frame: Frame, replies: list[Any], out: bytearray) -> None:
+        start = begin_frame(out)
+        try:
+            codec.encode_batch(replies, out)
+        except (CodecError, TypeError, ValueError):
+            del out[start:]
+            self._encode_one_by_one(
+                codec, list(range(frame.first_id, frame.first_id + frame.count)), replies, out
+            )
+            return
+        end_frame(out, start, REPLY, frame.count, frame.first_id)
+
+    def _answer_one_by_one(
+        self, codec: Codec[Any], first_id: int, requests: list[Any], out: bytearray
+    ) -> None:
+        ids, replies, errors = [], [], []
+        for offset, request in enumerate(requests):
+            try:
+                replies.append(self._service(request))
+                ids.append(first_id + offset)
+            except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
+                errors.append((first_id + offset, _describe(exc)))
+        self._encode_one_by_one(codec, ids, replies, out, errors)
+
+    @staticmethod
+    def _encode_one_by_one(
+        codec: Codec[Any],
+        ids: list[int],
+        replies: list[Any],
+        out: bytearray,
+        errors: list[tuple[int, str]] | None = None,
+    ) -> None:
+        """Encode replies that may fail to encode individually: REPLY_IDS for the good, ERROR for the rest."""
+        errors = list(errors or [])
+        good_ids, encoded = [], bytearray()
+        for request_id, reply in zip(ids, replies, strict=True):
+            mark = len(encoded)
+            try:
+                codec.encode_batch([reply], encoded)
+            except (CodecError, TypeError, ValueError) as exc:
+                del encoded[mark:]
+                errors.append((request_id, f"cannot encode reply: {exc}"))
+            else:
+                good_ids.append(request_id)
+        if good_ids:
+            start = begin_frame(out)
+            out += pack_ids(good_ids)
+            out += encoded
+            end_frame(out, start, REPLY_IDS, len(good_ids), good_ids[0])
+        if errors:
+            encode_errors(out, errors)
+
+    async def _answer_later(self, conn: Conn, codec: Codec[Any], frame: Frame) -> None:
+        out = bytearray()
+        try:
+            requests = self._decode(codec, frame)
+        except CodecError as exc:
+            encode_errors(
+                out, [(i, f"bad request: {exc}") for i in range(frame.first_id, frame.first_id + frame.count)]
+            )
+        else:
+            results = await asyncio.gather(*map(self._service, requests), return_exceptions=True)
+            if any(isinstance(r, BaseException) for r in results):
+                ids = [frame.first_id + i for i, r in enumerate(results) if not isinstance(r, BaseException)]
+                errors = [
+                    (frame.first_id + i, _describe(r))
+                    for i, r in enumerate(results)
+                    if isinstance(r, BaseException)
+                ]
+                good = [r for r in results if not isinstance(r, BaseException)]
+                self._encode_one_by_one(codec, ids, good, out, errors)
+            else:
+                self._encode_replies(codec, frame, list(results), out)
+        if not conn.closed:
+            conn.write(out)
+
+
+def create_reqrep_server(
+    service: Callable[..., Any],
+    codec: str | CodecFactory = "int32",
+    *,
+    mode: Mode = "item",
+    engine: str | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    **options: Any,
+) -> Server:
+    """Make an unstarted request–response server; raises ValueError or EngineUnavailable.
+
+    ``service`` takes one request and returns its reply (mode "item", sync or async),
+    takes a list and returns a list (mode "batch"), or takes a numpy array of
+    fixed-size records and returns one of the same length (mode "array").
+    """
+    handler = ReqRepHandler(service, codec, mode, max_frame)
+    if handler._is_async and (engine or "uvloop") not in ("asyncio", "uvloop"):
+        raise ValueError("an async service needs the asyncio or uvloop engine")
+    return create_server(handler, engine, **options)

@@ -1,0 +1,342 @@
+"""Request–response over every engine: async and sync clients, errors, limits, lost servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from railcar.apps.echo import EchoHandler
+from railcar.apps.increment import increment_service
+from railcar.codecs import RECORD_276
+from railcar.errors import ConnectionLost, InFlightLimit, ProtocolError, RemoteError, RequestTimeout
+from railcar.proto.reqrep import CONN_ERROR, ERROR, HEADER, REPLY, REQUEST, FrameReader, decode_errors
+from railcar.reqrep import Client, ClientPool, create_reqrep_server
+from railcar.reqrep.sync import SyncClient
+from tests.conftest import ServerFactory
+from tests.helpers import connect
+
+Serve = Callable[..., int]
+
+
+@pytest.fixture
+def serve_reqrep(engine: str) -> Iterator[Serve]:
+    servers = []
+
+    def start(service: Callable[..., Any], codec: str = "int32", **options: Any) -> int:
+        server = create_reqrep_server(service, codec, engine=engine, port=0, **options)
+        server.start()
+        servers.append(server)
+        return server.port
+
+    yield start
+    for server in servers:
+        server.stop(1.0)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_calls_from_many_tasks_share_frames(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"))
+
+    async def main() -> list[int]:
+        async with await Client.connect(port=port) as client:
+            assert await client.call(41) == 42
+            return list(await asyncio.gather(*(client.call(i) for i in range(3000))))
+
+    assert run(main()) == [i + 1 for i in range(3000)]
+
+
+@pytest.mark.parametrize("mode", ["item", "batch", "array"])
+def test_call_many_in_every_mode(serve_reqrep: Serve, mode: str) -> None:
+    port = serve_reqrep(increment_service("int32", mode), mode=mode)  # type: ignore[arg-type]
+
+    async def main() -> list[int]:
+        async with await Client.connect(port=port, batch_size=1000) as client:
+            return await client.call_many(list(range(-2500, 2500)))
+
+    assert run(main()) == [i + 1 for i in range(-2500, 2500)]
+
+
+def test_struct276_records_vectorised(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("struct276", "array"), "struct276", mode="array")
+    records = np.zeros(300, dtype=RECORD_276)
+    records["id"] = np.arange(300)
+    records["flags"] = 7
+    records["values"] = 1.5
+    records["tag"] = b"railcar"
+
+    async def main() -> list[Any]:
+        async with await Client.connect(port=port, codec="struct276") as client:
+            return await client.call_many(records.tolist())
+
+    replies = run(main())
+    assert [r[0] for r in replies] == list(range(300))
+    assert {r[3] for r in replies} == {8}
+    assert all(r[5] == b"railcar" for r in replies)
+
+
+@pytest.mark.parametrize("codec", ["jsonl", "msgpack"])
+def test_structured_codecs_echo(serve_reqrep: Serve, codec: str) -> None:
+    port = serve_reqrep(increment_service(codec, "item"), codec)
+    documents = [{"n": i, "name": f"item {i}", "tags": ["a", "b"][: i % 3]} for i in range(500)]
+
+    async def main() -> tuple[Any, list[Any]]:
+        async with await Client.connect(port=port, codec=codec) as client:
+            return await client.call({"hello": "world"}), await client.call_many(documents)
+
+    single, many = run(main())
+    assert single == {"hello": "world"}
+    assert many == documents
+
+
+def failing_on_13(number: int) -> int:
+    if number == 13:
+        raise ValueError("unlucky number")
+    return number * 2
+
+
+def test_a_failing_request_fails_alone(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(failing_on_13)
+
+    async def main() -> None:
+        async with await Client.connect(port=port) as client:
+            results = await asyncio.gather(*(client.call(i) for i in range(10, 16)), return_exceptions=True)
+            assert results[:3] == [20, 22, 24]
+            assert isinstance(results[3], RemoteError)
+            assert "unlucky number" in str(results[3])
+            assert results[4:] == [28, 30]
+            with pytest.raises(RemoteError, match="unlucky"):
+                await client.call_many(list(range(20)))
+            assert await client.call(2) == 4
+
+    run(main())
+
+
+def test_async_service_replies_out_of_order(engine: str, serve_reqrep: Serve) -> None:
+    if engine not in ("asyncio", "uvloop"):
+        pytest.skip("async services run on the asyncio engines")
+
+    async def slow_for_small(number: int) -> int:
+        await asyncio.sleep(0.05 if number < 5 else 0)
+        return -number
+
+    port = serve_reqrep(slow_for_small)
+    order: list[int] = []
+
+    async def main() -> list[int]:
+        async with await Client.connect(port=port) as client:
+
+            async def tracked(n: int) -> int:
+                reply = await client.call(n)
+                order.append(n)
+                return reply
+
+            first = [asyncio.create_task(tracked(n)) for n in range(5)]
+            await asyncio.sleep(0.01)
+            later = [asyncio.create_task(tracked(n)) for n in range(5, 10)]
+            return list(await asyncio.gather(*first, *later))
+
+    assert run(main()) == [-n for n in range(10)]
+    assert order[:5] == [5, 6, 7, 8, 9]
+
+
+def raw_request(sock: socket.socket, payload: bytes, count: int, first_id: int = 1) -> None:
+    sock.sendall(HEADER.pack(13 + len(payload), REQUEST, count, first_id) + payload)
+
+
+def read_frames(sock: socket.socket, wanted: int) -> list[Any]:
+    reader, frames = FrameReader(), []
+    while len(frames) < wanted:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        frames += reader.feed(chunk)
+    return frames
+
+
+def test_undecodable_frame_fails_its_requests_and_keeps_the_connection(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"))
+    with connect(port) as sock:
+        raw_request(sock, b"\x01\x00\x00", count=1, first_id=5)  # 3 bytes: not an int32
+        (error,) = read_frames(sock, 1)
+        assert error.kind == ERROR
+        [(request_id, message)] = decode_errors(error)
+        assert request_id == 5
+        assert "bad request" in message
+        raw_request(sock, struct.pack("<i", 9), count=1, first_id=6)
+        (reply,) = read_frames(sock, 1)
+        assert (reply.kind, reply.first_id, reply.payload) == (REPLY, 6, struct.pack("<i", 10))
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xff" * 64, HEADER.pack(13, 42, 0, 0), HEADER.pack(100_000, REQUEST, 1, 1)],
+    ids=["noise", "unknown-kind", "oversized"],
+)
+def test_protocol_violation_gets_conn_error_and_close(serve_reqrep: Serve, garbage: bytes) -> None:
+    port = serve_reqrep(increment_service("int32", "item"), max_frame=4096)
+    with connect(port) as bystander, connect(port) as sock:
+        sock.sendall(garbage)
+        frames = read_frames(sock, 1)
+        assert [f.kind for f in frames] == [CONN_ERROR]
+        assert b"protocol error" in frames[0].payload
+        assert sock.recv(10) == b""
+        raw_request(bystander, struct.pack("<i", 1), count=1)
+        assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
+
+
+class SilentServer:
+    """Accepts and reads, never answers; ``reset()`` drops every connection with RST."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.received = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        self.conns.append(conn)
+        while chunk := conn.recv(1 << 20):
+            self.received += len(chunk)
+        conn.close()  # with SO_LINGER 0 set by reset(): a reset, as when a server process dies
+
+    def reset(self) -> None:
+        for conn in self.conns:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.shutdown(socket.SHUT_RD)  # wakes the reading thread, which closes
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_server_lost_mid_batch_fails_every_pending_call_fast() -> None:
+    silent = SilentServer()
+
+    async def main() -> None:
+        client = await Client.connect(port=silent.port)
+        pending = [asyncio.ensure_future(client.call(i)) for i in range(100)]
+        batch = asyncio.ensure_future(client.call_many(list(range(5000))))
+        while silent.received < 100 * 4 + 5000 * 4:
+            await asyncio.sleep(0.01)
+        silent.reset()
+        results = await asyncio.wait_for(asyncio.gather(*pending, batch, return_exceptions=True), 2)
+        assert all(isinstance(r, ConnectionLost) for r in results)
+        assert client.in_flight == 0
+        with pytest.raises(ConnectionLost):
+            await client.call(1)
+
+    run(main())
+
+
+def test_timeouts_and_the_in_flight_window() -> None:
+    silent = SilentServer()
+
+    async def main() -> None:
+        async with await Client.connect(port=silent.port, max_in_flight=100) as client:
+            with pytest.raises(RequestTimeout):
+                await client.call(1, timeout=0.1)
+            with pytest.raises(RequestTimeout):
+                await client.call_many([1, 2, 3], timeout=0.1)
+            assert client.in_flight == 0
+            replies: list[Any] = []
+            for i in range(100):
+                client.send(i, replies.append)
+            assert client.in_flight == 100
+            with pytest.raises(InFlightLimit):
+                client.send(100, replies.append)
+            waiting = asyncio.ensure_future(client.call(101))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            assert client.in_flight == 100
+        assert isinstance(await asyncio.gather(waiting, return_exceptions=True), list)
+        assert all(isinstance(r, ConnectionLost) for r in replies)
+        silent.reset()
+
+    run(main())
+
+
+def test_pool_spreads_calls(serve_reqrep: Serve, engine: str) -> None:
+    port = serve_reqrep(increment_service("int32", "item"))
+
+    async def main() -> list[int]:
+        pool = await ClientPool.connect(port=port, size=3)
+        try:
+            return list(await asyncio.gather(*(pool.call(i) for i in range(300))))
+        finally:
+            await pool.close()
+
+    assert run(main()) == [i + 1 for i in range(300)]
+
+
+def test_sync_client_from_many_threads(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(failing_on_13)
+    errors: list[BaseException] = []
+    results: dict[int, list[int]] = {}
+
+    with SyncClient(port=port) as client:
+
+        def worker(index: int) -> None:
+            try:
+                results[index] = [client.call(index * 1000 + i) for i in range(200) if i != 13]
+                assert client.call_many(list(range(2000, 4500))) == [2 * i for i in range(2000, 4500)]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        with pytest.raises(RemoteError, match="unlucky"):
+            client.call(13)
+        assert client.call(4) == 8
+    assert errors == []
+    assert results == {t: [2 * (t * 1000 + i) for i in range(200) if i != 13] for t in range(8)}
+
+
+def test_sync_client_timeout_and_lost_server() -> None:
+    silent = SilentServer()
+    with SyncClient(port=silent.port) as client:
+        with pytest.raises(RequestTimeout):
+            client.call(1, timeout=0.1)
+        outcome: list[BaseException] = []
+        waiter = threading.Thread(target=lambda: outcome.append(_raises(lambda: client.call_many([1, 2]))))
+        waiter.start()
+        while silent.received < 8 + 17 + 4:
+            threading.Event().wait(0.01)
+        silent.reset()
+        waiter.join(5)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], ConnectionLost)
+        with pytest.raises(ConnectionLost):
+            client.call(1)
+
+
+def _raises(fn: Callable[[], Any]) -> BaseException:
+    try:
+        fn()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_invalid_reply_closes_the_client(engine: str, serve: ServerFactory) -> None:
+    echo = serve(EchoHandler())  # echoes REQUEST frames back: not valid replies
+
+    async def main() -> None:
+        async with await Client.connect(port=echo.port) as client:
+            with pytest.raises(ProtocolError, match="unexpected frame kind 1"):
+                await client.call(1)
+
+    run(main())
