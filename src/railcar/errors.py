@@ -49,3 +49,11 @@ class CodecError(RailcarError, ValueError):
 
 class FrameTooLarge(CodecError):
     """An item or frame is larger than the configured maximum."""
+
+
+class BatcherClosed(RailcarError):
+    """The batcher was closed and takes no more items."""
+
+
+class QueueFull(RailcarError):
+    """A bounded queue had no room for the item within the time allowed."""
