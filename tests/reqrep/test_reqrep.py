@@ -15,7 +15,14 @@ import pytest
 from railcar.apps.echo import EchoHandler
 from railcar.apps.increment import increment_service
 from railcar.codecs import RECORD_276
-from railcar.errors import ConnectionLost, InFlightLimit, ProtocolError, RemoteError, RequestTimeout
+from railcar.errors import (
+    CodecError,
+    ConnectionLost,
+    InFlightLimit,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+)
 from railcar.proto.reqrep import CONN_ERROR, ERROR, HEADER, REPLY, REQUEST, FrameReader, decode_errors
 from railcar.reqrep import Client, ClientPool, create_reqrep_server
 from railcar.reqrep.sync import SyncClient
@@ -338,5 +345,36 @@ def test_invalid_reply_closes_the_client(engine: str, serve: ServerFactory) -> N
         async with await Client.connect(port=echo.port) as client:
             with pytest.raises(ProtocolError, match="unexpected frame kind 1"):
                 await client.call(1)
+
+    run(main())
+
+
+def test_call_array_round_trips_numpy_records(serve_reqrep: Serve) -> None:
+    int_port = serve_reqrep(increment_service("int32", "array"), mode="array")
+    record_port = serve_reqrep(increment_service("struct276", "array"), "struct276", mode="array")
+    numbers = np.arange(-3000, 3000, dtype="<i4")
+    records = np.zeros(2500, dtype=RECORD_276)
+    records["id"] = np.arange(2500)
+
+    async def main() -> tuple[Any, Any]:
+        async with (
+            await Client.connect(port=int_port) as ints,
+            await Client.connect(port=record_port, codec="struct276") as structs,
+        ):
+            return await ints.call_array(numbers), await structs.call_array(records)
+
+    replies, bumped = run(main())
+    assert np.array_equal(replies, numbers + 1)
+    assert np.array_equal(bumped["id"], records["id"])
+    assert set(bumped["flags"].tolist()) == {1}
+
+
+def test_call_array_needs_a_fixed_size_codec(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("jsonl", "item"), "jsonl")
+
+    async def main() -> None:
+        async with await Client.connect(port=port, codec="jsonl") as client:
+            with pytest.raises(CodecError, match="fixed-size codec"):
+                await client.call_array(np.zeros(3))
 
     run(main())

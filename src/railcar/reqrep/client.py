@@ -9,7 +9,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from railcar.codecs import Codec, CodecFactory, codec_factory
+from numpy.typing import NDArray
+
+from railcar.codecs import Codec, CodecFactory, FixedSizeCodec, codec_factory
 from railcar.errors import (
     CodecError,
     ConnectionLost,
@@ -37,16 +39,27 @@ log = logging.getLogger("railcar.reqrep")
 
 
 class _Batch:
-    """The pending replies of one call_many: results land in place, one future for all."""
+    """The pending replies of one call_many: results land in place, one future for all.
 
-    __slots__ = ("count", "first_id", "future", "remaining", "results")
+    A raw batch (call_array) keeps the reply payloads undecoded and resolves to their bytes.
+    """
 
-    def __init__(self, future: asyncio.Future[list[Any]], first_id: int, count: int) -> None:
+    __slots__ = ("count", "first_id", "future", "parts", "raw", "remaining", "results")
+
+    def __init__(self, future: asyncio.Future[Any], first_id: int, count: int, raw: bool = False) -> None:
         self.future = future
         self.first_id = first_id
         self.count = count
         self.remaining = count
-        self.results: list[Any] = [None] * count
+        self.raw = raw
+        self.results: list[Any] = [] if raw else [None] * count
+        self.parts: list[tuple[int, bytes]] = []
+
+    def fill_raw(self, offset: int, count: int, payload: bytes) -> None:
+        self.parts.append((offset, payload))
+        self.remaining -= count
+        if not self.remaining and not self.future.done():
+            self.future.set_result(b"".join(part for _, part in sorted(self.parts)))
 
     def fill(self, offset: int, values: Sequence[Any]) -> None:
         self.results[offset : offset + len(values)] = values
@@ -169,37 +182,64 @@ class Client:
 
     async def call_many(self, requests: Sequence[Any], timeout: float | None = None) -> list[Any]:
         """Send requests as one batch and return their replies in order; raises like ``call``."""
-        count = len(requests)
-        if not count:
+        if not requests:
             return []
+        encode = self._codec.encode_batch
+        result: list[Any] = await self._send_batch(
+            len(requests), lambda start, stop, out: encode(requests[start:stop], out), False, timeout
+        )
+        return result
+
+    async def call_array(self, records: NDArray[Any], timeout: float | None = None) -> NDArray[Any]:
+        """Send an array of fixed-size records as one batch and return the replies as an array.
+
+        No per-record Python code runs on this side; raises CodecError for a variable-size
+        codec, and like ``call`` otherwise.
+        """
+        codec = self._codec
+        if not isinstance(codec, FixedSizeCodec):
+            raise CodecError(f"call_array needs a fixed-size codec, not {codec.name!r}")
+        if not len(records):
+            return records[:0]
+
+        def encode(start: int, stop: int, out: bytearray) -> None:
+            out += codec.encode_array(records[start:stop])
+
+        payload: bytes = await self._send_batch(len(records), encode, True, timeout)
+        return codec.decode_array(payload)
+
+    async def _send_batch(
+        self, count: int, encode: Callable[[int, int, bytearray], None], raw: bool, timeout: float | None
+    ) -> Any:
         if self._in_flight + count > self._max_in_flight or self._write_paused:
             await self._wait_for_room(count)
         if self._failure is not None:
             raise self._failure
         self._flush()  # keep ids and frames in order
-        future: asyncio.Future[list[Any]] = self._loop.create_future()
         first_id = next(self._ids)
-        if count > 1:
-            self._ids = itertools.count(first_id + count)
-        batch = _Batch(future, first_id, count)
         out = bytearray()
         try:
-            for offset in range(0, count, self._batch_size):
-                chunk = requests[offset : offset + self._batch_size]
-                start = begin_frame(out)
-                self._codec.encode_batch(chunk, out)
-                end_frame(out, start, REQUEST, len(chunk), first_id + offset)
+            for start in range(0, count, self._batch_size):
+                stop = min(start + self._batch_size, count)
+                mark = begin_frame(out)
+                encode(start, stop, out)
+                end_frame(out, mark, REQUEST, stop - start, first_id + start)
         except (TypeError, ValueError) as exc:
+            if isinstance(exc, CodecError):
+                raise
             raise CodecError(f"cannot encode request: {exc}") from exc
-        for offset in range(0, count, self._batch_size):
-            self._batches[first_id + offset] = (batch, offset)
+        if count > 1:
+            self._ids = itertools.count(first_id + count)
+        batch = _Batch(self._loop.create_future(), first_id, count, raw)
+        for start in range(0, count, self._batch_size):
+            self._batches[first_id + start] = (batch, start)
         self._in_flight += count
         self._write(out)
         if timeout is None:
-            return await future
+            return await batch.future
         timer = self._loop.call_later(timeout, self._expire_batch, batch, timeout)
         try:
-            return await future
+            return await batch.future
         finally:
             timer.cancel()
 
@@ -302,12 +342,18 @@ class Client:
     def _on_frame(self, frame: Frame) -> None:
         kind = frame.kind
         if kind == REPLY:
+            entry = self._batches.pop(frame.first_id, None)
+            if entry is not None and entry[0].raw:
+                if len(frame.payload) != frame.count * getattr(self._codec, "itemsize", 0):
+                    raise ProtocolError(f"reply frame size does not match its {frame.count} records")
+                self._in_flight -= frame.count
+                entry[0].fill_raw(entry[1], frame.count, frame.payload)
+                return
             replies, used = self._codec.decode_batch(frame.payload)
             if used != len(frame.payload) or len(replies) != frame.count:
                 raise ProtocolError(
                     f"reply frame holds {len(replies)} replies, its header says {frame.count}"
                 )
-            entry = self._batches.pop(frame.first_id, None)
             if entry is not None:
                 batch, offset = entry
                 self._in_flight -= len(replies)
