@@ -57,3 +57,13 @@ class BatcherClosed(RailcarError):
 
 class QueueFull(RailcarError):
     """A bounded queue had no room for the item within the time allowed."""
+
+
+def renewed(failure: BaseException) -> BaseException:
+    """Return a fresh exception like ``failure``, for raising a stored failure again.
+
+    Raising one instance over and over would grow its traceback without bound.
+    """
+    fresh = type(failure)(*failure.args)
+    fresh.__cause__ = failure.__cause__
+    return fresh

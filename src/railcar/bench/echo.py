@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +11,7 @@ from typing import Any
 
 import click
 
-from railcar.bench.procs import cpu_seconds, cpu_split, rss_bytes, running_server, stop_process
+from railcar.bench.procs import measure_load, rss_bytes, running_server
 from railcar.bench.report import Result, document, header, print_json, si, table, update_markdown
 from railcar.engine import ENGINES, server_class
 from railcar.errors import EngineUnavailable
@@ -84,66 +79,24 @@ def _measure_echo(
     system: System, conns: int, size: int, seconds: float, warmup: float, load_procs: int
 ) -> dict[str, float]:
     """Run the ping-pong load against one system; return rate, errors and server CPU use."""
-    server_cpus, load_cpus = cpu_split()
     shares = [conns // load_procs + (i < conns % load_procs) for i in range(load_procs)]
-    with running_server(system.argv, cpus=server_cpus) as server:
-        loads = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "railcar.bench.echo_load",
-                    "--host",
-                    server.host,
-                    "--port",
-                    str(server.port),
-                    "--conns",
-                    str(share),
-                    "--size",
-                    str(size),
-                    "--warmup",
-                    str(warmup),
-                    "--seconds",
-                    str(seconds),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+    loads, server_cpu = measure_load(
+        system.argv,
+        [
+            [
+                "railcar.bench.echo_load",
+                *("--conns", str(share), "--size", str(size)),
+                *("--warmup", str(warmup), "--seconds", str(seconds)),
+            ]
             for share in shares
-        ]
-        try:
-            for load in loads:
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(load.pid, load_cpus)
-            outputs = _collect_load(loads, server.pid, seconds + warmup + 30)
-        finally:
-            for load in loads:
-                stop_process(load)
-    rate = sum(o["round_trips"] / o["elapsed"] for o in outputs["loads"])
+        ],
+        timeout=seconds + warmup + 30,
+    )
     return {
-        "ops_per_s": rate,
-        "errors": sum(o["errors"] for o in outputs["loads"]),
-        "server_cpu": outputs["server_cpu"],
+        "ops_per_s": sum(load["round_trips"] / load["elapsed"] for load in loads),
+        "errors": sum(load["errors"] for load in loads),
+        "server_cpu": server_cpu,
     }
-
-
-def _collect_load(loads: list[subprocess.Popen[str]], server_pid: int, timeout: float) -> Any:
-    """Read each load's 'start' line, then its JSON result, sampling server CPU in between."""
-    deadline = time.monotonic() + timeout
-    for load in loads:
-        assert load.stdout is not None
-        if load.stdout.readline().strip() != "start":
-            raise click.ClickException("a load process failed before measuring")
-    cpu_start, wall_start = cpu_seconds(server_pid), time.perf_counter()
-    results = []
-    for load in loads:
-        assert load.stdout is not None
-        line = load.stdout.readline()
-        if not line or time.monotonic() > deadline:
-            raise click.ClickException("a load process failed while measuring")
-        results.append(json.loads(line))
-    cpu = (cpu_seconds(server_pid) - cpu_start) / (time.perf_counter() - wall_start)
-    return {"loads": results, "server_cpu": cpu}
 
 
 def _echo_results(systems: list[System], runs: dict[str, list[dict[str, float]]]) -> list[Result]:

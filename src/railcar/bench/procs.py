@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from railcar.errors import RailcarError
 
@@ -73,6 +76,46 @@ def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     return proc.stdout.readline() if ready else ""
+
+
+def measure_load(
+    server_argv: Sequence[str], client_argvs: list[list[str]], timeout: float
+) -> tuple[list[dict[str, Any]], float]:
+    """Run load processes against a pinned server; return their JSON results and the server's CPU use.
+
+    Each load process prints ``start`` when its measured window opens and then one JSON
+    object; the server's CPU time is sampled between the first start and the last result.
+    Raises RailcarError if the server or a load process fails.
+    """
+    server_cpus, load_cpus = cpu_split()
+    with running_server(server_argv, cpus=server_cpus) as server:
+        loads = [
+            subprocess.Popen(
+                [sys.executable, "-m", *argv, "--host", server.host, "--port", str(server.port)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for argv in client_argvs
+        ]
+        try:
+            for load in loads:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(load.pid, load_cpus)
+            for load in loads:
+                if _first_line(load, timeout).strip() != "start":
+                    raise RailcarError(f"load {' '.join(client_argvs[0])} failed before measuring")
+            cpu_start, wall_start = cpu_seconds(server.pid), time.perf_counter()
+            results = []
+            for load in loads:
+                line = _first_line(load, timeout)
+                if not line:
+                    raise RailcarError(f"load {' '.join(client_argvs[0])} failed while measuring")
+                results.append(json.loads(line))
+            cpu = (cpu_seconds(server.pid) - cpu_start) / (time.perf_counter() - wall_start)
+        finally:
+            for load in loads:
+                stop_process(load)
+    return results, cpu
 
 
 def cpu_seconds(pid: int) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from railcar.errors import (
     ProtocolError,
     RemoteError,
     RequestTimeout,
+    renewed,
 )
 from railcar.proto.reqrep import (
     CONN_ERROR,
@@ -149,10 +151,8 @@ class Client:
         else:
             transport, _ = await loop.create_connection(lambda: _Protocol(client), host, port)
             sock = transport.get_extra_info("socket")
-            if sock is not None and not nodelay:
-                import socket  # noqa: PLC0415 - only for this rarely used option
-
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
         transport.set_write_buffer_limits(write_buffer)
         client._transport = transport
         return client
@@ -167,7 +167,7 @@ class Client:
         if self._in_flight >= self._max_in_flight or self._write_paused:
             await self._wait_for_room(1)
         if self._failure is not None:
-            raise self._failure
+            raise renewed(self._failure)
         future: asyncio.Future[Any] = self._loop.create_future()
         request_id = next(self._ids)
         self._calls[request_id] = future
@@ -214,7 +214,7 @@ class Client:
         if self._in_flight + count > self._max_in_flight or self._write_paused:
             await self._wait_for_room(count)
         if self._failure is not None:
-            raise self._failure
+            raise renewed(self._failure)
         self._flush()  # keep ids and frames in order
         first_id = next(self._ids)
         out = bytearray()
@@ -250,7 +250,7 @@ class Client:
         requests are pending (await ``call`` instead to wait for room).
         """
         if self._failure is not None:
-            raise self._failure
+            raise renewed(self._failure)
         if self._in_flight >= self._max_in_flight:
             raise InFlightLimit(f"{self._in_flight} requests in flight (max_in_flight={self._max_in_flight})")
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -448,11 +448,11 @@ class Client:
         calls, self._calls = self._calls, {}
         for future in calls.values():
             if not future.done():
-                future.set_exception(exc)
+                future.set_exception(renewed(exc))
         batches, self._batches = self._batches, {}
         for batch, _ in batches.values():
             if not batch.future.done():
-                batch.future.set_exception(exc)
+                batch.future.set_exception(renewed(exc))
         self._queued.clear()
         self._queued_ids.clear()
         self._in_flight = 0

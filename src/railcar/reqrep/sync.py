@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from railcar.codecs import Codec, CodecFactory, codec_factory
-from railcar.errors import CodecError, ConnectionLost, ProtocolError, RemoteError, RequestTimeout
+from railcar.errors import CodecError, ConnectionLost, ProtocolError, RemoteError, RequestTimeout, renewed
 from railcar.proto.reqrep import (
     CONN_ERROR,
     DEFAULT_MAX_FRAME,
@@ -178,7 +178,7 @@ class SyncClient:
         ):
             raise RequestTimeout(f"no room in the in-flight window within {timeout} s")
         if self._failure is not None:
-            raise self._failure
+            raise renewed(self._failure)
         first_id = self._next_id
         self._next_id += count
         self._in_flight += count
@@ -334,7 +334,7 @@ class SyncClient:
             waiters = set(self._waiters.values())
             self._waiters.clear()
             for waiter in waiters:
-                waiter.fail(error)
+                waiter.fail(renewed(error))
             self._queued.clear()
             self._queued_ids.clear()
             self._frames.clear()
