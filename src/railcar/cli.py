@@ -148,9 +148,11 @@ def bench() -> None:
 
 def _register_bench_commands() -> None:
     from railcar.bench.echo import bench_echo, bench_idle  # noqa: PLC0415
+    from railcar.bench.reqrep import bench_reqrep  # noqa: PLC0415
 
     bench.add_command(bench_echo)
     bench.add_command(bench_idle)
+    bench.add_command(bench_reqrep)
 
 
 _register_bench_commands()

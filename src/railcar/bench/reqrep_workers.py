@@ -325,7 +325,7 @@ def serve_peer(name: str, port: int) -> None:
     elif name in ("pyzmq-1", "pyzmq-1000"):
         _zmq_server(port, batched=name == "pyzmq-1000")
     elif name == "grpc-aio":
-        uvloop.run(_grpc_server(port))
+        asyncio.run(_grpc_server(port))  # grpcio's aio supports the stdlib loop, not uvloop
     else:
         raise SystemExit(f"unknown peer {name!r}")
 
@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "server":
         serve_peer(args.name, args.port)
         return
-    result = uvloop.run(run_client(args.name, args.host, args.port, args.warmup, args.seconds))
+    runner = asyncio.run if args.name == "grpc-aio" else uvloop.run
+    result = runner(run_client(args.name, args.host, args.port, args.warmup, args.seconds))
     print(json.dumps(result), flush=True)
 
 

@@ -1,0 +1,192 @@
+"""``railcar bench reqrep``: batched request–response scenarios beside raw uvloop, pyzmq and grpcio."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from railcar.bench.procs import measure_load
+from railcar.bench.report import Result, document, header, print_json, si, table, update_markdown
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured system of a scenario: its server, its load, and what it is compared with."""
+
+    scenario: str
+    system: str
+    server: tuple[str, ...]
+    client: str
+    peers: tuple[str, ...] = ()
+
+
+def _railcar(codec: str = "int32", mode: str = "item") -> tuple[str, ...]:
+    return ("railcar", "serve", "reqrep", "--codec", codec, "--mode", mode, "--port", "0")
+
+
+def _peer(name: str) -> tuple[str, ...]:
+    return ("railcar.bench.reqrep_workers", "server", name, "--port", "0")
+
+
+SCENARIOS: dict[str, list[Run]] = {
+    "int32": [
+        Run("int32", "railcar", _railcar(), "int32", ("raw-item", "pyzmq-1")),
+        Run("int32", "raw-item", _peer("raw-item"), "raw-item"),
+        Run("int32", "pyzmq-1", _peer("pyzmq-1"), "pyzmq-1"),
+    ],
+    "int32-vec": [
+        Run("int32-vec", "railcar", _railcar(mode="array"), "int32-vec", ("raw-numpy", "pyzmq-1000")),
+        Run("int32-vec", "raw-numpy", _peer("raw-numpy"), "raw-numpy"),
+        Run("int32-vec", "pyzmq-1000", _peer("pyzmq-1000"), "pyzmq-1000"),
+    ],
+    "struct276": [Run("struct276", "railcar", _railcar("struct276", "array"), "struct276")],
+    "jsonl": [Run("jsonl", "railcar", _railcar("jsonl"), "jsonl")],
+    "call": [
+        Run("call", "railcar", _railcar(), "call", ("grpc-aio",)),
+        Run("call", "grpc-aio", _peer("grpc-aio"), "grpc-aio"),
+    ],
+    "sync": [
+        Run("sync", "railcar-call", _railcar(), "sync"),
+        Run("sync", "railcar-call_many", _railcar(), "sync-many"),
+    ],
+}
+
+WHAT = {
+    "int32": "int32 +1, the service called once per request (1,000 per frame, 8 frames in flight)",
+    "int32-vec": "int32 +1 on a numpy array per frame (1,000 per frame, 8 frames in flight)",
+    "struct276": "276-byte records, flags+1 on a numpy array per frame (1,000 per frame)",
+    "jsonl": "JSON documents echoed, one service call each (1,000 per batch, 8 batches in flight)",
+    "call": "`await client.call(n)` from 1,000 concurrent tasks; grpcio: 100 concurrent unary calls",
+    "sync": "threaded SyncClient from 8 threads: `call` one at a time, or `call_many` of 1,000",
+}
+
+
+def _measure(run: Run, seconds: float, warmup: float) -> dict[str, float]:
+    loads, server_cpu = measure_load(
+        run.server,
+        [
+            [
+                "railcar.bench.reqrep_workers",
+                "client",
+                run.client,
+                *("--warmup", str(warmup), "--seconds", str(seconds)),
+            ]
+        ],
+        timeout=seconds + warmup + 60,
+    )
+    (load,) = loads
+    return {"ops_per_s": load["ops"] / load["elapsed"], "errors": load["errors"], "server_cpu": server_cpu}
+
+
+def _results(runs: list[Run], measured: dict[tuple[str, str], list[dict[str, float]]]) -> list[Result]:
+    median = {key: statistics.median(m["ops_per_s"] for m in values) for key, values in measured.items()}
+    results: list[Result] = []
+    for run in runs:
+        key = (run.scenario, run.system)
+        result: Result = {
+            "scenario": run.scenario,
+            "system": run.system,
+            "ops_per_s": round(median[key], 1),
+            "errors": int(sum(m["errors"] for m in measured[key])),
+            "server_cpu": round(statistics.median(m["server_cpu"] for m in measured[key]), 3),
+            "runs": [round(m["ops_per_s"], 1) for m in measured[key]],
+        }
+        ratios = {peer: median[key] / max(median[(run.scenario, peer)], 1e-9) for peer in run.peers}
+        if ratios:
+            result["ratios"] = {peer: round(value, 3) for peer, value in ratios.items()}
+        results.append(result)
+    return results
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    rows = [
+        [
+            r["scenario"],
+            r["system"],
+            si(r["ops_per_s"]),
+            ", ".join(f"{v:.2f}× {k}" for k, v in r.get("ratios", {}).items()),
+            f"{r['server_cpu'] * 100:.0f}%",
+            str(r["errors"]),
+        ]
+        for r in doc["results"]
+    ]
+    scenarios = dict.fromkeys(r["scenario"] for r in doc["results"])
+    return "\n\n".join(
+        [
+            "## Batched request–response (requests answered per second)",
+            header(doc),
+            (
+                "Server pinned to one CPU, load to the other; median of "
+                f"{doc['rounds']} rounds of {doc['seconds']} s, railcar and peers alternating. "
+                "Peers: `raw-*` is a hand-written uvloop length-prefixed int32 loop (the upper bound for "
+                "Python), `pyzmq-*` DEALER/ROUTER, `grpc-aio` a grpcio aio unary method."
+            ),
+            "\n".join(f"- **{name}**: {WHAT[name]}" for name in scenarios),
+            table(["scenario", "system", "req/s", "ratio", "server CPU", "errors"], rows),
+        ]
+    )
+
+
+@click.command("reqrep")
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    type=click.Choice(list(SCENARIOS)),
+    help="Scenario to run (repeatable); all by default.",
+)
+@click.option(
+    "--seconds", type=click.FloatRange(0.1), default=3.0, show_default=True, help="Measured seconds per run."
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Runs per system; the median is reported.",
+)
+@click.option("--warmup", type=click.FloatRange(0), default=0.5, show_default=True)
+@click.option("--no-peers", is_flag=True, help="Measure railcar only.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--md",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the figures into this Markdown file (e.g. BENCHMARKS.md).",
+)
+def bench_reqrep(
+    scenarios: tuple[str, ...],
+    seconds: float,
+    rounds: int,
+    warmup: float,
+    no_peers: bool,
+    as_json: bool,
+    md: Path | None,
+) -> None:
+    """Batched request–response on railcar beside a raw uvloop loop, pyzmq and grpcio."""
+    runs = [run for name in scenarios or SCENARIOS for run in SCENARIOS[name]]
+    if no_peers:
+        runs = [Run(r.scenario, r.system, r.server, r.client) for r in runs if r.system.startswith("railcar")]
+    measured: dict[tuple[str, str], list[dict[str, float]]] = {(r.scenario, r.system): [] for r in runs}
+    for round_number in range(rounds):
+        for run in runs:
+            result = _measure(run, seconds, warmup)
+            measured[(run.scenario, run.system)].append(result)
+            if not as_json:
+                click.echo(
+                    f"round {round_number + 1}/{rounds}  {run.scenario:<10} {run.system:<18} "
+                    f"{si(result['ops_per_s']):>8} req/s  server CPU {result['server_cpu'] * 100:3.0f}%  "
+                    f"errors {result['errors']:.0f}",
+                    err=True,
+                )
+    doc = document(_results(runs, measured), seconds, rounds=rounds)
+    markdown = _markdown(doc)
+    if as_json:
+        print_json(doc)
+    else:
+        click.echo(markdown)
+    if md is not None:
+        update_markdown(md, "reqrep", markdown)
