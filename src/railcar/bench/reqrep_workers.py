@@ -61,12 +61,14 @@ async def measure(counter: Counter, warmup: float, seconds: float) -> dict[str, 
 async def _pipelined(counter: Counter, one_batch: Callable[[], Awaitable[int]]) -> None:
     while not counter.stop:
         try:
-            counter.done += await one_batch()
+            answered = await one_batch()  # not `done += await`: that reads done before awaiting
         except ConnectionLost:
             counter.errors += 1
             return
         except Exception:  # noqa: BLE001 - counted, the load goes on
             counter.errors += 1
+        else:
+            counter.done += answered
 
 
 def _array_client(codec: str, records: Any) -> Callable[[str, int, Counter], Awaitable[list[Any]]]:
