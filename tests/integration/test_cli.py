@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from railcar import ENGINES
+from railcar.reqrep.sync import SyncClient
 from tests.helpers import recv_exactly
 
 RAILCAR = [sys.executable, "-m", "railcar"]
@@ -172,3 +173,49 @@ def test_bench_idle_smoke_writes_markdown(tmp_path: os.PathLike[str]) -> None:
         text = written.read()
     assert "<!-- bench:idle -->" in text
     assert "railcar-epoll" in text
+
+
+def test_serve_reqrep_answers_and_stops() -> None:
+    proc = subprocess.Popen(
+        [*RAILCAR, "serve", "reqrep", "--codec", "int32", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("listening on 127.0.0.1:"), first
+    port = int(first.rsplit(":", 1)[1])
+    with SyncClient(port=port) as client:
+        assert client.call_many([1, 2, 3]) == [2, 3, 4]
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    proc.communicate(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["serve", "reqrep", "--codec", "xml"], "'xml' is not one of"),
+        (["serve", "reqrep", "--codec", "jsonl", "--mode", "array", "--port", "0"], "fixed-size codec"),
+        (["serve", "reqrep", "--max-frame", "10"], "--max-frame"),
+        (["bench", "reqrep", "--scenario", "teleport"], "'teleport' is not one of"),
+    ],
+)
+def test_reqrep_bad_arguments_are_one_line(args: list[str], needle: str) -> None:
+    assert needle in one_line_error(run(*args))
+
+
+def test_bench_reqrep_smoke_runs_every_scenario_and_peer() -> None:
+    result = run(
+        "bench", "reqrep", "--seconds", "0.3", "--warmup", "0.1", "--rounds", "1", "--json", timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    rows = {(r["scenario"], r["system"]): r for r in doc["results"]}
+    assert {scenario for scenario, _ in rows} == {"int32", "int32-vec", "struct276", "jsonl", "call", "sync"}
+    assert {"raw-item", "raw-numpy", "pyzmq-1", "pyzmq-1000", "grpc-aio"} <= {s for _, s in rows}
+    for row in rows.values():
+        assert row["ops_per_s"] > 0, row
+        assert row["errors"] == 0, row
+    assert set(rows[("int32", "railcar")]["ratios"]) == {"raw-item", "pyzmq-1"}
