@@ -1,12 +1,17 @@
-"""Ten million requests through a bounded batcher and client: memory stays bounded."""
+"""Against a real server process: ten million requests stay bounded; a killed server fails calls fast."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import time
+
+import pytest
 
 from railcar.batching import AsyncBatcher
 from railcar.bench.procs import rss_bytes, running_server
+from railcar.errors import ConnectionLost
 from railcar.reqrep import Client
 
 TOTAL = 10_000_000
@@ -51,3 +56,22 @@ def test_ten_million_requests_never_exceed_the_configured_queue() -> None:
     assert 0 < most_in_flight <= 2 * QUEUE
     # Ten million ints held at once would be hundreds of MiB; the bounded queue holds 10,000.
     assert growth < 64 * 1024 * 1024
+
+
+def test_server_process_killed_mid_batch_fails_pending_calls_fast() -> None:
+    with running_server(("railcar", "serve", "reqrep", "--codec", "int32", "--port", "0")) as server:
+
+        async def main() -> float:
+            client = await Client.connect(server.host, server.port)
+            assert await client.call(1) == 2
+            big = asyncio.ensure_future(client.call_many(range(5_000_000)))
+            small = [asyncio.ensure_future(client.call(i)) for i in range(100)]
+            await asyncio.sleep(0.1)
+            os.kill(server.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            for pending in (big, *small):
+                with pytest.raises(ConnectionLost):
+                    await asyncio.wait_for(pending, 5)
+            return time.monotonic() - killed
+
+        assert asyncio.run(main()) < 2.0
