@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import NoReturn, cast
 
 import click
 
 from railcar import __version__
 from railcar.engine import ENGINES, create_server, default_engine
+from railcar.engine.api import Server
 from railcar.engine.listen import describe
 from railcar.errors import RailcarError
 from railcar.limits import raise_open_file_limit
@@ -28,40 +30,61 @@ def serve() -> None:
     """Run a railcar service until SIGINT or SIGTERM."""
 
 
-@serve.command("echo")
-@click.option(
-    "--engine",
-    type=click.Choice(ENGINES),
-    default=default_engine,
-    show_default="uvloop where installed, else asyncio",
-    help="Event engine that runs the connections.",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=7000,
-    show_default=True,
-    help="TCP port; 0 picks a free one.",
-)
-@click.option("--unix", type=click.Path(dir_okay=False), help="Listen on this Unix socket instead.")
-@click.option(
-    "--deadline",
-    type=click.FloatRange(0),
-    default=5.0,
-    show_default=True,
-    help="Seconds a graceful stop waits for connections to flush.",
-)
-def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: float) -> None:
-    """Echo every byte back to its sender."""
-    from railcar.apps.echo import EchoHandler  # noqa: PLC0415 - keep CLI start-up light
+def listen_options(default_port: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The options every ``railcar serve`` command takes: engine, address and stop deadline."""
 
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(
+            [
+                click.option(
+                    "--engine",
+                    type=click.Choice(ENGINES),
+                    default=default_engine,
+                    show_default="uvloop where installed, else asyncio",
+                    help="Event engine that runs the connections.",
+                ),
+                click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+                click.option(
+                    "--port",
+                    type=click.IntRange(0, 65535),
+                    default=default_port,
+                    show_default=True,
+                    help="TCP port; 0 picks a free one.",
+                ),
+                click.option(
+                    "--unix", type=click.Path(dir_okay=False), help="Listen on this Unix socket instead."
+                ),
+                click.option(
+                    "--deadline",
+                    type=click.FloatRange(0),
+                    default=5.0,
+                    show_default=True,
+                    help="Seconds a graceful stop waits for connections to flush.",
+                ),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def run_until_signalled(server: Server, deadline: float) -> None:
+    """Start, print the bound address as the first line, serve until SIGINT/SIGTERM; raises BindError."""
     raise_open_file_limit()
-    server = create_server(EchoHandler(), engine, host=host, port=port, unix=unix)
     server.start()
     click.echo(f"listening on {describe(server.address)}")
     sys.stdout.flush()
     server.serve_forever(deadline)
+
+
+@serve.command("echo")
+@listen_options(default_port=7000)
+def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: float) -> None:
+    """Echo every byte back to its sender."""
+    from railcar.apps.echo import EchoHandler  # noqa: PLC0415 - keep CLI start-up light
+
+    run_until_signalled(create_server(EchoHandler(), engine, host=host, port=port, unix=unix), deadline)
 
 
 @serve.command("reqrep")
@@ -80,50 +103,27 @@ def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: fl
     help="Call the service per request, per batch, or per numpy array (fixed-size codecs).",
 )
 @click.option(
-    "--engine",
-    type=click.Choice(ENGINES),
-    default=default_engine,
-    show_default="uvloop where installed, else asyncio",
-    help="Event engine that runs the connections.",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=7001,
-    show_default=True,
-    help="TCP port; 0 picks a free one.",
-)
-@click.option("--unix", type=click.Path(dir_okay=False), help="Listen on this Unix socket instead.")
-@click.option(
     "--max-frame",
     type=click.IntRange(64),
     default=64 * 1024 * 1024,
     show_default=True,
     help="Largest frame accepted, in bytes; larger ones close the connection with an error.",
 )
-@click.option(
-    "--deadline",
-    type=click.FloatRange(0),
-    default=5.0,
-    show_default=True,
-    help="Seconds a graceful stop waits for connections to flush.",
-)
+@listen_options(default_port=7001)
 def serve_reqrep(
     codec: str,
     mode: str,
+    max_frame: int,
     engine: str,
     host: str,
     port: int,
     unix: str | None,
-    max_frame: int,
     deadline: float,
 ) -> None:
     """Answer batched requests: int32 numbers incremented, struct276 records with flags+1, others echoed."""
     from railcar.apps.increment import increment_service  # noqa: PLC0415 - keep CLI start-up light
     from railcar.reqrep import Mode, create_reqrep_server  # noqa: PLC0415
 
-    raise_open_file_limit()
     chosen = cast(Mode, mode)
     server = create_reqrep_server(
         increment_service(codec, chosen),
@@ -135,10 +135,7 @@ def serve_reqrep(
         port=port,
         unix=unix,
     )
-    server.start()
-    click.echo(f"listening on {describe(server.address)}")
-    sys.stdout.flush()
-    server.serve_forever(deadline)
+    run_until_signalled(server, deadline)
 
 
 @cli.group()

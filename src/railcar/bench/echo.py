@@ -12,7 +12,17 @@ from typing import Any
 import click
 
 from railcar.bench.procs import measure_load, rss_bytes, running_server
-from railcar.bench.report import Result, document, header, print_json, si, table, update_markdown
+from railcar.bench.report import (
+    Result,
+    document,
+    emit,
+    header,
+    json_option,
+    md_option,
+    no_peers_option,
+    si,
+    table,
+)
 from railcar.engine import ENGINES, server_class
 from railcar.errors import EngineUnavailable
 from railcar.limits import raise_open_file_limit
@@ -151,13 +161,6 @@ common_engines = click.option(
     show_default=True,
     help="Comma-separated engines to measure.",
 )
-common_peers = click.option("--no-peers", is_flag=True, help="Measure railcar only.")
-common_json = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-common_md = click.option(
-    "--md",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the figures into this Markdown file (e.g. BENCHMARKS.md).",
-)
 
 
 @click.command("echo")
@@ -192,9 +195,9 @@ common_md = click.option(
     show_default=True,
     help="Load processes, pinned to the CPUs the server does not use.",
 )
-@common_peers
-@common_json
-@common_md
+@no_peers_option
+@json_option
+@md_option
 def bench_echo(
     engines: str,
     seconds: float,
@@ -230,16 +233,7 @@ def bench_echo(
         message_bytes=size,
         load_procs=load_procs,
     )
-    _emit(doc, _echo_markdown(doc), "echo", as_json, md)
-
-
-def _emit(doc: dict[str, Any], markdown: str, key: str, as_json: bool, md: Path | None) -> None:
-    if as_json:
-        print_json(doc)
-    else:
-        click.echo(markdown)
-    if md is not None:
-        update_markdown(md, key, markdown)
+    emit(doc, _echo_markdown(doc), "echo", as_json, md)
 
 
 def _idle_rss(system: System, connections: int, settle: float) -> dict[str, float]:
@@ -285,9 +279,9 @@ def _ping(sock: socket.socket) -> None:
     show_default=True,
     help="Seconds to wait before each memory reading.",
 )
-@common_peers
-@common_json
-@common_md
+@no_peers_option
+@json_option
+@md_option
 def bench_idle(
     engines: str, connections: int, settle: float, no_peers: bool, as_json: bool, md: Path | None
 ) -> None:
@@ -328,4 +322,4 @@ def bench_idle(
             table(["system", "RSS per idle connection", "server RSS with all open"], rows),
         ]
     )
-    _emit(doc, markdown, "idle", as_json, md)
+    emit(doc, markdown, "idle", as_json, md)

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
 from railcar import __version__
 
 Result = dict[str, Any]
@@ -95,3 +97,22 @@ def si(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.1f}{unit}"
     return f"{value:.0f}"
+
+
+no_peers_option = click.option("--no-peers", is_flag=True, help="Measure railcar only.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+md_option = click.option(
+    "--md",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the figures into this Markdown file (e.g. BENCHMARKS.md).",
+)
+
+
+def emit(doc: dict[str, Any], markdown: str, key: str, as_json: bool, md: Path | None) -> None:
+    """Print the results (JSON or Markdown) and write the Markdown section ``key`` of ``md``."""
+    if as_json:
+        print_json(doc)
+    else:
+        click.echo(markdown)
+    if md is not None:
+        update_markdown(md, key, markdown)

@@ -10,7 +10,17 @@ from typing import Any
 import click
 
 from railcar.bench.procs import measure_load
-from railcar.bench.report import Result, document, header, print_json, si, table, update_markdown
+from railcar.bench.report import (
+    Result,
+    document,
+    emit,
+    header,
+    json_option,
+    md_option,
+    no_peers_option,
+    si,
+    table,
+)
 
 
 @dataclass(frozen=True)
@@ -150,13 +160,9 @@ def _markdown(doc: dict[str, Any]) -> str:
     help="Runs per system; the median is reported.",
 )
 @click.option("--warmup", type=click.FloatRange(0), default=0.5, show_default=True)
-@click.option("--no-peers", is_flag=True, help="Measure railcar only.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--md",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the figures into this Markdown file (e.g. BENCHMARKS.md).",
-)
+@no_peers_option
+@json_option
+@md_option
 def bench_reqrep(
     scenarios: tuple[str, ...],
     seconds: float,
@@ -183,10 +189,4 @@ def bench_reqrep(
                     err=True,
                 )
     doc = document(_results(runs, measured), seconds, rounds=rounds)
-    markdown = _markdown(doc)
-    if as_json:
-        print_json(doc)
-    else:
-        click.echo(markdown)
-    if md is not None:
-        update_markdown(md, "reqrep", markdown)
+    emit(doc, _markdown(doc), "reqrep", as_json, md)
