@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -221,14 +222,21 @@ class SilentServer:
 
     def reset(self) -> None:
         for conn in self.conns:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.shutdown(socket.SHUT_RD)  # wakes the reading thread, which closes
+            with contextlib.suppress(OSError):  # the client may have closed first
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.shutdown(socket.SHUT_RD)  # wakes the reading thread, which closes
         self.listener.close()
         self.thread.join(5)
 
 
-def test_server_lost_mid_batch_fails_every_pending_call_fast() -> None:
-    silent = SilentServer()
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.reset()
+
+
+def test_server_lost_mid_batch_fails_every_pending_call_fast(silent: SilentServer) -> None:
 
     async def main() -> None:
         client = await Client.connect(port=silent.port)
@@ -246,8 +254,7 @@ def test_server_lost_mid_batch_fails_every_pending_call_fast() -> None:
     run(main())
 
 
-def test_timeouts_and_the_in_flight_window() -> None:
-    silent = SilentServer()
+def test_timeouts_and_the_in_flight_window(silent: SilentServer) -> None:
 
     async def main() -> None:
         async with await Client.connect(port=silent.port, max_in_flight=100) as client:
@@ -268,7 +275,6 @@ def test_timeouts_and_the_in_flight_window() -> None:
             assert client.in_flight == 100
         assert isinstance(await asyncio.gather(waiting, return_exceptions=True), list)
         assert all(isinstance(r, ConnectionLost) for r in replies)
-        silent.reset()
 
     run(main())
 
@@ -312,8 +318,7 @@ def test_sync_client_from_many_threads(serve_reqrep: Serve) -> None:
     assert results == {t: [2 * (t * 1000 + i) for i in range(200) if i != 13] for t in range(8)}
 
 
-def test_sync_client_timeout_and_lost_server() -> None:
-    silent = SilentServer()
+def test_sync_client_timeout_and_lost_server(silent: SilentServer) -> None:
     with SyncClient(port=silent.port) as client:
         with pytest.raises(RequestTimeout):
             client.call(1, timeout=0.1)
