@@ -117,6 +117,7 @@ class Client:
         self._queued: list[Any] = []
         self._queued_ids: list[int] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._pending_out = bytearray()
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._batches: dict[int, tuple[_Batch, int]] = {}
         self._in_flight = 0
@@ -264,6 +265,7 @@ class Client:
     async def close(self) -> None:
         """Close the connection; calls still waiting fail with ConnectionLost."""
         self._flush()
+        self._write_pending()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
         self._lost(ConnectionLost("client closed"))
@@ -310,6 +312,7 @@ class Client:
         else:
             end_frame(out, start, REQUEST, len(requests), ids[0])
         self._write(out)
+        self._write_pending()  # _flush already runs a turn late: send now, with any batches queued
 
     def _encode_individually(self, requests: list[Any], ids: list[int], out: bytearray) -> None:
         """Fail only the requests that cannot be encoded; each good one gets its own frame."""
@@ -324,8 +327,17 @@ class Client:
                 end_frame(out, start, REQUEST, 1, request_id)
 
     def _write(self, out: bytearray) -> None:
-        if out and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(bytes(out))
+        """Queue frames; everything queued in one loop turn leaves in one write."""
+        if not out:
+            return
+        if not self._pending_out:
+            self._loop.call_soon(self._write_pending)
+        self._pending_out += out
+
+    def _write_pending(self) -> None:
+        pending, self._pending_out = self._pending_out, bytearray()
+        if pending and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(bytes(pending))
 
     # -- receiving ------------------------------------------------------------------------
 
