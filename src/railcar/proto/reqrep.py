@@ -12,8 +12,9 @@ frames fail individual requests; CONN_ERROR says why the sender closes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from railcar.errors import ProtocolError
 
@@ -147,6 +148,25 @@ def split_ids(frame: Frame) -> tuple[list[int], bytes]:
         raise ProtocolError("REPLY_IDS frame shorter than its ids")
     ids = list(struct.unpack_from(f"<{frame.count}Q", frame.payload))
     return ids, frame.payload[size:]
+
+
+def decode_replies(
+    frame: Frame, decode: Callable[[bytes], tuple[list[Any], int]]
+) -> tuple[Sequence[int], list[Any]]:
+    """Return the ids and decoded replies of a REPLY or REPLY_IDS frame; raises ProtocolError.
+
+    ``decode`` is the connection codec's ``decode_batch``; the frame must hold exactly
+    one reply per id and nothing else.
+    """
+    ids: Sequence[int]
+    if frame.kind == REPLY_IDS:
+        ids, payload = split_ids(frame)
+    else:
+        ids, payload = range(frame.first_id, frame.first_id + frame.count), frame.payload
+    replies, used = decode(payload)
+    if used != len(payload) or len(replies) != len(ids):
+        raise ProtocolError(f"reply frame holds {len(replies)} replies for {len(ids)} ids")
+    return ids, replies
 
 
 def pack_ids(ids: list[int]) -> bytes:

@@ -33,8 +33,8 @@ from railcar.proto.reqrep import (
     FrameReader,
     begin_frame,
     decode_errors,
+    decode_replies,
     end_frame,
-    split_ids,
 )
 
 log = logging.getLogger("railcar.reqrep")
@@ -363,23 +363,15 @@ class Client:
                 self._in_flight -= frame.count
                 entry[0].fill_raw(entry[1], frame.count, frame.payload)
                 return
-            replies, used = self._codec.decode_batch(frame.payload)
-            if used != len(frame.payload) or len(replies) != frame.count:
-                raise ProtocolError(
-                    f"reply frame holds {len(replies)} replies, its header says {frame.count}"
-                )
+            ids, replies = decode_replies(frame, self._codec.decode_batch)
             if entry is not None:
                 batch, offset = entry
                 self._in_flight -= len(replies)
                 batch.fill(offset, replies)
                 return
-            self._deliver(range(frame.first_id, frame.first_id + frame.count), replies)
-        elif kind == REPLY_IDS:
-            ids, payload = split_ids(frame)
-            replies, used = self._codec.decode_batch(payload)
-            if used != len(payload) or len(replies) != len(ids):
-                raise ProtocolError("REPLY_IDS frame does not match its ids")
             self._deliver(ids, replies)
+        elif kind == REPLY_IDS:
+            self._deliver(*decode_replies(frame, self._codec.decode_batch))
         elif kind == ERROR:
             for request_id, message in decode_errors(frame):
                 self._settle(request_id, RemoteError(message))

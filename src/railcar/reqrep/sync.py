@@ -28,8 +28,8 @@ from railcar.proto.reqrep import (
     FrameReader,
     begin_frame,
     decode_errors,
+    decode_replies,
     end_frame,
-    split_ids,
 )
 
 
@@ -273,17 +273,10 @@ class SyncClient:
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.kind == REPLY:
-            replies, used = self._decoder.decode_batch(frame.payload)
-            if used != len(frame.payload) or len(replies) != frame.count:
-                raise ProtocolError(
-                    f"reply frame holds {len(replies)} replies, its header says {frame.count}"
-                )
+            _, replies = decode_replies(frame, self._decoder.decode_batch)
             self._settle(frame.first_id, replies)
         elif frame.kind == REPLY_IDS:
-            ids, payload = split_ids(frame)
-            replies, used = self._decoder.decode_batch(payload)
-            if used != len(payload) or len(replies) != len(ids):
-                raise ProtocolError("REPLY_IDS frame does not match its ids")
+            ids, replies = decode_replies(frame, self._decoder.decode_batch)
             for request_id, reply in zip(ids, replies, strict=True):
                 self._settle(request_id, [reply])
         elif frame.kind == ERROR:
