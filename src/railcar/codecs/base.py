@@ -9,45 +9,47 @@ import numpy as np
 from numpy.typing import NDArray
 
 T = TypeVar("T")
+
+#: What decoders accept; a memoryview must have the byte format ("B"), as socket reads give.
 Buffer = bytes | bytearray | memoryview
 
 
 class Codec(Protocol[T]):
-    """Encodes batches of items into bytes and decodes bytes into batches; one instance per connection."""
+    """Encodes batches of items into bytes and decodes bytes into batches; one instance per connection.
+
+    Codecs are pure byte transformations (no I/O), so a network reader keeps the
+    unconsumed tail itself: ``items, used = codec.decode_batch(buf)``, then keep ``buf[used:]``.
+    """
 
     name: str
 
     def encode_batch(self, items: Sequence[T], out: bytearray) -> None:
-        """Append the encoding of every item to ``out``; raises CodecError for an item it cannot encode."""
+        """Append the encoding of every item to ``out``; raises CodecError, leaving ``out`` unchanged."""
         ...
 
     def decode_batch(self, buf: Buffer) -> tuple[list[T], int]:
-        """Return the complete items at the start of ``buf`` and the bytes they used; raises CodecError."""
+        """Return the complete items at the start of ``buf`` and the bytes they used.
+
+        An incomplete item at the end is left for the caller to keep. Raises CodecError
+        for invalid bytes and FrameTooLarge for an item (complete or not) over the limit.
+        """
         ...
 
 
+# Runtime-checkable because the request-response layer picks the array path with isinstance.
 @runtime_checkable
-class FixedSizeCodec(Protocol):
+class FixedSizeCodec(Codec[T], Protocol):
     """A codec of fixed-size records that also converts whole buffers to and from numpy arrays."""
 
-    name: str
     itemsize: int
     dtype: np.dtype[Any]
 
-    def encode_batch(self, items: Sequence[Any], out: bytearray) -> None:
-        """Append the encoding of every item to ``out``; raises CodecError."""
-        ...
-
-    def decode_batch(self, buf: Buffer) -> tuple[list[Any], int]:
-        """Return the complete records at the start of ``buf`` and the bytes they used."""
-        ...
-
     def decode_array(self, buf: Buffer) -> NDArray[Any]:
-        """View ``buf`` as an array of records; raises CodecError if it is not whole records."""
+        """Return ``buf``'s records as an array sharing its memory; raises CodecError unless whole records."""
         ...
 
     def encode_array(self, array: NDArray[Any]) -> bytes:
-        """Encode an array of records in one call; raises CodecError for an incompatible array."""
+        """Encode a one-dimensional array of records in one call; raises CodecError for wrong dtype/shape."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""Newline-delimited JSON via msgspec, one decode call per batch."""
+"""Newline-delimited JSON via msgspec: one encode call and one decode call per batch."""
 
 from __future__ import annotations
 
@@ -10,45 +10,81 @@ import msgspec
 from railcar.codecs.base import Buffer
 from railcar.errors import CodecError, FrameTooLarge
 
+DEFAULT_MAX_LINE = 1024 * 1024
+# How much of a memoryview is copied at a time when looking for a newline (it has no rfind).
+_CHUNK = 64 * 1024
+
+
+def _rfind_newline(buf: Buffer, lo: int, hi: int) -> int:
+    """Return the index of the last newline in ``buf[lo:hi]``, or -1."""
+    if isinstance(buf, bytes | bytearray):
+        return buf.rfind(b"\n", lo, hi)
+    # Search back a chunk at a time, copying only what is searched.
+    while hi > lo:
+        start = max(lo, hi - _CHUNK)
+        found = buf[start:hi].tobytes().rfind(b"\n")
+        if found >= 0:
+            return start + found
+        hi = start
+    return -1
+
+
+def _check_lines(buf: Buffer, end: int, max_line: int) -> None:
+    """Raise FrameTooLarge if a line of ``buf[:end]`` (which ends with a newline) is over ``max_line``."""
+    pos = 0
+    # Each step skips to the last newline within reach of a longest line, so a step
+    # covers many short lines and the work is about one pass over the bytes.
+    while end - pos > max_line + 1:
+        found = _rfind_newline(buf, pos, pos + max_line + 1)
+        if found < 0:
+            raise FrameTooLarge(f"a JSON line exceeds the limit of {max_line} bytes")
+        pos = found + 1
+
 
 class JsonLinesCodec:
-    """One JSON document per line; items are whatever msgspec decodes into ``type``."""
+    """One JSON document per line; items are whatever msgspec decodes into ``type``.
+
+    Blank lines are skipped, as msgspec's ``decode_lines`` does.
+    """
 
     name = "jsonl"
 
-    def __init__(self, type: Any = Any, max_line: int = 1024 * 1024) -> None:  # noqa: A002 - msgspec's name
+    def __init__(self, type: Any = Any, max_line: int = DEFAULT_MAX_LINE) -> None:  # noqa: A002 - msgspec's name
+        """Decode into ``type``; refuse lines over ``max_line`` bytes, newline excluded; raises ValueError."""
+        if max_line < 0:
+            raise ValueError(f"max_line must not be negative, not {max_line}")
+        self.max_line = max_line
         self._encoder = msgspec.json.Encoder()
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(type)
-        self._max_line = max_line
 
     def encode_batch(self, items: Sequence[Any], out: bytearray) -> None:
-        """Append one line per item; raises CodecError for an item JSON cannot represent."""
+        """Append one line per item; raises CodecError or FrameTooLarge (line too long), ``out`` unchanged."""
         try:
-            out += self._encoder.encode_lines(items)
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            lines = self._encoder.encode_lines(items)
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
             raise CodecError(f"cannot encode jsonl items: {exc}") from exc
+        if len(lines) > self.max_line + 1:
+            _check_lines(lines, len(lines), self.max_line)
+        out += lines
 
     def decode_batch(self, buf: Buffer) -> tuple[list[Any], int]:
-        """Return the complete lines' documents; raises CodecError or FrameTooLarge (line over max_line)."""
-        data = buf if isinstance(buf, bytes | bytearray) else bytes(buf)
-        end = data.rfind(b"\n") + 1
-        if len(data) - end > self._max_line:
-            raise FrameTooLarge(f"a JSON line exceeds {self._max_line} bytes")
+        """Return the documents of the complete lines; raises CodecError or FrameTooLarge (line too long)."""
+        size, max_line = len(buf), self.max_line
+        # The tail after the last newline may hold at most max_line bytes, so look no further back.
+        end = _rfind_newline(buf, max(0, size - max_line - 1), size) + 1
+        if size - end > max_line:
+            raise FrameTooLarge(f"a JSON line exceeds the limit of {max_line} bytes")
         if not end:
             return [], 0
+        if end > max_line + 1:
+            _check_lines(buf, end, max_line)
         try:
-            items = self._decoder.decode_lines(memoryview(data)[:end])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            with memoryview(buf) as view:
+                # One call for the whole batch; a view, because slicing bytes would copy them.
+                items: list[Any] = self._decoder.decode_lines(view[:end])
+        # msgspec raises UnicodeDecodeError, not DecodeError, for some invalid UTF-8 (in dict keys).
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise CodecError(f"invalid JSON line: {exc}") from exc
-        if end > self._max_line and self._longest_line(data, end) > self._max_line:
-            raise FrameTooLarge(f"a JSON line exceeds {self._max_line} bytes")
+        except RecursionError as exc:
+            raise CodecError("invalid JSON line: nested too deeply") from exc
         return items, end
-
-    @staticmethod
-    def _longest_line(data: bytes | bytearray, end: int) -> int:
-        longest, start = 0, 0
-        while start < end:
-            stop = data.index(b"\n", start)
-            longest = max(longest, stop - start)
-            start = stop + 1
-        return longest
