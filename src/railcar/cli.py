@@ -143,16 +143,18 @@ def bench() -> None:
     """Measure railcar against its peers, side by side in one run."""
 
 
-def _register_bench_commands() -> None:
+def _register_commands() -> None:
     from railcar.bench.echo import bench_echo, bench_idle  # noqa: PLC0415
     from railcar.bench.reqrep import bench_reqrep  # noqa: PLC0415
+    from railcar.load.command import load_command  # noqa: PLC0415
 
     bench.add_command(bench_echo)
     bench.add_command(bench_idle)
     bench.add_command(bench_reqrep)
+    cli.add_command(load_command)
 
 
-_register_bench_commands()
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -12,7 +12,10 @@ from typing import Any
 import click
 
 from railcar.bench.procs import measure_load, rss_bytes, running_server
-from railcar.bench.report import (
+from railcar.engine import ENGINES, server_class
+from railcar.errors import EngineUnavailable
+from railcar.limits import raise_open_file_limit
+from railcar.report import (
     Result,
     document,
     emit,
@@ -23,9 +26,6 @@ from railcar.bench.report import (
     si,
     table,
 )
-from railcar.engine import ENGINES, server_class
-from railcar.errors import EngineUnavailable
-from railcar.limits import raise_open_file_limit
 
 
 @dataclass(frozen=True)

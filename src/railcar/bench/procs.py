@@ -58,7 +58,7 @@ def running_server(
         stop_process(proc)
 
 
-def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """Terminate a subprocess, killing it if it does not exit within ``timeout`` seconds."""
     if proc.poll() is None:
         proc.terminate()

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from railcar.bench.procs import measure_load
-from railcar.bench.report import (
+from railcar.report import (
     Result,
     document,
     emit,

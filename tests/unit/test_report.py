@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from railcar.bench.report import document, si, table, update_markdown
+from railcar.report import document, si, table, update_markdown
 
 
 def test_update_markdown_replaces_only_its_section(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from railcar import __version__
 
 Result = dict[str, Any]
 
@@ -42,7 +41,7 @@ def document(results: list[Result], seconds: float, **extra: Any) -> dict[str, A
     """Wrap results in the shared bench JSON shape (tool, version, command, machine)."""
     return {
         "tool": "railcar",
-        "version": __version__,
+        "version": importlib.metadata.version("railcar"),
         "command": shlex.join(["railcar", *sys.argv[1:]]),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": seconds,

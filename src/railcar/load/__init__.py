@@ -1,0 +1,1 @@
+"""``railcar load`` and ``railcar stress``: a load generator that reports latency truthfully."""

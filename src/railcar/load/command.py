@@ -1,0 +1,203 @@
+"""The ``railcar load`` and ``railcar stress`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from railcar import report
+from railcar.load import runner
+from railcar.load.report import entry, text
+from railcar.load.worker import Plan
+from railcar.load.workloads import PROTOCOLS, Workload
+
+_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m|h|)\s*")
+
+
+class Duration(click.ParamType[float]):
+    """A duration such as ``10s``, ``500ms``, ``2m`` or ``1.5`` (seconds)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """Parse the duration into seconds; fails (usage error) on anything else."""
+        if isinstance(value, (int, float)):
+            return float(value)
+        match = _DURATION.fullmatch(str(value))
+        if match is None:
+            self.fail(f"{value!r} is not a duration (e.g. 10s, 500ms, 2m)", param, ctx)
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _message(value: str) -> bytes | int:
+    """``--message``: a number is a size in bytes, anything else is sent as it is."""
+    return int(value) if value.isdigit() else value.encode()
+
+
+def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``railcar load`` and ``railcar stress`` share: target, protocol and pacing."""
+    options = [
+        click.option("--host", default="127.0.0.1", show_default=True, help="Server to load."),
+        click.option("--port", type=click.IntRange(1, 65535), required=True, help="Its TCP port."),
+        click.option(
+            "--protocol",
+            type=click.Choice(PROTOCOLS),
+            default="echo",
+            show_default=True,
+            help="echo: bytes echoed back; reqrep: railcar int32 frames (railcar serve reqrep); "
+            "resp: Redis PING; http: HTTP/1.1 GET.",
+        ),
+        click.option(
+            "--message",
+            default="64",
+            show_default=True,
+            help="echo: message size in bytes, or the literal text to send.",
+        ),
+        click.option("--path", default="/", show_default=True, help="http: the path to GET."),
+        click.option(
+            "--pipeline",
+            type=click.IntRange(1, 100_000),
+            default=1,
+            show_default=True,
+            help="Requests each user sends together (reqrep: requests per frame).",
+        ),
+        click.option(
+            "--interval",
+            type=Duration(),
+            default="0",
+            help="Closed loop: pause between a reply and the next request.",
+        ),
+        click.option(
+            "--rate",
+            type=click.FloatRange(0, min_open=True),
+            help="Open loop: requests per second in total, on a fixed schedule; latency is timed "
+            "from when each request was due (no coordinated omission).",
+        ),
+        click.option(
+            "--procs",
+            type=click.IntRange(1, 256),
+            default=len(os.sched_getaffinity(0)),
+            show_default="number of CPUs",
+            help="Worker processes the users are spread over.",
+        ),
+        click.option(
+            "--timeout",
+            type=Duration(),
+            default="10s",
+            show_default=True,
+            help="A request unanswered this long fails and its connection is replaced.",
+        ),
+        click.option("--connect-timeout", type=Duration(), default="5s", show_default=True),
+        click.option("--quiet", is_flag=True, help="No live progress line."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _plan(
+    host: str,
+    port: int,
+    protocol: str,
+    message: str,
+    path: str,
+    pipeline: int,
+    interval: float,
+    rate: float | None,
+    timeout: float,
+    connect_timeout: float,
+    users: int,
+    duration: float,
+) -> Plan:
+    if timeout <= 0 or connect_timeout <= 0:
+        raise click.BadParameter("timeouts must be longer than 0")
+    workload = Workload(protocol, _message(message), host=host, path=path)
+    return Plan(
+        host,
+        port,
+        workload,
+        users=users,
+        duration=duration,
+        pipeline=pipeline,
+        interval=interval,
+        rate=rate or 0.0,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        grace=min(timeout, 2.0),
+    )
+
+
+class _LiveLine:
+    """A progress line on stderr, redrawn at most four times a second (only on a terminal)."""
+
+    def __init__(self, enabled: bool, total: float) -> None:
+        from rich.console import Console  # noqa: PLC0415 - only needed for interactive runs
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+        self.total = total
+        self.status: Any = None
+
+    def __enter__(self) -> _LiveLine:
+        if self.enabled:
+            self.status = self.console.status("connecting…")
+            self.status.start()
+        return self
+
+    def __call__(self, p: runner.Progress) -> None:
+        if self.status is not None:
+            self.status.update(
+                f"{p.elapsed:5.1f}/{self.total:g} s  sent {p.sent:,}  received {p.received:,}  "
+                f"failures {p.failures:,}  {p.rate:,.0f} req/s  p99 {p.p99_us:,.0f} µs"
+            )
+
+    def __exit__(self, *_: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+
+@click.command("load")
+@load_options
+@click.option("--users", type=click.IntRange(1, 100_000), default=50, show_default=True, help="Connections.")
+@click.option("--duration", type=Duration(), default="10s", show_default=True, help="How long to load.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the text report.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON here.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of the run here.")
+def load_command(
+    users: int,
+    duration: float,
+    as_json: bool,
+    out: Path | None,
+    plot: Path | None,
+    procs: int,
+    quiet: bool,
+    **settings: Any,
+) -> None:
+    """Load a TCP server with many connections and report throughput and latency percentiles."""
+    if duration <= 0:
+        raise click.BadParameter("must be longer than 0", param_hint="--duration")
+    plan = _plan(users=users, duration=duration, **settings)
+    runner.check_target(plan.host, plan.port, plan.connect_timeout)
+    with _LiveLine(not quiet and not as_json, duration) as live:
+        result = runner.run(plan, procs, live)
+    doc = report.document([entry(result, plan.workload.protocol)], duration)
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    if plot is not None:
+        from railcar.load.plot import write_png  # noqa: PLC0415 - matplotlib is slow to import
+
+        write_png(result, plot)
+    if as_json:
+        report.print_json(doc)
+    else:
+        click.echo(text(result))
+    if result.interrupted:
+        sys.exit(130)

@@ -1,0 +1,286 @@
+"""The parent of ``railcar load``: spreads users over worker processes, merges what they measure."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, wait
+from typing import Any, Final
+
+from hdrh.histogram import HdrHistogram
+
+from railcar.errors import RailcarError
+from railcar.limits import raise_open_file_limit
+from railcar.load import worker
+from railcar.load.worker import FAILURE_KINDS, TICK, Plan, new_histogram
+
+# Open files a worker needs besides its connections (pipes, epoll, stdio, imports).
+FILES_PER_WORKER: Final = 64
+READY_TIMEOUT_PER_USER: Final = 0.05
+STOP_TIMEOUT: Final = 10.0
+
+
+class TargetUnreachable(RailcarError, ConnectionError):
+    """The load's target cannot be resolved or connected to."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Totals so far, for a live progress line."""
+
+    elapsed: float
+    sent: int
+    received: int
+    failures: int
+    rate: float
+    p99_us: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One tick of the run: replies per second and their latency percentiles."""
+
+    t: float
+    rate: float
+    p50_us: float
+    p99_us: float
+
+
+@dataclass
+class LoadResult:
+    """What a load run measured."""
+
+    plan: Plan
+    procs: int
+    connected: int = 0
+    sent: int = 0
+    received: int = 0
+    failure_kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
+    elapsed: float = 0.0
+    histogram: HdrHistogram = field(default_factory=new_histogram)
+    series: list[Sample] = field(default_factory=list)
+    generator_rss: int = 0
+    interrupted: bool = False
+
+    @property
+    def failures(self) -> int:
+        """Requests that got no good reply (so ``sent == received + failures``)."""
+        return sum(n for kind, n in self.failure_kinds.items() if kind != "connect")
+
+    @property
+    def throughput(self) -> float:
+        """Good replies per second over the run."""
+        return self.received / self.elapsed if self.elapsed else 0.0
+
+    def latency_us(self) -> dict[str, float]:
+        """Latency summary in microseconds: min, avg, p50 … p99.9, max (zeros when nothing replied)."""
+        hist = self.histogram
+        if not hist.get_total_count():
+            return dict.fromkeys(("min", "avg", "p50", "p90", "p95", "p99", "p999", "max"), 0.0)
+        summary = {"min": hist.get_min_value(), "avg": hist.get_mean_value()}
+        for name, pct in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("p999", 99.9)):
+            summary[name] = hist.get_value_at_percentile(pct)
+        summary["max"] = hist.get_max_value()
+        return {name: round(value / 1000, 1) for name, value in summary.items()}
+
+
+def check_target(host: str, port: int, timeout: float) -> None:
+    """Connect once to host:port; raises TargetUnreachable naming the reason."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.gaierror as exc:
+        raise TargetUnreachable(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    except TimeoutError:
+        raise TargetUnreachable(f"cannot connect to {host}:{port}: no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise TargetUnreachable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+
+
+def split(plan: Plan, procs: int) -> list[Plan]:
+    """Divide the users (and the open-loop rate) of ``plan`` over ``procs`` worker plans."""
+    procs = max(1, min(procs, plan.users))
+    plans, first = [], 0
+    for k in range(procs):
+        users = plan.users // procs + (1 if k < plan.users % procs else 0)
+        rate = plan.rate * users / plan.users
+        plans.append(replace(plan, users=users, first_user=first, rate=rate))
+        first += users
+    return plans
+
+
+def ensure_file_limit(plan: Plan, procs: int) -> None:
+    """Raise the open-file limit for the busiest worker; raises RailcarError if it cannot go high enough."""
+    busiest = math.ceil(plan.users / max(1, min(procs, plan.users)))
+    needed = busiest + FILES_PER_WORKER
+    got = raise_open_file_limit(needed)
+    if got < needed:
+        raise RailcarError(
+            f"{plan.users} users over {procs} processes need {needed} open files per process, "
+            f"but the limit is {got}; raise it (ulimit -n) or use more --procs"
+        )
+
+
+class _Merge:
+    """Folds the workers' ticks into totals, a merged histogram and a time series."""
+
+    def __init__(self, result: LoadResult, workers: int) -> None:
+        self.result = result
+        self.latest: list[tuple[int, int, dict[str, int]]] = [(0, 0, {})] * workers
+        self.last_bin = [-1] * workers
+        self.bins: dict[int, tuple[list[int], HdrHistogram]] = {}
+        self.last_rate = 0.0
+        self.last_p99 = 0.0
+
+    def tick(
+        self, k: int, elapsed: float, sent: int, received: int, failures: dict[str, int], hist: bytes
+    ) -> None:
+        previous = self.latest[k][1]
+        self.latest[k] = (sent, received, failures)
+        index = round(elapsed / TICK)
+        counts, bin_hist = self.bins.setdefault(index, ([0], new_histogram()))
+        counts[0] += received - previous
+        if hist:
+            bin_hist.decode_and_add(hist)
+            self.result.histogram.decode_and_add(hist)
+        self.last_bin[k] = index
+        self.close_bins(min(self.last_bin))
+        self.result.elapsed = max(self.result.elapsed, elapsed)
+
+    def close_bins(self, below: int) -> None:
+        for index in sorted(i for i in self.bins if i <= below):
+            counts, hist = self.bins.pop(index)
+            rate = counts[0] / TICK
+            p50 = hist.get_value_at_percentile(50) / 1000 if hist.get_total_count() else 0.0
+            p99 = hist.get_value_at_percentile(99) / 1000 if hist.get_total_count() else 0.0
+            self.result.series.append(Sample(index * TICK, rate, p50, p99))
+            self.last_rate, self.last_p99 = rate, p99
+
+    def totals(self) -> None:
+        result = self.result
+        self.close_bins(max(self.bins, default=-1))
+        result.sent = sum(sent for sent, _, _ in self.latest)
+        result.received = sum(received for _, received, _ in self.latest)
+        result.failure_kinds = {
+            kind: sum(failures.get(kind, 0) for _, _, failures in self.latest) for kind in FAILURE_KINDS
+        }
+
+    def progress(self) -> Progress:
+        sent = sum(s for s, _, _ in self.latest)
+        received = sum(r for _, r, _ in self.latest)
+        failed = sum(n for _, _, f in self.latest for kind, n in f.items() if kind != "connect")
+        return Progress(self.result.elapsed, sent, received, failed, self.last_rate, self.last_p99)
+
+
+def run(plan: Plan, procs: int, on_progress: Callable[[Progress], None] | None = None) -> LoadResult:
+    """Run ``plan`` over ``procs`` worker processes; Ctrl-C ends it early with a partial result.
+
+    Raises TargetUnreachable when no user could connect, RailcarError when the
+    open-file limit is too low or a worker dies.
+    """
+    plans = split(plan, procs)
+    ensure_file_limit(plan, len(plans))
+    result = LoadResult(plan, len(plans))
+    context = multiprocessing.get_context("spawn")
+    pipes: list[Connection] = []
+    processes = []
+    for k, worker_plan in enumerate(plans):
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=worker.main, args=(worker_plan, theirs), name=f"railcar-load-{k}", daemon=True
+        )
+        process.start()
+        theirs.close()
+        pipes.append(ours)
+        processes.append(process)
+    try:
+        _drive(plan, pipes, result, on_progress)
+    finally:
+        for process in processes:
+            process.join(timeout=STOP_TIMEOUT)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for pipe in pipes:
+            pipe.close()
+    return result
+
+
+def _drive(
+    plan: Plan, pipes: list[Connection], result: LoadResult, on_progress: Callable[[Progress], None] | None
+) -> None:
+    merge = _Merge(result, len(pipes))
+    index = {id(pipe): k for k, pipe in enumerate(pipes)}
+    try:
+        errors = _await_ready(plan, pipes, result)
+        if not result.connected:
+            raise TargetUnreachable(f"no user could connect to {plan.host}:{plan.port}: {errors[0]}")
+        start = time.perf_counter() + 0.05
+        for pipe in pipes:
+            pipe.send(("go", start))
+    except BaseException:
+        _send_all(pipes, ("stop",))
+        raise
+    waiting = set(range(len(pipes)))
+    deadline = math.inf
+    while waiting and time.monotonic() < deadline:
+        try:
+            _collect(pipes, waiting, merge, index)
+            if on_progress is not None:
+                on_progress(merge.progress())
+        except KeyboardInterrupt:
+            if result.interrupted:
+                break
+            result.interrupted = True
+            deadline = time.monotonic() + STOP_TIMEOUT
+            _send_all(pipes, ("stop",))
+        except BaseException:
+            _send_all(pipes, ("stop",))
+            raise
+    merge.totals()
+
+
+def _collect(pipes: list[Connection], waiting: set[int], merge: _Merge, index: dict[int, int]) -> None:
+    """Fold in what the workers have sent within one tick."""
+    for pipe in wait([pipes[k] for k in waiting], timeout=TICK):
+        assert isinstance(pipe, Connection)
+        k = index[id(pipe)]
+        message = _receive(pipe)
+        if message[0] == "tick":
+            merge.tick(k, *message[1:])
+        else:
+            merge.result.generator_rss += message[1]
+            waiting.discard(k)
+
+
+def _await_ready(plan: Plan, pipes: list[Connection], result: LoadResult) -> list[str]:
+    errors: list[str] = []
+    timeout = 10.0 + plan.connect_timeout + READY_TIMEOUT_PER_USER * plan.users
+    for pipe in pipes:
+        if not pipe.poll(timeout):
+            raise RailcarError(f"load workers did not connect their users within {timeout:.0f} s")
+        _, connected, error = _receive(pipe)
+        result.connected += connected
+        if error:
+            errors.append(error)
+    return errors or ["unknown error"]
+
+
+def _receive(pipe: Connection) -> tuple[Any, ...]:
+    try:
+        message: tuple[Any, ...] = pipe.recv()
+    except EOFError:
+        raise RailcarError("a load worker process died; see its error above") from None
+    return message
+
+
+def _send_all(pipes: list[Connection], message: tuple[Any, ...]) -> None:
+    for pipe in pipes:
+        try:
+            pipe.send(message)
+        except OSError:
+            continue

@@ -1,0 +1,389 @@
+"""One process of ``railcar load``: many connections on one uvloop, latencies in an HDR histogram.
+
+The parent sends ``("go", start)`` once every worker has connected its users and
+``("stop",)`` to end early; the worker sends ``("ready", connected, error)``, then
+a ``("tick", ...)`` four times a second with its counters and the histogram of the
+replies since the previous tick, and a last tick followed by ``("done", max_rss)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Final, cast
+
+import uvloop
+from hdrh.histogram import HdrHistogram
+
+from railcar.errors import ProtocolError
+from railcar.load.workloads import Session, Workload
+
+TICK: Final = 0.25
+LOWEST_NS: Final = 1
+HIGHEST_NS: Final = 1_000_000_000_000
+SIGNIFICANT_DIGITS: Final = 3
+# A timer of the event loop fires up to about a millisecond late (libuv counts in ms);
+# lateness within this is the generator's own timer resolution, not a stalled server.
+TIMER_SLACK_NS: Final = 1_000_000
+# Open loop: batches a connection may have in flight before it waits for replies.
+MAX_IN_FLIGHT_BATCHES: Final = 1024
+RETRY_DELAY: Final = 0.05
+CONNECTS_AT_ONCE: Final = 64
+FAILURE_KINDS: Final = ("connect", "reset", "timeout", "mismatch", "status", "unanswered")
+
+
+def new_histogram() -> HdrHistogram:
+    """A latency histogram in nanoseconds, 1 ns to 1,000 s, three significant digits."""
+    return HdrHistogram(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one worker process does (picklable)."""
+
+    host: str
+    port: int
+    workload: Workload
+    users: int
+    first_user: int = 0
+    duration: float = 10.0
+    pipeline: int = 1
+    interval: float = 0.0
+    rate: float = 0.0
+    timeout: float = 10.0
+    connect_timeout: float = 5.0
+    grace: float = 2.0
+
+
+@dataclass
+class Counters:
+    """What one worker has counted so far."""
+
+    sent: int = 0
+    received: int = 0
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
+
+
+class User(asyncio.Protocol):
+    """One connection: sends batches of ``pipeline`` requests, checks and times the replies."""
+
+    def __init__(self, load: Load, index: int) -> None:
+        self.load = load
+        self.index = index
+        self.session: Session = load.plan.workload.session(index)
+        self.transport: asyncio.Transport | None = None
+        # (start time in ns, requests of that batch not yet answered), oldest first
+        self.pending: collections.deque[tuple[int, int]] = collections.deque()
+        self.in_flight = 0
+        self.next_due = 0
+        self.blocked = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; start sending if the run has begun."""
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        if self.load.running:
+            self.start()
+
+    def start(self) -> None:
+        """Begin sending: a first batch (closed loop) or the first scheduled one (open loop)."""
+        load = self.load
+        if load.period_ns:
+            now = time.perf_counter_ns()
+            self.next_due = max(self.next_due, now + load.phase_ns(self.index))
+            self.fire()
+        else:
+            self.send(time.perf_counter_ns())
+
+    def send(self, start_ns: int) -> None:
+        """Write one batch, timed from ``start_ns``."""
+        count = self.load.pipeline
+        data = self.session.requests(count)
+        self.pending.append((start_ns, count))
+        self.in_flight += count
+        self.load.counters.sent += count
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def fire(self) -> None:
+        """Open loop: send every batch now due, timed from when it was due; schedule the next."""
+        self.timer = None
+        load = self.load
+        if not load.running or self.transport is None:
+            return
+        now = time.perf_counter_ns()
+        due, period, limit = self.next_due, load.period_ns, load.max_in_flight
+        while due <= now:
+            if self.in_flight >= limit:
+                self.blocked = True
+                break
+            self.send(now if now - due <= TIMER_SLACK_NS else due)
+            due += period
+        self.next_due = due
+        if not self.blocked:
+            self.timer = load.loop.call_later((due - now) / 1e9, self.fire)
+
+    def data_received(self, data: bytes) -> None:
+        """Check the replies; record their latency; send the next batch when the loop calls for it."""
+        now = time.perf_counter_ns()
+        try:
+            done, failed = self.session.feed(data)
+        except ProtocolError:
+            self.fail("mismatch")
+            return
+        if done:
+            self.complete(done, failed, now)
+
+    def complete(self, done: int, failed: int, now: int) -> None:
+        """Account for ``done`` replies received at ``now``, ``failed`` of them failures."""
+        load = self.load
+        counters = load.counters
+        if done > self.in_flight:
+            self.fail("mismatch")
+            return
+        counters.received += done - failed
+        if failed:
+            counters.failures["status"] += failed
+        self.in_flight -= done
+        pending, record = self.pending, load.histogram.record_value
+        while done:
+            start, count = pending[0]
+            taken = min(count, done)
+            record(min(now - start, HIGHEST_NS), taken)
+            if taken == count:
+                pending.popleft()
+            else:
+                pending[0] = (start, count - taken)
+            done -= taken
+        if self.in_flight:
+            return
+        if not load.running:
+            load.settled()
+        elif self.session.closing:
+            self.close()
+        elif load.period_ns:
+            if self.blocked:
+                self.blocked = False
+                self.fire()
+        elif load.interval:
+            self.timer = load.loop.call_later(load.interval, self.resume)
+        else:
+            self.send(time.perf_counter_ns())
+
+    def resume(self) -> None:
+        """Closed loop with an interval: the pause after a reply is over."""
+        self.timer = None
+        if self.load.running and self.transport is not None:
+            self.send(time.perf_counter_ns())
+
+    def fail(self, kind: str) -> None:
+        """Count every request in flight as failed for ``kind`` and drop the connection."""
+        self.load.counters.failures[kind] += self.in_flight
+        self.in_flight = 0
+        self.pending.clear()
+        if self.transport is not None:
+            self.transport.abort()
+        self.load.settled()
+
+    def close(self) -> None:
+        """Stop this connection's timer and close it."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        """The server closed its side: no more replies will come."""
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Replies still owed are failures (or complete a response delimited by the close); reconnect."""
+        self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.in_flight:
+            try:
+                done, failed = self.session.eof()
+            except ProtocolError:
+                done, failed = 0, 0
+            if done:
+                self.complete(done, failed, time.perf_counter_ns())
+            if self.in_flight:
+                self.fail("reset")
+        self.load.lost(self, clean=exc is None and self.session.closing)
+
+
+class Load:
+    """The users of one worker process and what they have measured."""
+
+    def __init__(self, plan: Plan, parent: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self.plan = plan
+        self.parent = parent
+        self.loop = loop
+        self.pipeline = plan.pipeline
+        self.interval = plan.interval
+        self.period_ns = int(plan.users * plan.pipeline / plan.rate * 1e9) if plan.rate else 0
+        self.max_in_flight = MAX_IN_FLIGHT_BATCHES * plan.pipeline
+        self.counters = Counters()
+        self.histogram = new_histogram()
+        self.users: dict[int, User] = {}
+        self.running = False
+        self.started = 0.0
+        self.finished = asyncio.Event()
+        self.stop_requested = asyncio.Event()
+        self.go = asyncio.Event()
+        self.start_at = 0.0
+
+    def phase_ns(self, index: int) -> int:
+        """Spread the open-loop schedules of this worker's users evenly over one period."""
+        return (index - self.plan.first_user) * self.period_ns // max(self.plan.users, 1)
+
+    async def connect(self, index: int) -> BaseException | None:
+        """Open connection ``index``; return the error if it fails (counted as a connect failure)."""
+        plan = self.plan
+        user = User(self, index)
+        try:
+            async with asyncio.timeout(plan.connect_timeout):
+                await self.loop.create_connection(lambda: user, plan.host, plan.port)
+        except (OSError, TimeoutError) as exc:
+            self.counters.failures["connect"] += 1
+            return exc
+        self.users[index] = user
+        return None
+
+    def lost(self, user: User, clean: bool) -> None:
+        """A connection ended: while running, replace it (at once after a clean close, else shortly)."""
+        if self.users.get(user.index) is user:
+            del self.users[user.index]
+        if self.running:
+            self.loop.call_later(0 if clean else RETRY_DELAY, self.reconnect, user.index)
+
+    def reconnect(self, index: int) -> None:
+        """Start reconnecting user ``index`` (retried while the run lasts)."""
+        if self.running and index not in self.users:
+            self.loop.create_task(self._reconnect(index))
+
+    async def _reconnect(self, index: int) -> None:
+        if await self.connect(index) is not None and self.running:
+            self.loop.call_later(RETRY_DELAY, self.reconnect, index)
+
+    def settled(self) -> None:
+        """After the run: finish once no connection has requests in flight."""
+        if not self.running and not any(user.in_flight for user in self.users.values()):
+            self.finished.set()
+
+    def tick(self) -> None:
+        """Send the counters and the histogram of the replies since the last tick to the parent."""
+        counters = self.counters
+        encoded = self.histogram.encode() if self.histogram.get_total_count() else b""
+        self.histogram.reset()
+        self.parent.send(
+            (
+                "tick",
+                time.perf_counter() - self.started,
+                counters.sent,
+                counters.received,
+                dict(counters.failures),
+                encoded,
+            )
+        )
+
+    def on_parent_message(self) -> None:
+        """Handle ``go`` and ``stop`` from the parent (or its exit)."""
+        try:
+            message: tuple[Any, ...] = self.parent.recv()
+        except EOFError:
+            message = ("stop",)
+        if message[0] == "go":
+            self.start_at = message[1]
+            self.go.set()
+        else:
+            self.stop_requested.set()
+            self.go.set()
+
+    async def run(self) -> None:
+        """Connect the users, wait for ``go``, load the server for the duration, drain, report."""
+        plan = self.plan
+        self.loop.add_reader(self.parent.fileno(), self.on_parent_message)
+        gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
+
+        async def connect_one(index: int) -> BaseException | None:
+            async with gate:
+                return await self.connect(index)
+
+        errors = await asyncio.gather(
+            *(connect_one(index) for index in range(plan.first_user, plan.first_user + plan.users))
+        )
+        first_error = next((str(error) or type(error).__name__ for error in errors if error), "")
+        self.parent.send(("ready", len(self.users), first_error))
+        await self.go.wait()
+        if self.stop_requested.is_set():
+            await self.finish()
+            return
+        await asyncio.sleep(max(0.0, self.start_at - time.perf_counter()))
+        self.started = time.perf_counter()
+        self.running = True
+        for user in list(self.users.values()):
+            user.start()
+        for index in range(plan.first_user, plan.first_user + plan.users):
+            if index not in self.users:
+                self.reconnect(index)
+        ticker = self.loop.create_task(self.keep_ticking())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(plan.duration):
+                await self.stop_requested.wait()
+        self.running = False
+        for user in self.users.values():
+            if user.timer is not None:
+                user.timer.cancel()
+                user.timer = None
+        self.settled()
+        grace = 0.2 if self.stop_requested.is_set() else plan.grace
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.finished.wait()
+        ticker.cancel()
+        for user in self.users.values():
+            self.counters.failures["unanswered"] += user.in_flight
+            user.in_flight = 0
+        await self.finish()
+
+    async def keep_ticking(self) -> None:
+        """Tick four times a second and fail requests older than the timeout."""
+        timeout_ns = int(self.plan.timeout * 1e9)
+        while True:
+            await asyncio.sleep(TICK)
+            self.tick()
+            oldest = time.perf_counter_ns() - timeout_ns
+            for user in list(self.users.values()):
+                if user.pending and user.pending[0][0] < oldest:
+                    user.fail("timeout")
+
+    async def finish(self) -> None:
+        """Close every connection and send the last tick and the process's peak memory."""
+        self.loop.remove_reader(self.parent.fileno())
+        for user in list(self.users.values()):
+            user.close()
+        self.tick()
+        self.parent.send(("done", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+
+
+def main(plan: Plan, parent: Connection) -> None:
+    """Entry point of a worker process; SIGINT is left to the parent, which sends ``stop``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        uvloop.run(_main(plan, parent))
+    finally:
+        parent.close()
+
+
+async def _main(plan: Plan, parent: Connection) -> None:
+    await Load(plan, parent, asyncio.get_running_loop()).run()

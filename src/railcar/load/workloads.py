@@ -1,0 +1,236 @@
+"""What each protocol of ``railcar load`` sends and how its replies are checked, sans I/O.
+
+A session belongs to one connection: ``requests(n)`` encodes ``n`` requests and
+remembers what their replies must be; ``feed(data)`` checks the bytes that arrive
+and says how many replies they completed (and how many of those were failures,
+such as an HTTP 500); bytes that are not the expected reply raise ProtocolError,
+so a server that lies is counted, not believed.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from railcar.errors import ProtocolError
+from railcar.proto import http1
+from railcar.proto import reqrep as wire
+
+PROTOCOLS: Final = ("echo", "reqrep", "resp", "http")
+
+_COMPACT_AT: Final = 64 * 1024
+_SEQUENCE: Final = struct.Struct("<Q")
+RESP_PING: Final = b"*1\r\n$4\r\nPING\r\n"
+RESP_PONG: Final = b"+PONG\r\n"
+
+
+class Session(Protocol):
+    """The protocol state of one load connection."""
+
+    @property
+    def closing(self) -> bool:
+        """The server said it closes the connection after its current reply."""
+        ...
+
+    def requests(self, count: int) -> bytes:
+        """Encode ``count`` requests and remember the replies they must get."""
+        ...
+
+    def feed(self, data: bytes) -> tuple[int, int]:
+        """Return (replies completed, of which failed); raises ProtocolError on a wrong reply."""
+        ...
+
+    def eof(self) -> tuple[int, int]:
+        """Return the replies the close of the connection completes; raises ProtocolError if cut short."""
+        ...
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A protocol with its settings; makes one Session per connection."""
+
+    protocol: str
+    message: bytes | int = 64
+    host: str = "127.0.0.1"
+    path: str = "/"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if isinstance(self.message, int) and self.message < 1:
+            raise ValueError("message size must be at least 1 byte")
+
+    def session(self, user: int) -> Session:
+        """A fresh session for connection number ``user``."""
+        if self.protocol == "echo":
+            return EchoSession(self.message, user)
+        if self.protocol == "resp":
+            return PingSession()
+        if self.protocol == "reqrep":
+            return Int32Session(user)
+        return HttpSession(http1.request("GET", self.path, self.host))
+
+
+class ExpectedBytes:
+    """Checks replies known byte for byte in advance, each ``unit`` bytes answering ``per_unit`` requests."""
+
+    __slots__ = ("_expected", "_per_unit", "_pos", "_unit", "closing")
+
+    def __init__(self, unit: int, per_unit: int = 1) -> None:
+        self._expected = bytearray()
+        self._pos = 0
+        self._unit = unit
+        self._per_unit = per_unit
+        self.closing = False
+
+    def _expect(self, replies: bytes) -> None:
+        self._expected += replies
+
+    def feed(self, data: bytes) -> tuple[int, int]:
+        """Return (replies completed, 0); raises ProtocolError if ``data`` is not what was expected."""
+        expected, pos = self._expected, self._pos
+        end = pos + len(data)
+        if end > len(expected):
+            raise ProtocolError(f"{end - len(expected)} bytes more than the requests sent ask for")
+        if expected[pos:end] != data:
+            raise ProtocolError(f"reply differs from the expected {bytes(expected[pos:end])[:40]!r}")
+        unit = self._unit
+        done = (end // unit - pos // unit) * self._per_unit
+        if end == len(expected):
+            expected.clear()
+            end = 0
+        elif end > _COMPACT_AT:
+            cut = end - end % unit
+            del expected[:cut]
+            end -= cut
+        self._pos = end
+        return done, 0
+
+    def eof(self) -> tuple[int, int]:
+        """Nothing completes at close: a reply not received by then is lost."""
+        return 0, 0
+
+
+class EchoSession(ExpectedBytes):
+    """Messages of a given size (or literal bytes); the echo must match exactly.
+
+    Messages of 8 bytes or more start with a per-connection sequence number, so an
+    echo server that replays or mixes up messages is caught.
+    """
+
+    __slots__ = ("_numbered", "_seq", "_template")
+
+    def __init__(self, message: bytes | int, user: int) -> None:
+        if isinstance(message, bytes):
+            template, numbered = message, False
+        else:
+            pattern = f"railcar load user {user}. ".encode()
+            template = (pattern * (message // len(pattern) + 1))[:message]
+            numbered = message >= _SEQUENCE.size
+        super().__init__(len(template))
+        self._template = bytearray(template)
+        self._numbered = numbered
+        self._seq = 0
+
+    def requests(self, count: int) -> bytes:
+        """Encode ``count`` messages."""
+        if not self._numbered:
+            payload = bytes(self._template) * count
+        else:
+            template, pack, seq = self._template, _SEQUENCE.pack_into, self._seq
+            pieces = []
+            for number in range(seq, seq + count):
+                pack(template, 0, number)
+                pieces.append(bytes(template))
+            self._seq = seq + count
+            payload = b"".join(pieces)
+        self._expect(payload)
+        return payload
+
+
+class PingSession(ExpectedBytes):
+    """Redis RESP ``PING`` as a multi-bulk command (redis-benchmark's ping_mbulk); expects ``+PONG``."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self) -> None:
+        super().__init__(len(RESP_PONG))
+        self._cache: dict[int, tuple[bytes, bytes]] = {}
+
+    def requests(self, count: int) -> bytes:
+        """Encode ``count`` PING commands."""
+        pair = self._cache.get(count)
+        if pair is None:
+            pair = self._cache[count] = (RESP_PING * count, RESP_PONG * count)
+        self._expect(pair[1])
+        return pair[0]
+
+
+class Int32Session(ExpectedBytes):
+    """railcar request–response frames of int32 numbers; the reply must be each number plus one.
+
+    The ``n`` requests of one call travel in one frame, as railcar's clients send
+    them, so ``--pipeline`` is the batch size; the server is
+    ``railcar serve reqrep --codec int32``.
+    """
+
+    __slots__ = ("_count", "_ints", "_seq")
+
+    def __init__(self, user: int) -> None:
+        super().__init__(1)
+        self._seq = (user * 7919) % (1 << 30)
+        self._count = 0
+        self._ints = struct.Struct("<0i")
+
+    def requests(self, count: int) -> bytes:
+        """Encode one frame of ``count`` numbers."""
+        if count != self._count:
+            if self._count:
+                raise ValueError("every request frame of a session must hold the same number of requests")
+            self._count = count
+            self._unit = wire.HEADER_SIZE + 4 * count
+            self._per_unit = count
+            self._ints = struct.Struct(f"<{count}i")
+        first = self._seq
+        self._seq = (first + count) % (1 << 30)
+        values = range(first, first + count)
+        body = wire.HEADER_SIZE - 4 + 4 * count
+        self._expect(
+            wire.HEADER.pack(body, wire.REPLY, count, first)
+            + self._ints.pack(*(value + 1 for value in values))
+        )
+        return wire.HEADER.pack(body, wire.REQUEST, count, first) + self._ints.pack(*values)
+
+
+class HttpSession:
+    """HTTP/1.1 GET on a keep-alive connection; 2xx and 3xx replies succeed, others fail."""
+
+    __slots__ = ("_cache", "_reader", "_request")
+
+    def __init__(self, request: bytes) -> None:
+        self._request = request
+        self._reader = http1.ResponseReader()
+        self._cache: dict[int, bytes] = {}
+
+    @property
+    def closing(self) -> bool:
+        """The server said it closes the connection after its current response."""
+        return self._reader.closing
+
+    def requests(self, count: int) -> bytes:
+        """Encode ``count`` GET requests."""
+        payload = self._cache.get(count)
+        if payload is None:
+            payload = self._cache[count] = self._request * count
+        return payload
+
+    def feed(self, data: bytes) -> tuple[int, int]:
+        """Return (responses completed, of which failed); raises ProtocolError on bad framing."""
+        statuses = self._reader.feed(data)
+        return len(statuses), sum(1 for status in statuses if status >= 400)
+
+    def eof(self) -> tuple[int, int]:
+        """Complete a response whose body ends with the connection; raises ProtocolError if cut short."""
+        statuses = self._reader.eof()
+        return len(statuses), sum(1 for status in statuses if status >= 400)
