@@ -122,6 +122,9 @@ http {{
             default_type text/plain;
             return 200 "{PLAINTEXT}";
         }}
+        location = /error {{
+            return 500;
+        }}
     }}
 }}
 """

@@ -12,7 +12,7 @@ _PERCENTILES = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.
 
 
 def write_png(result: LoadResult, path: Path) -> None:
-    """Draw the run into ``path``; raises RailcarError without matplotlib or when the file cannot be written."""
+    """Draw the run into ``path``; raises RailcarError without matplotlib or if the file is unwritable."""
     try:
         import matplotlib as mpl  # noqa: PLC0415 - optional dependency, only for --plot
 

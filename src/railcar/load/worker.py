@@ -88,6 +88,9 @@ class User(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; start sending if the run has begun."""
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        # Registered here, not when create_connection returns, so that requests sent
+        # from here on are seen by the end-of-run accounting.
+        self.load.users[self.index] = self
         if self.load.running:
             self.start()
 
@@ -249,14 +252,12 @@ class Load:
     async def connect(self, index: int) -> BaseException | None:
         """Open connection ``index``; return the error if it fails (counted as a connect failure)."""
         plan = self.plan
-        user = User(self, index)
         try:
             async with asyncio.timeout(plan.connect_timeout):
-                await self.loop.create_connection(lambda: user, plan.host, plan.port)
+                await self.loop.create_connection(lambda: User(self, index), plan.host, plan.port)
         except (OSError, TimeoutError) as exc:
             self.counters.failures["connect"] += 1
             return exc
-        self.users[index] = user
         return None
 
     def lost(self, user: User, clean: bool) -> None:

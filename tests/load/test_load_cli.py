@@ -1,0 +1,204 @@
+"""``railcar load`` end to end: real servers, slow and lying servers, bad input, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from railcar.apps.echo import EchoHandler
+from railcar.bench.external import nginx_server, redis_server
+from railcar.engine import create_server
+from tests.load.servers import closing_echo, delayed_echo, lying_echo, serving, stalling_echo
+
+RAILCAR = [sys.executable, "-m", "railcar"]
+
+
+def railcar(*args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RAILCAR, *args], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
+
+
+def load(port: int, *args: str) -> dict[str, Any]:
+    """Run ``railcar load --json`` and return its one result, checking that the counts reconcile."""
+    done = railcar("load", "--port", str(port), "--json", *args)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)["results"][0]
+    assert result["sent"] == result["received"] + result["failures"]
+    assert result["failures"] == sum(n for kind, n in result["failure_kinds"].items() if kind != "connect")
+    return result
+
+
+@pytest.fixture(scope="module")
+def echo_port() -> Iterator[int]:
+    server = create_server(EchoHandler(), "uvloop", host="127.0.0.1", port=0)
+    server.start()
+    yield server.port
+    server.stop(2.0)
+
+
+def test_echo_counts_and_percentiles(echo_port: int) -> None:
+    result = load(echo_port, "--users", "20", "--duration", "1s", "--procs", "2")
+    assert result["failures"] == 0
+    assert result["received"] > 1000
+    assert result["connected"] == 20
+    latency = result["latency_us"]
+    assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert result["ops_per_s"] == pytest.approx(result["received"] / result["elapsed_s"], rel=0.01)
+    assert sum(s["ops_per_s"] for s in result["series"]) * 0.25 == pytest.approx(result["received"], rel=0.05)
+
+
+def test_p50_matches_an_injected_delay() -> None:
+    delay = 0.002
+    with serving(delayed_echo(delay)) as port:
+        result = load(port, "--users", "2", "--duration", "2s", "--procs", "1")
+    assert result["failures"] == 0
+    assert result["latency_us"]["p50"] == pytest.approx(delay * 1e6, rel=0.10)
+
+
+def test_pipelined_echo_with_a_literal_message(echo_port: int) -> None:
+    result = load(echo_port, "--users", "4", "--duration", "1s", "--pipeline", "8", "--message", "hello")
+    assert result["failures"] == 0
+    assert result["received"] % 8 == 0
+
+
+def test_a_server_that_closes_connections_is_counted_not_fatal() -> None:
+    with serving(closing_echo(5)) as port:
+        result = load(port, "--users", "4", "--duration", "1s", "--procs", "1")
+    assert result["failure_kinds"]["reset"] > 0
+    assert result["received"] > 0
+
+
+def test_a_server_that_lies_is_counted_as_mismatches() -> None:
+    with serving(lying_echo) as port:
+        result = load(port, "--users", "2", "--duration", "1s", "--procs", "1")
+    assert result["received"] == 0
+    assert result["failure_kinds"]["mismatch"] > 0
+
+
+def test_a_server_that_does_not_answer_times_out() -> None:
+    with serving(delayed_echo(5.0)) as port:
+        result = load(port, "--users", "2", "--duration", "1.5s", "--timeout", "300ms", "--procs", "1")
+    assert result["received"] == 0
+    assert result["failure_kinds"]["timeout"] >= 2
+
+
+def test_open_loop_sees_the_stall_that_closed_loop_hides() -> None:
+    with serving(stalling_echo(stall_at=0.5, stall=0.5)) as port:
+        closed = load(port, "--users", "1", "--duration", "2s", "--procs", "1", "--interval", "1ms")
+    with serving(stalling_echo(stall_at=0.5, stall=0.5)) as port:
+        opened = load(port, "--users", "1", "--duration", "2s", "--procs", "1", "--rate", "500")
+    # Closed loop: one request waited 0.5 s, the rest were fast, so p90 hides the stall.
+    assert closed["latency_us"]["max"] > 400_000
+    assert closed["latency_us"]["p90"] < 50_000
+    # Open loop: every request due during the stall waited for it (about a quarter of the run).
+    assert opened["latency_us"]["p90"] > 100_000
+    assert opened["sent"] == pytest.approx(1000, rel=0.1)
+
+
+def test_reqrep_against_the_railcar_server() -> None:
+    from railcar.apps.increment import increment_service  # noqa: PLC0415
+    from railcar.reqrep import create_reqrep_server  # noqa: PLC0415
+
+    server = create_reqrep_server(increment_service("int32", "item"), "int32", host="127.0.0.1", port=0)
+    server.start()
+    try:
+        result = load(
+            server.port, "--protocol", "reqrep", "--users", "4", "--pipeline", "100", "--duration", "1s"
+        )
+    finally:
+        server.stop(2.0)
+    assert result["failures"] == 0
+    assert result["received"] > 10_000
+
+
+@pytest.mark.parametrize("pipeline", ["1", "16"])
+def test_resp_ping_against_redis_server(pipeline: str) -> None:
+    with redis_server() as (port, _):
+        result = load(port, "--protocol", "resp", "--users", "10", "--pipeline", pipeline, "--duration", "1s")
+    assert result["failures"] == 0
+    assert result["received"] > 1000
+
+
+def test_http_against_nginx() -> None:
+    with nginx_server() as (port, _):
+        result = load(port, "--protocol", "http", "--users", "10", "--duration", "1s", "--pipeline", "4")
+    assert result["failures"] == 0
+    assert result["received"] > 1000
+
+
+def test_http_errors_are_failures() -> None:
+    with nginx_server() as (port, _):
+        result = load(port, "--protocol", "http", "--path", "/error", "--users", "2", "--duration", "0.5s")
+    assert result["received"] == 0
+    assert result["failure_kinds"]["status"] == result["sent"] > 0
+
+
+def test_plot_and_out_files(echo_port: int, tmp_path: Path) -> None:
+    png, out = tmp_path / "run.png", tmp_path / "run.json"
+    done = railcar(
+        "load", "--port", str(echo_port), "--duration", "1s", "--plot", str(png), "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Throughput:" in done.stdout
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert json.loads(out.read_text())["results"][0]["received"] > 0
+
+
+def test_ctrl_c_prints_the_partial_report(echo_port: int) -> None:
+    proc = subprocess.Popen(
+        [*RAILCAR, "load", "--port", str(echo_port), "--duration", "60s", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    result = json.loads(out)["results"][0]
+    assert result["interrupted"] is True
+    assert result["received"] > 0
+    assert result["elapsed_s"] < 30
+    assert result["sent"] == result["received"] + result["failures"]
+
+
+def _lower_file_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "1"], "cannot connect to 127.0.0.1:1"),
+        (["--host", "no-such-host.invalid", "--port", "80"], "cannot resolve host"),
+        (["--port", "7000", "--duration", "10x"], "is not a duration"),
+        (["--port", "7000", "--protocol", "smtp"], "'smtp' is not one of"),
+        (["--port", "7000", "--users", "0"], "--users"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    done = railcar("load", *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_too_many_users_for_the_file_limit(echo_port: int) -> None:
+    done = railcar(
+        "load", "--port", str(echo_port), "--users", "2000", "--procs", "1", preexec_fn=_lower_file_limit
+    )
+    assert done.returncode == 2
+    assert "open files" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
