@@ -44,7 +44,7 @@ def lying_echo(conn: socket.socket) -> None:
 
 
 def stalling_echo(stall_at: float, stall: float) -> Behaviour:
-    """Echo, but stop answering for ``stall`` seconds once ``stall_at`` seconds have passed since the first request."""
+    """Echo, but stop answering for ``stall`` seconds, ``stall_at`` seconds after the first request."""
     lock = threading.Lock()
     state = {"started": 0.0, "stalled": False}
 

@@ -30,8 +30,8 @@ def railcar(*args: str, timeout: float = 60, **kwargs: Any) -> subprocess.Comple
 
 
 def load(port: int, *args: str) -> dict[str, Any]:
-    """Run ``railcar load --json`` and return its one result, checking that the counts reconcile."""
-    done = railcar("load", "--port", str(port), "--json", *args)
+    """Run ``railcar load --json`` (1 s unless told) and return its one result; check the counts reconcile."""
+    done = railcar("load", "--port", str(port), "--json", "--duration", "1s", *args)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)["results"][0]
     assert result["sent"] == result["received"] + result["failures"]
