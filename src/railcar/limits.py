@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import resource
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def raise_open_file_limit(wanted: int | None = None) -> int:
@@ -22,3 +25,9 @@ def raise_open_file_limit(wanted: int | None = None) -> int:
             return soft
         return target
     return soft
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes; raises OSError if there is no such process."""
+    with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * _PAGE

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from railcar.batching import AsyncBatcher
-from railcar.bench.procs import rss_bytes, running_server
+from railcar.bench.procs import running_server
 from railcar.errors import ConnectionLost
+from railcar.limits import rss_bytes
 from railcar.reqrep import Client
 
 TOTAL = 10_000_000

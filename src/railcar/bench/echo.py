@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from railcar.bench.procs import measure_load, rss_bytes, running_server
+from railcar.bench.procs import measure_load, running_server
 from railcar.engine import ENGINES, server_class
 from railcar.errors import EngineUnavailable
-from railcar.limits import raise_open_file_limit
+from railcar.limits import raise_open_file_limit, rss_bytes
 from railcar.report import (
     Result,
     document,

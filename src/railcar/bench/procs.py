@@ -16,7 +16,6 @@ from typing import Any
 from railcar.errors import RailcarError
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -123,12 +122,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid`` in bytes."""
-    with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
-        return int(statm.read().split()[1]) * _PAGE
 
 
 def cpu_split() -> tuple[set[int], set[int]]:
