@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from railcar import report
+from railcar.limits import rss_bytes
 from railcar.load import runner
 from railcar.load.report import entry, text
 from railcar.load.worker import Plan
@@ -200,4 +201,109 @@ def load_command(
     else:
         click.echo(text(result))
     if result.interrupted:
+        sys.exit(130)
+
+
+def _steps(value: str) -> list[int]:
+    try:
+        steps = [int(step) for step in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of connection counts") from None
+    if not steps or min(steps) < 1:
+        raise click.BadParameter("connection counts must be at least 1")
+    return steps
+
+
+class _PeakRss:
+    """Samples a process's resident memory at every progress tick and keeps the peak."""
+
+    def __init__(self, pid: int | None, live: _LiveLine) -> None:
+        self.pid = pid
+        self.live = live
+        self.peak = 0
+
+    def __call__(self, progress: runner.Progress) -> None:
+        if self.pid is not None:
+            try:
+                self.peak = max(self.peak, rss_bytes(self.pid))
+            except OSError:
+                self.pid = None
+        self.live(progress)
+
+
+@click.command("stress")
+@load_options
+@click.option(
+    "--steps",
+    default="1000,2000,4000,8000",
+    show_default=True,
+    help="Connection counts to step through, each a fresh run.",
+)
+@click.option("--step-duration", type=Duration(), default="5s", show_default=True, help="Length of a step.")
+@click.option("--server-pid", type=int, help="Also report this server process's peak RSS at each step.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def stress_command(
+    steps: str,
+    step_duration: float,
+    server_pid: int | None,
+    as_json: bool,
+    procs: int,
+    quiet: bool,
+    **settings: Any,
+) -> None:
+    """Step a server through growing connection counts; report throughput, p99, errors and memory per step."""
+    counts = _steps(steps)
+    if step_duration <= 0:
+        raise click.BadParameter("must be longer than 0", param_hint="--step-duration")
+    if server_pid is not None and not Path(f"/proc/{server_pid}").exists():
+        raise click.BadParameter(f"no process with pid {server_pid}", param_hint="--server-pid")
+    plans = [_plan(users=users, duration=step_duration, **settings) for users in counts]
+    runner.ensure_file_limit(max(plans, key=lambda plan: plan.users), procs)
+    runner.check_target(plans[0].host, plans[0].port, plans[0].connect_timeout)
+    results, rows = [], []
+    interrupted = False
+    for plan in plans:
+        with _LiveLine(not quiet and not as_json, step_duration) as live:
+            sampler = _PeakRss(server_pid, live)
+            result = runner.run(plan, procs, sampler)
+        item = entry(result, f"users={plan.users}")
+        item["server_rss_bytes"] = sampler.peak or None
+        results.append(item)
+        latency = result.latency_us()
+        rows.append(
+            [
+                f"{plan.users:,}",
+                f"{result.connected:,}",
+                f"{result.throughput:,.0f}",
+                f"{latency['p50']:,.0f}",
+                f"{latency['p99']:,.0f}",
+                f"{result.failures:,}",
+                f"{result.failure_kinds['connect']:,}",
+                f"{sampler.peak / 2**20:,.1f}" if sampler.peak else "-",
+                f"{result.generator_rss / 2**20:,.0f}",
+            ]
+        )
+        if result.interrupted:
+            interrupted = True
+            break
+    if as_json:
+        report.print_json(report.document(results, step_duration))
+    else:
+        click.echo(
+            report.table(
+                [
+                    "users",
+                    "connected",
+                    "req/s",
+                    "p50 µs",
+                    "p99 µs",
+                    "failed requests",
+                    "connect errors",
+                    "server RSS MiB",
+                    "generator RSS MiB",
+                ],
+                rows,
+            )
+        )
+    if interrupted:
         sys.exit(130)
