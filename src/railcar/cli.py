@@ -145,12 +145,14 @@ def bench() -> None:
 
 def _register_commands() -> None:
     from railcar.bench.echo import bench_echo, bench_idle  # noqa: PLC0415
+    from railcar.bench.load import bench_load  # noqa: PLC0415
     from railcar.bench.reqrep import bench_reqrep  # noqa: PLC0415
     from railcar.load.command import load_command, stress_command  # noqa: PLC0415
 
     bench.add_command(bench_echo)
     bench.add_command(bench_idle)
     bench.add_command(bench_reqrep)
+    bench.add_command(bench_load)
     cli.add_command(load_command)
     cli.add_command(stress_command)
 

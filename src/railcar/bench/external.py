@@ -83,7 +83,7 @@ def redis_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
 
 @contextlib.contextmanager
 def nginx_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
-    """Run nginx (one worker, plaintext reply, no logs) on a free loopback port; yield (port, pid)."""
+    """Run nginx (one worker, plaintext reply, no logs) on a free loopback port; yield (port, worker pid)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="railcar-nginx-") as prefix:
         config = Path(prefix, "nginx.conf")
@@ -95,8 +95,9 @@ def nginx_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
         )
         try:
             wait_listening(port, proc)
-            _pin(proc.pid, cpus, children=True)
-            yield port, proc.pid
+            (worker,) = _workers(proc.pid)
+            _pin(worker, cpus)
+            yield port, worker
         finally:
             stop_process(proc)
 
@@ -130,16 +131,20 @@ http {{
 """
 
 
-def _pin(pid: int, cpus: set[int] | None, children: bool = False) -> None:
-    """Pin a process (and, for nginx, its workers) to ``cpus``."""
-    if not cpus:
-        return
-    pids = [pid]
-    deadline = time.monotonic() + 5.0
-    while children and len(pids) == 1 and time.monotonic() < deadline:
+def _workers(pid: int, timeout: float = 5.0) -> list[int]:
+    """The child processes of ``pid`` once it has some; raises RailcarError if none appear in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
-            pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            if children:
+                return children
         time.sleep(0.01)
-    for each in pids:
+    raise RailcarError(f"process {pid} started no workers within {timeout:g} s")
+
+
+def _pin(pid: int, cpus: set[int] | None) -> None:
+    """Pin a process to ``cpus`` (a no-op without them)."""
+    if cpus:
         with contextlib.suppress(OSError):
-            os.sched_setaffinity(each, cpus)
+            os.sched_setaffinity(pid, cpus)

@@ -16,7 +16,8 @@ from hdrh.histogram import HdrHistogram
 from railcar.errors import RailcarError
 from railcar.limits import raise_open_file_limit
 from railcar.load import worker
-from railcar.load.worker import FAILURE_KINDS, TICK, Plan, new_histogram
+from railcar.load.latency import new_histogram
+from railcar.load.worker import FAILURE_KINDS, TICK, Plan
 
 # Open files a worker needs besides its connections (pipes, epoll, stdio, imports).
 FILES_PER_WORKER: Final = 64

@@ -19,15 +19,12 @@ from multiprocessing.connection import Connection
 from typing import Any, Final, cast
 
 import uvloop
-from hdrh.histogram import HdrHistogram
 
 from railcar.errors import ProtocolError
+from railcar.load.latency import LatencyLog, new_histogram
 from railcar.load.workloads import Session, Workload
 
 TICK: Final = 0.25
-LOWEST_NS: Final = 1
-HIGHEST_NS: Final = 1_000_000_000_000
-SIGNIFICANT_DIGITS: Final = 3
 # A timer of the event loop fires up to about a millisecond late (libuv counts in ms);
 # lateness within this is the generator's own timer resolution, not a stalled server.
 TIMER_SLACK_NS: Final = 1_000_000
@@ -36,11 +33,6 @@ MAX_IN_FLIGHT_BATCHES: Final = 1024
 RETRY_DELAY: Final = 0.05
 CONNECTS_AT_ONCE: Final = 64
 FAILURE_KINDS: Final = ("connect", "reset", "timeout", "mismatch", "status", "unanswered")
-
-
-def new_histogram() -> HdrHistogram:
-    """A latency histogram in nanoseconds, 1 ns to 1,000 s, three significant digits."""
-    return HdrHistogram(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)
 
 
 @dataclass(frozen=True)
@@ -111,8 +103,7 @@ class User(asyncio.Protocol):
         self.pending.append((start_ns, count))
         self.in_flight += count
         self.load.counters.sent += count
-        assert self.transport is not None
-        self.transport.write(data)
+        self.load.queue_write(self, data)
 
     def fire(self) -> None:
         """Open loop: send every batch now due, timed from when it was due; schedule the next."""
@@ -154,11 +145,11 @@ class User(asyncio.Protocol):
         if failed:
             counters.failures["status"] += failed
         self.in_flight -= done
-        pending, record = self.pending, load.histogram.record_value
+        pending, record = self.pending, load.latencies.record
         while done:
             start, count = pending[0]
             taken = min(count, done)
-            record(min(now - start, HIGHEST_NS), taken)
+            record(now - start, taken)
             if taken == count:
                 pending.popleft()
             else:
@@ -237,6 +228,8 @@ class Load:
         self.max_in_flight = MAX_IN_FLIGHT_BATCHES * plan.pipeline
         self.counters = Counters()
         self.histogram = new_histogram()
+        self.latencies = LatencyLog()
+        self.outbox: list[tuple[User, bytes]] = []
         self.users: dict[int, User] = {}
         self.running = False
         self.started = 0.0
@@ -244,6 +237,24 @@ class Load:
         self.stop_requested = asyncio.Event()
         self.go = asyncio.Event()
         self.start_at = 0.0
+
+    def queue_write(self, user: User, data: bytes) -> None:
+        """Write ``data`` once this turn of the loop has read everything that is ready.
+
+        Writing the requests of a turn back to back (as wrk does) finds the server
+        awake for all but the first; writing each as its reply is read makes the
+        server sleep and wake up once per request, which costs more than the write.
+        """
+        if not self.outbox:
+            self.loop.call_soon(self.flush)
+        self.outbox.append((user, data))
+
+    def flush(self) -> None:
+        """Write what this turn of the loop queued, to connections still open."""
+        outbox, self.outbox = self.outbox, []
+        for user, data in outbox:
+            if user.transport is not None:
+                user.transport.write(data)
 
     def phase_ns(self, index: int) -> int:
         """Spread the open-loop schedules of this worker's users evenly over one period."""
@@ -284,6 +295,7 @@ class Load:
     def tick(self) -> None:
         """Send the counters and the histogram of the replies since the last tick to the parent."""
         counters = self.counters
+        self.latencies.fold_into(self.histogram)
         encoded = self.histogram.encode() if self.histogram.get_total_count() else b""
         self.histogram.reset()
         self.parent.send(

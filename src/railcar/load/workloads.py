@@ -204,14 +204,21 @@ class Int32Session(ExpectedBytes):
 
 
 class HttpSession:
-    """HTTP/1.1 GET on a keep-alive connection; 2xx and 3xx replies succeed, others fail."""
+    """HTTP/1.1 GET on a keep-alive connection; 2xx and 3xx replies succeed, others fail.
 
-    __slots__ = ("_cache", "_reader", "_request")
+    A server answers the same request with the same bytes until its Date header
+    ticks, so a read identical to the last fully parsed one has the same result:
+    remembering it saves parsing almost every response.
+    """
+
+    __slots__ = ("_cache", "_last_read", "_last_result", "_reader", "_request")
 
     def __init__(self, request: bytes) -> None:
         self._request = request
         self._reader = http1.ResponseReader()
         self._cache: dict[int, bytes] = {}
+        self._last_read = b""
+        self._last_result = (0, 0)
 
     @property
     def closing(self) -> bool:
@@ -227,8 +234,15 @@ class HttpSession:
 
     def feed(self, data: bytes) -> tuple[int, int]:
         """Return (responses completed, of which failed); raises ProtocolError on bad framing."""
-        statuses = self._reader.feed(data)
-        return len(statuses), sum(1 for status in statuses if status >= 400)
+        reader = self._reader
+        if data == self._last_read and reader.idle:
+            return self._last_result
+        whole = reader.idle
+        statuses = reader.feed(data)
+        result = len(statuses), sum(1 for status in statuses if status >= 400)
+        if whole and statuses and reader.idle and not reader.closing:
+            self._last_read, self._last_result = bytes(data), result
+        return result
 
     def eof(self) -> tuple[int, int]:
         """Complete a response whose body ends with the connection; raises ProtocolError if cut short."""

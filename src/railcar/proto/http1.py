@@ -40,6 +40,11 @@ class ResponseReader:
         self._status = 0
         self.closing = False
 
+    @property
+    def idle(self) -> bool:
+        """No response is partly read."""
+        return self._state == _HEAD and not self._buf
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[int]:
         """Return the statuses of the responses completed by ``data``; raises ProtocolError on bad framing."""
         buf = self._buf

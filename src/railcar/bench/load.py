@@ -1,0 +1,310 @@
+"""``railcar bench load``: the load generator beside redis-benchmark and wrk, against the same servers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from railcar.bench.external import nginx_server, redis_server, tool
+from railcar.bench.procs import cpu_seconds, cpu_split, running_server
+from railcar.errors import RailcarError
+from railcar.report import Result, document, emit, header, json_option, md_option, no_peers_option, si, table
+
+Measurement = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One load tool of a scenario and how to run and read it."""
+
+    system: str
+    argv: Callable[[int, float, int], list[str]]  # (port, seconds, load CPUs) -> command
+    parse: Callable[[str], Measurement]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A server, railcar's load and the peer tool measured against the same server."""
+
+    name: str
+    what: str
+    server: str
+    railcar: Tool
+    peer: Tool | None
+    target: str
+
+
+def _railcar_load(protocol: str, users: int, pipeline: int = 1) -> Tool:
+    def argv(port: int, seconds: float, cpus: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "railcar", "load", "--host", "127.0.0.1", "--port", str(port)),
+            *("--protocol", protocol, "--users", str(users), "--pipeline", str(pipeline)),
+            *("--duration", f"{seconds}s", "--procs", str(cpus), "--json", "--quiet"),
+        ]
+
+    return Tool("railcar-load", argv, _parse_railcar)
+
+
+def _parse_railcar(out: str) -> Measurement:
+    result = json.loads(out)["results"][0]
+    return {
+        "ops_per_s": result["ops_per_s"],
+        "p50_us": result["latency_us"]["p50"],
+        "p99_us": result["latency_us"]["p99"],
+        "errors": result["errors"],
+        "generator_rss_bytes": result["generator_rss_bytes"],
+    }
+
+
+def _redis_benchmark(pipeline: int) -> Tool:
+    # redis-benchmark runs a request count, not a duration: size it from this rate guess, re-sized
+    # after each run so that runs last about as long as railcar's.
+    guess = {"rate": 150_000.0 * pipeline}
+
+    def argv(port: int, seconds: float, cpus: int) -> list[str]:
+        return [
+            *(tool("redis-benchmark"), "-h", "127.0.0.1", "-p", str(port), "-t", "ping_mbulk"),
+            *("-c", "50", "-P", str(pipeline), "-n", str(int(guess["rate"] * seconds)), "--csv"),
+        ]
+
+    def parse(out: str) -> Measurement:
+        row = next(line for line in out.splitlines() if line.startswith('"PING_MBULK"'))
+        fields = [field.strip('"') for field in row.split(",")]
+        guess["rate"] = float(fields[1])
+        return {
+            "ops_per_s": float(fields[1]),
+            "p50_us": float(fields[4]) * 1000,
+            "p99_us": float(fields[6]) * 1000,
+            "errors": 0,
+        }
+
+    return Tool(f"redis-benchmark -P {pipeline}", argv, parse)
+
+
+_WRK_UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+
+def _wrk(connections: int) -> Tool:
+    def argv(port: int, seconds: float, cpus: int) -> list[str]:
+        return [
+            *(tool("wrk"), "-t", str(max(cpus, 1)), "-c", str(connections), "-d", f"{round(seconds)}s"),
+            *("--latency", f"http://127.0.0.1:{port}/"),
+        ]
+
+    def parse(out: str) -> Measurement:
+        rate = re.search(r"Requests/sec:\s*([\d.]+)", out)
+        if rate is None:
+            raise RailcarError(f"cannot read wrk's output: {out[-200:]!r}")
+        latency = {
+            pct: float(value) * _WRK_UNITS[unit]
+            for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        }
+        errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+        socket_errors = re.search(
+            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+        )
+        return {
+            "ops_per_s": float(rate.group(1)),
+            "p50_us": latency.get("50", 0.0),
+            "p99_us": latency.get("99", 0.0),
+            "errors": (int(errors.group(1)) if errors else 0)
+            + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
+        }
+
+    return Tool(f"wrk -c {connections}", argv, parse)
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario(
+            "resp-p1",
+            "PING to redis-server from 50 connections, one request at a time",
+            "redis",
+            _railcar_load("resp", 50),
+            _redis_benchmark(1),
+            "≥ 0.7× redis-benchmark",
+        ),
+        Scenario(
+            "resp-p16",
+            "PING to redis-server from 50 connections, 16 requests pipelined",
+            "redis",
+            _railcar_load("resp", 50, 16),
+            _redis_benchmark(16),
+            "≥ 0.5× redis-benchmark",
+        ),
+        Scenario(
+            "http",
+            "GET / from 100 keep-alive connections to nginx (one worker, 13-byte plaintext reply)",
+            "nginx",
+            _railcar_load("http", 100),
+            _wrk(100),
+            "≥ 0.7× wrk",
+        ),
+        Scenario(
+            "users8000",
+            "64-byte echo ping-pong from 8,000 connections to `railcar serve echo --engine epoll`",
+            "railcar-echo",
+            _railcar_load("echo", 8000),
+            None,
+            "generator < 1 GiB RSS",
+        ),
+    )
+}
+
+
+@contextlib.contextmanager
+def _server(kind: str, cpus: set[int]) -> Iterator[tuple[int, int]]:
+    if kind == "redis":
+        with redis_server(cpus) as server:
+            yield server
+    elif kind == "nginx":
+        with nginx_server(cpus) as server:
+            yield server
+    else:
+        argv = ("railcar", "serve", "echo", "--engine", "epoll", "--port", "0")
+        with running_server(argv, cpus=cpus) as echo:
+            yield echo.port, echo.pid
+
+
+def _measure(load: Tool, port: int, server_pid: int, seconds: float, cpus: set[int]) -> Measurement:
+    before, started = cpu_seconds(server_pid), time.perf_counter()
+    done = subprocess.run(
+        load.argv(port, seconds, len(cpus)),
+        capture_output=True,
+        text=True,
+        timeout=seconds * 3 + 120,
+        check=False,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )
+    if done.returncode != 0:
+        raise RailcarError(f"{load.system} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+    measured = load.parse(done.stdout)
+    measured["server_cpu"] = (cpu_seconds(server_pid) - before) / (time.perf_counter() - started)
+    return measured
+
+
+def _summary(scenario: Scenario, system: str, runs: list[Measurement]) -> Result:
+    middle = sorted(runs, key=lambda m: m["ops_per_s"])[len(runs) // 2]
+    result: Result = {
+        "scenario": scenario.name,
+        "system": system,
+        "ops_per_s": round(statistics.median(m["ops_per_s"] for m in runs), 1),
+        "errors": int(sum(m["errors"] for m in runs)),
+        "latency_us": {"p50": round(middle["p50_us"], 1), "p99": round(middle["p99_us"], 1)},
+        "server_cpu": round(statistics.median(m["server_cpu"] for m in runs), 3),
+        "runs": [round(m["ops_per_s"], 1) for m in runs],
+    }
+    if "generator_rss_bytes" in middle:
+        result["generator_rss_bytes"] = max(m["generator_rss_bytes"] for m in runs)
+    return result
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    rows = []
+    for r in doc["results"]:
+        ratio = r.get("ratio")
+        rows.append(
+            [
+                r["scenario"],
+                r["system"],
+                si(r["ops_per_s"]),
+                f"{r['latency_us']['p50']:,.0f} / {r['latency_us']['p99']:,.0f}",
+                f"{ratio:.2f}×" if ratio is not None else "",
+                r.get("target", ""),
+                f"{r['server_cpu'] * 100:.0f}%",
+                f"{r['generator_rss_bytes'] / 2**20:,.0f} MiB" if "generator_rss_bytes" in r else "",
+                str(r["errors"]),
+            ]
+        )
+    scenarios = dict.fromkeys(r["scenario"] for r in doc["results"])
+    return "\n\n".join(
+        [
+            "## Load generator (`railcar load` beside redis-benchmark and wrk)",
+            header(doc),
+            (
+                "Each scenario starts its server once, pinned to one CPU; `railcar load` and the peer "
+                "tool take turns against it, pinned to the other CPU (railcar load with one worker "
+                f"process per load CPU, wrk with one thread per load CPU); median of {doc['rounds']} "
+                f"rounds of {doc['seconds']} s. Ratio: railcar load's rate over the peer's. "
+                "Server CPU near 100% means the server, not the load tool, set the pace."
+            ),
+            "\n".join(f"- **{name}**: {SCENARIOS[name].what}" for name in scenarios),
+            table(
+                [
+                    "scenario",
+                    "tool",
+                    "req/s",
+                    "p50 / p99 µs",
+                    "ratio",
+                    "target",
+                    "server CPU",
+                    "generator RSS",
+                    "errors",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
+@click.command("load")
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    type=click.Choice(list(SCENARIOS)),
+    help="Scenario to run (repeatable); all by default.",
+)
+@click.option(
+    "--seconds", type=click.FloatRange(0.2), default=5.0, show_default=True, help="Seconds per run."
+)
+@click.option(
+    "--rounds", type=click.IntRange(1), default=3, show_default=True, help="Runs per tool (median)."
+)
+@no_peers_option
+@json_option
+@md_option
+def bench_load(
+    scenarios: tuple[str, ...], seconds: float, rounds: int, no_peers: bool, as_json: bool, md: Path | None
+) -> None:
+    """Measure railcar load beside redis-benchmark (redis-server) and wrk (nginx) on the same servers."""
+    server_cpus, load_cpus = cpu_split()
+    results: list[Result] = []
+    for name in scenarios or SCENARIOS:
+        scenario = SCENARIOS[name]
+        tools = [scenario.railcar] + ([scenario.peer] if scenario.peer and not no_peers else [])
+        measured: dict[str, list[Measurement]] = {t.system: [] for t in tools}
+        with _server(scenario.server, server_cpus) as (port, pid):
+            for round_number in range(rounds):
+                for load in tools:
+                    m = _measure(load, port, pid, seconds, load_cpus)
+                    measured[load.system].append(m)
+                    if not as_json:
+                        click.echo(
+                            f"round {round_number + 1}/{rounds}  {name:<10} {load.system:<22} "
+                            f"{si(m['ops_per_s']):>8} req/s  server CPU {m['server_cpu'] * 100:3.0f}%",
+                            err=True,
+                        )
+        ours = _summary(scenario, scenario.railcar.system, measured[scenario.railcar.system])
+        ours["target"] = scenario.target
+        results.append(ours)
+        if len(tools) > 1:
+            assert scenario.peer is not None
+            peer = _summary(scenario, scenario.peer.system, measured[scenario.peer.system])
+            ours["ratio"] = round(ours["ops_per_s"] / max(peer["ops_per_s"], 1e-9), 3)
+            results.append(peer)
+    doc = document(results, seconds, rounds=rounds)
+    emit(doc, _markdown(doc), "load", as_json, md)

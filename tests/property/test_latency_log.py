@@ -1,0 +1,28 @@
+"""Folding latencies in bulk gives the histogram that recording them one by one gives."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from railcar.load.latency import HIGHEST_NS, LatencyLog, new_histogram
+
+latencies = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=HIGHEST_NS * 2), st.integers(min_value=1, max_value=50)),
+    max_size=300,
+)
+
+
+@given(latencies)
+def test_fold_matches_one_by_one(entries: list[tuple[int, int]]) -> None:
+    log, folded, direct = LatencyLog(), new_histogram(), new_histogram()
+    for value, count in entries:
+        log.record(value, count)
+        direct.record_value(min(max(value, 1), HIGHEST_NS), count)
+    log.fold_into(folded)
+    assert len(log) == 0
+    assert folded.get_total_count() == direct.get_total_count()
+    for percentile in (0, 1, 50, 90, 99, 99.9, 100):
+        assert folded.get_value_at_percentile(percentile) == direct.get_value_at_percentile(percentile)
+    assert folded.get_min_value() == direct.get_min_value()
+    assert folded.get_max_value() == direct.get_max_value()
