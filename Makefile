@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+tools:
+	scripts/install-tools
+
+test: lint typecheck tools
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/railcar bench echo --md BENCHMARKS.md
 	$(BIN)/railcar bench idle --md BENCHMARKS.md
+	$(BIN)/railcar bench reqrep --md BENCHMARKS.md
+	$(BIN)/railcar bench load --md BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

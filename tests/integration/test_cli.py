@@ -219,3 +219,56 @@ def test_bench_reqrep_smoke_runs_every_scenario_and_peer() -> None:
         assert row["ops_per_s"] > 0, row
         assert row["errors"] == 0, row
     assert set(rows[("int32", "railcar")]["ratios"]) == {"raw-item", "pyzmq-1"}
+
+
+def test_bench_load_smoke_runs_every_scenario_and_peer() -> None:
+    result = run("bench", "load", "--seconds", "1", "--rounds", "1", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["scenario"], r["system"]): r for r in json.loads(result.stdout)["results"]}
+    assert set(rows) == {
+        ("resp-p1", "railcar-load"),
+        ("resp-p1", "redis-benchmark -P 1"),
+        ("resp-p16", "railcar-load"),
+        ("resp-p16", "redis-benchmark -P 16"),
+        ("http", "railcar-load"),
+        ("http", "wrk -c 100"),
+        ("users8000", "railcar-load"),
+    }
+    for row in rows.values():
+        assert row["ops_per_s"] > 0, row
+        assert row["errors"] == 0, row
+    assert rows[("http", "railcar-load")]["ratio"] > 0
+    assert 0 < rows[("users8000", "railcar-load")]["generator_rss_bytes"] < 2**30
+
+
+def test_stress_steps_report_each_step(tmp_path: os.PathLike[str]) -> None:
+    with subprocess.Popen(
+        [*RAILCAR, "serve", "echo", "--engine", "epoll", "--port", "0"], stdout=subprocess.PIPE, text=True
+    ) as server:
+        assert server.stdout is not None
+        port = server.stdout.readline().strip().rpartition(":")[2]
+        result = run(
+            "stress", "--port", port, "--steps", "50,200", "--step-duration", "0.5s",
+            "--server-pid", str(server.pid), "--json",
+        )  # fmt: skip
+        server.terminate()
+    assert result.returncode == 0, result.stderr
+    steps = json.loads(result.stdout)["results"]
+    assert [s["scenario"] for s in steps] == ["users=50", "users=200"]
+    for step in steps:
+        assert step["connected"] == step["users"]
+        assert step["failures"] == 0
+        assert step["received"] > 0
+        assert step["server_rss_bytes"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["stress", "--port", "7000", "--steps", "10,x"], "comma-separated"),
+        (["stress", "--port", "7000", "--server-pid", "999999999"], "no process with pid"),
+        (["bench", "load", "--scenario", "gopher"], "'gopher' is not one of"),
+    ],
+)
+def test_stress_and_bench_load_bad_arguments_are_one_line(args: list[str], needle: str) -> None:
+    assert needle in one_line_error(run(*args))
