@@ -15,8 +15,8 @@ import click
 from railcar import report
 from railcar.limits import rss_bytes
 from railcar.load import runner
+from railcar.load.plan import Plan
 from railcar.load.report import entry, text
-from railcar.load.worker import Plan
 from railcar.load.workloads import PROTOCOLS, Workload
 
 _UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}

@@ -5,7 +5,6 @@ from __future__ import annotations
 from array import array
 from typing import Final
 
-import numpy as np
 from hdrh.histogram import HdrHistogram
 
 LOWEST_NS: Final = 1
@@ -42,6 +41,8 @@ class LatencyLog:
         """Add the logged latencies to ``histogram`` (one record per distinct bucket) and clear the log."""
         if not self._values:
             return
+        import numpy as np  # noqa: PLC0415 - only workers fold; the CLI need not load numpy
+
         values = np.clip(np.array(self._values, dtype=np.int64), LOWEST_NS, HIGHEST_NS)
         counts = np.array(self._counts, dtype=np.int64)
         del self._values[:], self._counts[:]

@@ -15,9 +15,8 @@ from hdrh.histogram import HdrHistogram
 
 from railcar.errors import RailcarError
 from railcar.limits import raise_open_file_limit
-from railcar.load import worker
 from railcar.load.latency import new_histogram
-from railcar.load.worker import FAILURE_KINDS, TICK, Plan
+from railcar.load.plan import FAILURE_KINDS, TICK, Plan
 
 # Open files a worker needs besides its connections (pipes, epoll, stdio, imports).
 FILES_PER_WORKER: Final = 64
@@ -183,6 +182,8 @@ def run(plan: Plan, procs: int, on_progress: Callable[[Progress], None] | None =
     Raises TargetUnreachable when no user could connect, RailcarError when the
     open-file limit is too low or a worker dies.
     """
+    from railcar.load import worker  # noqa: PLC0415 - its event loop is not the CLI's business
+
     plans = split(plan, procs)
     ensure_file_limit(plan, len(plans))
     result = LoadResult(plan, len(plans))

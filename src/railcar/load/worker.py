@@ -1,4 +1,4 @@
-"""One process of ``railcar load``: many connections on one uvloop, latencies in an HDR histogram.
+"""One process of ``railcar load``: many connections on one event loop, latencies in an HDR histogram.
 
 The parent sends ``("go", start)`` once every worker has connected its users and
 ``("stop",)`` to end early; the worker sends ``("ready", connected, error)``, then
@@ -14,17 +14,16 @@ import contextlib
 import resource
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Final, cast
 
-import uvloop
-
 from railcar.errors import ProtocolError
 from railcar.load.latency import LatencyLog, new_histogram
-from railcar.load.workloads import Session, Workload
+from railcar.load.plan import FAILURE_KINDS, TICK, Plan
+from railcar.load.workloads import Session
 
-TICK: Final = 0.25
 # A timer of the event loop fires up to about a millisecond late (libuv counts in ms);
 # lateness within this is the generator's own timer resolution, not a stalled server.
 TIMER_SLACK_NS: Final = 1_000_000
@@ -32,25 +31,6 @@ TIMER_SLACK_NS: Final = 1_000_000
 MAX_IN_FLIGHT_BATCHES: Final = 1024
 RETRY_DELAY: Final = 0.05
 CONNECTS_AT_ONCE: Final = 64
-FAILURE_KINDS: Final = ("connect", "reset", "timeout", "mismatch", "status", "unanswered")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one worker process does (picklable)."""
-
-    host: str
-    port: int
-    workload: Workload
-    users: int
-    first_user: int = 0
-    duration: float = 10.0
-    pipeline: int = 1
-    interval: float = 0.0
-    rate: float = 0.0
-    timeout: float = 10.0
-    connect_timeout: float = 5.0
-    grace: float = 2.0
 
 
 @dataclass
@@ -390,10 +370,15 @@ class Load:
 
 
 def main(plan: Plan, parent: Connection) -> None:
-    """Entry point of a worker process; SIGINT is left to the parent, which sends ``stop``."""
+    """Entry point of a worker process (uvloop where installed); SIGINT is left to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+    with contextlib.suppress(ImportError):  # without uvloop the stdlib loop serves, more slowly
+        import uvloop  # noqa: PLC0415
+
+        run = uvloop.run
     try:
-        uvloop.run(_main(plan, parent))
+        run(_main(plan, parent))
     finally:
         parent.close()
 

@@ -1,0 +1,29 @@
+"""What a load run is asked to do, and what it counts (shared by the parent and its workers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from railcar.load.workloads import Workload
+
+TICK: Final = 0.25
+FAILURE_KINDS: Final = ("connect", "reset", "timeout", "mismatch", "status", "unanswered")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one worker process does (picklable)."""
+
+    host: str
+    port: int
+    workload: Workload
+    users: int
+    first_user: int = 0
+    duration: float = 10.0
+    pipeline: int = 1
+    interval: float = 0.0
+    rate: float = 0.0
+    timeout: float = 10.0
+    connect_timeout: float = 5.0
+    grace: float = 2.0
