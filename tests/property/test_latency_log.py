@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from railcar.load.latency import HIGHEST_NS, LatencyLog, new_histogram
+from railcar.load.latency import LatencyLog
+from railcar.load.plan import HIGHEST_NS, new_histogram
 
 latencies = st.lists(
     st.tuples(st.integers(min_value=0, max_value=HIGHEST_NS * 2), st.integers(min_value=1, max_value=50)),

@@ -5,19 +5,14 @@ from __future__ import annotations
 from array import array
 from typing import Final
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
-LOWEST_NS: Final = 1
-HIGHEST_NS: Final = 1_000_000_000_000
-SIGNIFICANT_DIGITS: Final = 3
+from railcar.load.plan import HIGHEST_NS, LOWEST_NS
+
 # With three significant digits an HDR histogram keeps the top 11 bits of a value
 # (2,048 sub-buckets); values that agree there share a bucket.
 _KEPT_BITS: Final = 11
-
-
-def new_histogram() -> HdrHistogram:
-    """A latency histogram in nanoseconds, 1 ns to 1,000 s, three significant digits."""
-    return HdrHistogram(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)
 
 
 class LatencyLog:
@@ -41,7 +36,6 @@ class LatencyLog:
         """Add the logged latencies to ``histogram`` (one record per distinct bucket) and clear the log."""
         if not self._values:
             return
-        import numpy as np  # noqa: PLC0415 - only workers fold; the CLI need not load numpy
 
         values = np.clip(np.array(self._values, dtype=np.int64), LOWEST_NS, HIGHEST_NS)
         counts = np.array(self._counts, dtype=np.int64)

@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from hdrh.histogram import HdrHistogram
+
 from railcar.load.workloads import Workload
 
 TICK: Final = 0.25
+LOWEST_NS: Final = 1
+HIGHEST_NS: Final = 1_000_000_000_000
+SIGNIFICANT_DIGITS: Final = 3
 FAILURE_KINDS: Final = ("connect", "reset", "timeout", "mismatch", "status", "unanswered")
 
 
@@ -27,3 +32,8 @@ class Plan:
     timeout: float = 10.0
     connect_timeout: float = 5.0
     grace: float = 2.0
+
+
+def new_histogram() -> HdrHistogram:
+    """A latency histogram in nanoseconds, 1 ns to 1,000 s, three significant digits."""
+    return HdrHistogram(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)

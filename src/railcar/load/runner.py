@@ -15,8 +15,7 @@ from hdrh.histogram import HdrHistogram
 
 from railcar.errors import RailcarError
 from railcar.limits import raise_open_file_limit
-from railcar.load.latency import new_histogram
-from railcar.load.plan import FAILURE_KINDS, TICK, Plan
+from railcar.load.plan import FAILURE_KINDS, TICK, Plan, new_histogram
 
 # Open files a worker needs besides its connections (pipes, epoll, stdio, imports).
 FILES_PER_WORKER: Final = 64
@@ -132,18 +131,22 @@ class _Merge:
         self.result = result
         self.latest: list[tuple[int, int, dict[str, int]]] = [(0, 0, {})] * workers
         self.last_bin = [-1] * workers
-        self.bins: dict[int, tuple[list[int], HdrHistogram]] = {}
+        self.last_elapsed = [0.0] * workers
+        # per tick: replies per second (summed over workers, each over its own interval), histogram
+        self.bins: dict[int, tuple[list[float], HdrHistogram]] = {}
         self.last_rate = 0.0
         self.last_p99 = 0.0
 
     def tick(
         self, k: int, elapsed: float, sent: int, received: int, failures: dict[str, int], hist: bytes
     ) -> None:
-        previous = self.latest[k][1]
+        previous, span = self.latest[k][1], elapsed - self.last_elapsed[k]
         self.latest[k] = (sent, received, failures)
+        self.last_elapsed[k] = elapsed
         index = round(elapsed / TICK)
-        counts, bin_hist = self.bins.setdefault(index, ([0], new_histogram()))
-        counts[0] += received - previous
+        rate, bin_hist = self.bins.setdefault(index, ([0.0], new_histogram()))
+        if span > 0:
+            rate[0] += (received - previous) / span
         if hist:
             bin_hist.decode_and_add(hist)
             self.result.histogram.decode_and_add(hist)
@@ -153,8 +156,8 @@ class _Merge:
 
     def close_bins(self, below: int) -> None:
         for index in sorted(i for i in self.bins if i <= below):
-            counts, hist = self.bins.pop(index)
-            rate = counts[0] / TICK
+            rates, hist = self.bins.pop(index)
+            rate = rates[0]
             p50 = hist.get_value_at_percentile(50) / 1000 if hist.get_total_count() else 0.0
             p99 = hist.get_value_at_percentile(99) / 1000 if hist.get_total_count() else 0.0
             self.result.series.append(Sample(index * TICK, rate, p50, p99))

@@ -20,8 +20,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Final, cast
 
 from railcar.errors import ProtocolError
-from railcar.load.latency import LatencyLog, new_histogram
-from railcar.load.plan import FAILURE_KINDS, TICK, Plan
+from railcar.load.latency import LatencyLog
+from railcar.load.plan import FAILURE_KINDS, TICK, Plan, new_histogram
 from railcar.load.workloads import Session
 
 # A timer of the event loop fires up to about a millisecond late (libuv counts in ms);
