@@ -149,7 +149,7 @@ class _LiveLine:
 
     def __enter__(self) -> _LiveLine:
         if self.enabled:
-            self.status = self.console.status("connecting…")
+            self.status = self.console.status("connecting…", refresh_per_second=4)
             self.status.start()
         return self
 
