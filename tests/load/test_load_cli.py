@@ -18,6 +18,7 @@ import pytest
 from railcar.apps.echo import EchoHandler
 from railcar.bench.external import nginx_server, redis_server
 from railcar.engine import create_server
+from railcar.load.worker import MAX_IN_FLIGHT_BATCHES
 from tests.load.servers import closing_echo, delayed_echo, lying_echo, serving, stalling_echo
 
 RAILCAR = [sys.executable, "-m", "railcar"]
@@ -104,6 +105,13 @@ def test_open_loop_sees_the_stall_that_closed_loop_hides() -> None:
     # Open loop: every request due during the stall waited for it (about a quarter of the run).
     assert opened["latency_us"]["p90"] > 100_000
     assert opened["sent"] == pytest.approx(1000, rel=0.1)
+
+
+def test_open_loop_in_flight_is_bounded() -> None:
+    with serving(delayed_echo(5.0)) as port:
+        result = load(port, "--users", "1", "--procs", "1", "--rate", "5000", "--timeout", "10s")
+    assert result["sent"] == MAX_IN_FLIGHT_BATCHES
+    assert result["failure_kinds"]["unanswered"] == MAX_IN_FLIGHT_BATCHES
 
 
 def test_reqrep_against_the_railcar_server() -> None:

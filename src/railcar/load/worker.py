@@ -89,7 +89,7 @@ class User(asyncio.Protocol):
         """Open loop: send every batch now due, timed from when it was due; schedule the next."""
         self.timer = None
         load = self.load
-        if not load.running or self.transport is None:
+        if not load.running or self.transport is None or self.session.closing:
             return
         now = time.perf_counter_ns()
         due, period, limit = self.next_due, load.period_ns, load.max_in_flight
@@ -135,6 +135,9 @@ class User(asyncio.Protocol):
             else:
                 pending[0] = (start, count - taken)
             done -= taken
+        if self.blocked:  # open loop at its in-flight limit: room again
+            self.blocked = False
+            self.fire()
         if self.in_flight:
             return
         if not load.running:
@@ -142,9 +145,7 @@ class User(asyncio.Protocol):
         elif self.session.closing:
             self.close()
         elif load.period_ns:
-            if self.blocked:
-                self.blocked = False
-                self.fire()
+            return  # the schedule sends the next batch
         elif load.interval:
             self.timer = load.loop.call_later(load.interval, self.resume)
         else:
