@@ -194,6 +194,7 @@ def _lower_file_limit() -> None:
         (["--port", "7000", "--duration", "10x"], "is not a duration"),
         (["--port", "7000", "--protocol", "smtp"], "'smtp' is not one of"),
         (["--port", "7000", "--users", "0"], "--users"),
+        (["--port", "7000", "--rate", "100", "--interval", "10ms"], "pick one"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:

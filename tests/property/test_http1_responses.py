@@ -101,3 +101,17 @@ def test_oversized_head_is_refused() -> None:
 
 def test_request_encoding() -> None:
     assert request("GET", "/a", "h") == b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+def test_a_large_body_is_consumed_not_held() -> None:
+    reader = ResponseReader()
+    assert reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n") == []
+    for _ in range(2):
+        assert reader.feed(bytes(1_000_000)) == []
+        assert not reader._buf
+    assert reader.feed(bytes(1_000_000)) == [200]
+    reader = ResponseReader()
+    assert reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n") == []
+    assert reader.feed(bytes(0x100000 - 10)) == []
+    assert not reader._buf
+    assert reader.feed(bytes(10) + b"\r\n0\r\n\r\n") == [200]

@@ -120,6 +120,10 @@ def _plan(
 ) -> Plan:
     if timeout <= 0 or connect_timeout <= 0:
         raise click.BadParameter("timeouts must be longer than 0")
+    if rate and interval:
+        raise click.UsageError(
+            "--interval paces the closed loop; --rate sets the open loop's schedule: pick one"
+        )
     workload = Workload(protocol, _message(message), host=host, path=path)
     return Plan(
         host,

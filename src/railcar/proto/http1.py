@@ -64,7 +64,9 @@ class ResponseReader:
                 if self._state == _HEAD and self._status >= 200:
                     done.append(self._status)
             elif state == _BODY:
-                if len(buf) - pos < self._left:
+                if len(buf) - pos < self._left:  # consume what is here: a body is never held whole
+                    self._left -= len(buf) - pos
+                    pos = len(buf)
                     break
                 pos += self._left
                 self._state = _HEAD
@@ -83,6 +85,9 @@ class ResponseReader:
                     self._state = _TRAILERS
             elif state == _CHUNK_DATA:
                 if len(buf) - pos < self._left + 2:
+                    taken = min(len(buf) - pos, self._left)
+                    self._left -= taken
+                    pos += taken
                     break
                 pos += self._left
                 if buf[pos : pos + 2] != b"\r\n":
