@@ -25,7 +25,7 @@ from railcar.errors import (
     RequestTimeout,
 )
 from railcar.proto.reqrep import CONN_ERROR, ERROR, HEADER, REPLY, REQUEST, FrameReader, decode_errors
-from railcar.reqrep import Client, ClientPool, create_reqrep_server
+from railcar.reqrep import Client, ClientPool, create_reqrep_server, sync
 from railcar.reqrep.sync import SyncClient
 from tests.conftest import ServerFactory
 from tests.helpers import connect
@@ -292,7 +292,13 @@ def test_pool_spreads_calls(serve_reqrep: Serve, engine: str) -> None:
     assert run(main()) == [i + 1 for i in range(300)]
 
 
-def test_sync_client_from_many_threads(serve_reqrep: Serve) -> None:
+@pytest.mark.parametrize("portable", [False, True], ids=["linux", "portable"])
+def test_sync_client_from_many_threads(
+    serve_reqrep: Serve, portable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if portable:  # what systems without eventfd or non-blocking reads get: lock wake-ups, callers write
+        monkeypatch.setattr(sync, "_Wakeup", sync._LockWakeup)
+        monkeypatch.setattr(sync, "_POLL_SECONDS", 0.0)
     port = serve_reqrep(failing_on_13)
     errors: list[BaseException] = []
     results: dict[int, list[int]] = {}
