@@ -237,7 +237,9 @@ class Client:
         for start in range(0, count, self._batch_size):
             self._batches[first_id + start] = (batch, start)
         self._in_flight += count
-        self._write(out)
+        self._write_pending()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(out)
         if timeout is None:
             return await batch.future
         timer = self._loop.call_later(timeout, self._expire_batch, batch, timeout)
