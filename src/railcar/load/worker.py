@@ -74,16 +74,15 @@ class User(asyncio.Protocol):
             self.next_due = max(self.next_due, now + load.phase_ns(self.index))
             self.fire()
         else:
-            self.send(time.perf_counter_ns())
+            self.send()
 
-    def send(self, start_ns: int) -> None:
-        """Write one batch, timed from ``start_ns``."""
+    def send(self, due_ns: int | None = None) -> None:
+        """Queue one batch, timed from when it is written (or, open loop, from when it was due)."""
         count = self.load.pipeline
         data = self.session.requests(count)
-        self.pending.append((start_ns, count))
         self.in_flight += count
         self.load.counters.sent += count
-        self.load.queue_write(self, data)
+        self.load.queue_write(self, data, count, due_ns)
 
     def fire(self) -> None:
         """Open loop: send every batch now due, timed from when it was due; schedule the next."""
@@ -97,7 +96,7 @@ class User(asyncio.Protocol):
             if self.in_flight >= limit:
                 self.blocked = True
                 break
-            self.send(now if now - due <= TIMER_SLACK_NS else due)
+            self.send(due)
             due += period
         self.next_due = due
         if not self.blocked:
@@ -149,13 +148,13 @@ class User(asyncio.Protocol):
         elif load.interval:
             self.timer = load.loop.call_later(load.interval, self.resume)
         else:
-            self.send(time.perf_counter_ns())
+            self.send()
 
     def resume(self) -> None:
         """Closed loop with an interval: the pause after a reply is over."""
         self.timer = None
         if self.load.running and self.transport is not None:
-            self.send(time.perf_counter_ns())
+            self.send()
 
     def fail(self, kind: str) -> None:
         """Count every request in flight as failed for ``kind`` and drop the connection."""
@@ -210,7 +209,7 @@ class Load:
         self.counters = Counters()
         self.histogram = new_histogram()
         self.latencies = LatencyLog()
-        self.outbox: list[tuple[User, bytes]] = []
+        self.outbox: list[tuple[User, bytes, int, int | None]] = []
         self.users: dict[int, User] = {}
         self.running = False
         self.started = 0.0
@@ -219,7 +218,7 @@ class Load:
         self.go = asyncio.Event()
         self.start_at = 0.0
 
-    def queue_write(self, user: User, data: bytes) -> None:
+    def queue_write(self, user: User, data: bytes, count: int, due_ns: int | None) -> None:
         """Write ``data`` once this turn of the loop has read everything that is ready.
 
         Writing the requests of a turn back to back (as wrk does) finds the server
@@ -228,14 +227,23 @@ class Load:
         """
         if not self.outbox:
             self.loop.call_soon(self.flush)
-        self.outbox.append((user, data))
+        self.outbox.append((user, data, count, due_ns))
 
     def flush(self) -> None:
-        """Write what this turn of the loop queued, to connections still open."""
+        """Write what this turn of the loop queued, to connections still open, and start their clocks.
+
+        A batch is timed from its write, so the wait in this queue is not charged to the
+        server; in the open loop, from when it was due if that was longer ago than the
+        timer's resolution (the server kept the generator waiting).
+        """
         outbox, self.outbox = self.outbox, []
-        for user, data in outbox:
-            if user.transport is not None:
-                user.transport.write(data)
+        now = time.perf_counter_ns()
+        for user, data, count, due in outbox:
+            transport = user.transport
+            if transport is None or transport.is_closing():
+                continue  # failed meanwhile; its requests were counted as failures then
+            user.pending.append((due if due is not None and now - due > TIMER_SLACK_NS else now, count))
+            transport.write(data)
 
     def phase_ns(self, index: int) -> int:
         """Spread the open-loop schedules of this worker's users evenly over one period."""
