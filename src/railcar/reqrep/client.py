@@ -73,6 +73,7 @@ class _Batch:
 class _Protocol(asyncio.Protocol):
     def __init__(self, client: Client) -> None:
         self.client = client
+        self.closed = client._loop.create_future()
 
     def data_received(self, data: bytes) -> None:
         self.client._on_data(data)
@@ -86,6 +87,8 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._lost(ConnectionLost(f"connection lost: {exc}" if exc else "connection closed by peer"))
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class Client:
@@ -113,6 +116,7 @@ class Client:
         self._reader = FrameReader(max_frame)
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
         self._ids = itertools.count(1)
         self._queued: list[Any] = []
         self._queued_ids: list[int] = []
@@ -150,14 +154,15 @@ class Client:
         )
         loop = asyncio.get_running_loop()
         if unix:
-            transport, _ = await loop.create_unix_connection(lambda: _Protocol(client), unix)
+            transport, protocol = await loop.create_unix_connection(lambda: _Protocol(client), unix)
         else:
-            transport, _ = await loop.create_connection(lambda: _Protocol(client), host, port)
+            transport, protocol = await loop.create_connection(lambda: _Protocol(client), host, port)
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
         transport.set_write_buffer_limits(write_buffer)
         client._transport = transport
+        client._protocol = protocol
         return client
 
     @property
@@ -264,14 +269,23 @@ class Client:
         self._calls[request_id] = future
         self._enqueue(request_id, request)
 
-    async def close(self) -> None:
-        """Close the connection; calls still waiting fail with ConnectionLost."""
+    async def close(self, deadline: float = 5.0) -> None:
+        """Close the connection once queued requests are written (aborting at ``deadline`` s).
+
+        Calls still waiting fail with ConnectionLost; raises nothing.
+        """
         self._flush()
         self._write_pending()
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
         self._lost(ConnectionLost("client closed"))
-        await asyncio.sleep(0)
+        if transport is not None and self._protocol is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._protocol.closed), deadline)
+            except TimeoutError:
+                transport.abort()
+                await asyncio.shield(self._protocol.closed)
 
     async def __aenter__(self) -> Client:
         """Use as ``async with await Client.connect(...) as client``."""
