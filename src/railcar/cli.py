@@ -73,9 +73,12 @@ def run_until_signalled(server: Server, deadline: float) -> None:
     """Start, print the bound address as the first line, serve until SIGINT/SIGTERM; raises BindError."""
     raise_open_file_limit()
     server.start()
-    click.echo(f"listening on {describe(server.address)}")
-    sys.stdout.flush()
-    server.serve_forever(deadline)
+
+    def announce() -> None:
+        click.echo(f"listening on {describe(server.address)}")
+        sys.stdout.flush()
+
+    server.serve_forever(deadline, ready=announce)
 
 
 @serve.command("echo")

@@ -26,19 +26,21 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[str], int]]:
     engine = request.param
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [*RAILCAR, "serve", "echo", "--engine", engine, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    assert first.startswith("listening on 127.0.0.1:"), first
-    yield proc, int(first.rsplit(":", 1)[1])
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate(timeout=10)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert first.startswith("listening on 127.0.0.1:"), first
+            yield proc, int(first.rsplit(":", 1)[1])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
 
 
 @pytest.mark.parametrize("served", ENGINES, indirect=True)
@@ -109,12 +111,13 @@ def test_missing_uvloop_is_one_line_and_exit_2() -> None:
 
 def test_unix_socket_path_is_reported(tmp_path: os.PathLike[str]) -> None:
     path = os.path.join(tmp_path, "cli.sock")
-    proc = subprocess.Popen([*RAILCAR, "serve", "echo", "--unix", path], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == f"listening on {path}"
-    proc.terminate()
-    assert proc.wait(timeout=10) == 0
-    proc.stdout.close()
+    with subprocess.Popen(
+        [*RAILCAR, "serve", "echo", "--unix", path], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"listening on {path}"
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
 
 
 def test_version() -> None:
@@ -176,21 +179,20 @@ def test_bench_idle_smoke_writes_markdown(tmp_path: os.PathLike[str]) -> None:
 
 
 def test_serve_reqrep_answers_and_stops() -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [*RAILCAR, "serve", "reqrep", "--codec", "int32", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    assert first.startswith("listening on 127.0.0.1:"), first
-    port = int(first.rsplit(":", 1)[1])
-    with SyncClient(port=port) as client:
-        assert client.call_many([1, 2, 3]) == [2, 3, 4]
-    proc.terminate()
-    assert proc.wait(timeout=10) == 0
-    proc.communicate(timeout=5)
+    ) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("listening on 127.0.0.1:"), first
+        port = int(first.rsplit(":", 1)[1])
+        with SyncClient(port=port) as client:
+            assert client.call_many([1, 2, 3]) == [2, 3, 4]
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
 
 
 @pytest.mark.parametrize(

@@ -164,16 +164,16 @@ def test_plot_and_out_files(echo_port: int, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_prints_the_partial_report(echo_port: int) -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [*RAILCAR, "load", "--port", str(echo_port), "--duration", "60s", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-    )
-    time.sleep(3)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    ) as proc:
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     result = json.loads(out)["results"][0]
     assert result["interrupted"] is True

@@ -286,8 +286,12 @@ class Server:
         """Run ``callback`` on the engine's thread, where Conn methods may be called."""
         raise NotImplementedError
 
-    def serve_forever(self, deadline: float = 5.0) -> None:
-        """Start, block until SIGINT or SIGTERM, then stop within ``deadline``; main thread only."""
+    def serve_forever(self, deadline: float = 5.0, ready: Callable[[], None] | None = None) -> None:
+        """Start, block until SIGINT or SIGTERM, then stop within ``deadline``; main thread only.
+
+        ``ready`` is called once the server listens and the signals are handled, so a
+        signal sent by whoever it tells can no longer kill the process unstopped.
+        """
         stop_requested = threading.Event()
 
         def on_signal(signum: int, frame: object) -> None:
@@ -297,6 +301,8 @@ class Server:
         try:
             if self._address is None:
                 self.start()
+            if ready is not None:
+                ready()
             while not stop_requested.wait(3600):
                 pass
         finally:
