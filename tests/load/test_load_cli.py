@@ -60,11 +60,13 @@ def test_echo_counts_and_percentiles(echo_port: int) -> None:
 
 
 def test_p50_matches_an_injected_delay() -> None:
-    delay = 0.002
+    # 5 ms: this VM adds a steady 0.15-0.25 ms (two thread wake-ups, sleep overshoot) to any
+    # delay, which is 10% of 2 ms but leaves 5 ms well inside the tolerance.
+    delay = 0.005
     with serving(delayed_echo(delay)) as port:
         result = load(port, "--users", "2", "--duration", "2s", "--procs", "1")
     assert result["failures"] == 0
-    assert result["latency_us"]["p50"] == pytest.approx(delay * 1e6, rel=0.10)
+    assert delay * 1e6 <= result["latency_us"]["p50"] <= delay * 1e6 * 1.10
 
 
 def test_pipelined_echo_with_a_literal_message(echo_port: int) -> None:
