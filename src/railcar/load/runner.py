@@ -134,6 +134,7 @@ class _Merge:
         self.last_elapsed = [0.0] * workers
         # per tick: replies per second (summed over workers, each over its own interval), histogram
         self.bins: dict[int, tuple[list[float], HdrHistogram]] = {}
+        self.closed_upto = -1
         self.last_rate = 0.0
         self.last_p99 = 0.0
 
@@ -143,13 +144,15 @@ class _Merge:
         previous, span = self.latest[k][1], elapsed - self.last_elapsed[k]
         self.latest[k] = (sent, received, failures)
         self.last_elapsed[k] = elapsed
-        index = round(elapsed / TICK)
-        rate, bin_hist = self.bins.setdefault(index, ([0.0], new_histogram()))
-        if span > 0:
-            rate[0] += (received - previous) / span
         if hist:
-            bin_hist.decode_and_add(hist)
             self.result.histogram.decode_and_add(hist)
+        index = round(elapsed / TICK)
+        if index > self.closed_upto:  # else a worker's last, short tick after its regular one
+            rate, bin_hist = self.bins.setdefault(index, ([0.0], new_histogram()))
+            if span > 0:
+                rate[0] += (received - previous) / span
+            if hist:
+                bin_hist.decode_and_add(hist)
         self.last_bin[k] = index
         self.close_bins(min(self.last_bin))
         self.result.elapsed = max(self.result.elapsed, elapsed)
@@ -162,6 +165,7 @@ class _Merge:
             p99 = hist.get_value_at_percentile(99) / 1000 if hist.get_total_count() else 0.0
             self.result.series.append(Sample(index * TICK, rate, p50, p99))
             self.last_rate, self.last_p99 = rate, p99
+            self.closed_upto = index
 
     def totals(self) -> None:
         result = self.result
