@@ -10,6 +10,7 @@ import platform
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,13 @@ def si(value: float) -> str:
 
 
 no_peers_option = click.option("--no-peers", is_flag=True, help="Measure railcar only.")
+rounds_option = click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Runs per system; the median is reported.",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 md_option = click.option(
     "--md",
@@ -115,3 +123,14 @@ def emit(doc: dict[str, Any], markdown: str, key: str, as_json: bool, md: Path |
         click.echo(markdown)
     if md is not None:
         update_markdown(md, key, markdown)
+
+
+def scenario_option(names: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--scenario NAME`` (repeatable) among ``names``, passed as the tuple ``scenarios``."""
+    return click.option(
+        "--scenario",
+        "scenarios",
+        multiple=True,
+        type=click.Choice(names),
+        help="Scenario to run (repeatable); all by default.",
+    )

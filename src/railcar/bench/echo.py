@@ -23,6 +23,7 @@ from railcar.report import (
     json_option,
     md_option,
     no_peers_option,
+    rounds_option,
     si,
     table,
 )
@@ -172,13 +173,7 @@ common_engines = click.option(
     show_default=True,
     help="Measured seconds per run.",
 )
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=3,
-    show_default=True,
-    help="Runs per system; the median is reported.",
-)
+@rounds_option
 @click.option("--conns", type=click.IntRange(1, 10000), default=50, show_default=True)
 @click.option(
     "--size",

@@ -20,7 +20,19 @@ import click
 from railcar.bench.external import nginx_server, redis_server, tool
 from railcar.bench.procs import cpu_seconds, cpu_split, running_server
 from railcar.errors import RailcarError
-from railcar.report import Result, document, emit, header, json_option, md_option, no_peers_option, si, table
+from railcar.report import (
+    Result,
+    document,
+    emit,
+    header,
+    json_option,
+    md_option,
+    no_peers_option,
+    rounds_option,
+    scenario_option,
+    si,
+    table,
+)
 
 Measurement = dict[str, Any]
 
@@ -261,19 +273,11 @@ def _markdown(doc: dict[str, Any]) -> str:
 
 
 @click.command("load")
-@click.option(
-    "--scenario",
-    "scenarios",
-    multiple=True,
-    type=click.Choice(list(SCENARIOS)),
-    help="Scenario to run (repeatable); all by default.",
-)
+@scenario_option(list(SCENARIOS))
 @click.option(
     "--seconds", type=click.FloatRange(0.2), default=5.0, show_default=True, help="Seconds per run."
 )
-@click.option(
-    "--rounds", type=click.IntRange(1), default=3, show_default=True, help="Runs per tool (median)."
-)
+@rounds_option
 @no_peers_option
 @json_option
 @md_option

@@ -18,6 +18,8 @@ from railcar.report import (
     json_option,
     md_option,
     no_peers_option,
+    rounds_option,
+    scenario_option,
     si,
     table,
 )
@@ -142,23 +144,11 @@ def _markdown(doc: dict[str, Any]) -> str:
 
 
 @click.command("reqrep")
-@click.option(
-    "--scenario",
-    "scenarios",
-    multiple=True,
-    type=click.Choice(list(SCENARIOS)),
-    help="Scenario to run (repeatable); all by default.",
-)
+@scenario_option(list(SCENARIOS))
 @click.option(
     "--seconds", type=click.FloatRange(0.1), default=3.0, show_default=True, help="Measured seconds per run."
 )
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=3,
-    show_default=True,
-    help="Runs per system; the median is reported.",
-)
+@rounds_option
 @click.option("--warmup", type=click.FloatRange(0), default=0.5, show_default=True)
 @no_peers_option
 @json_option
