@@ -37,3 +37,8 @@ class Plan:
 def new_histogram() -> HdrHistogram:
     """A latency histogram in nanoseconds, 1 ns to 1,000 s, three significant digits."""
     return HdrHistogram(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)
+
+
+def request_failures(failure_kinds: dict[str, int]) -> int:
+    """Requests that got no good reply, from the counts by kind (connect errors are not requests)."""
+    return sum(n for kind, n in failure_kinds.items() if kind != "connect")

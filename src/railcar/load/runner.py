@@ -15,7 +15,7 @@ from hdrh.histogram import HdrHistogram
 
 from railcar.errors import RailcarError
 from railcar.limits import raise_open_file_limit
-from railcar.load.plan import FAILURE_KINDS, TICK, Plan, new_histogram
+from railcar.load.plan import FAILURE_KINDS, TICK, Plan, new_histogram, request_failures
 
 # Open files a worker needs besides its connections (pipes, epoll, stdio, imports).
 FILES_PER_WORKER: Final = 64
@@ -68,7 +68,7 @@ class LoadResult:
     @property
     def failures(self) -> int:
         """Requests that got no good reply (so ``sent == received + failures``)."""
-        return sum(n for kind, n in self.failure_kinds.items() if kind != "connect")
+        return request_failures(self.failure_kinds)
 
     @property
     def throughput(self) -> float:
@@ -170,8 +170,8 @@ class _Merge:
     def totals(self) -> None:
         result = self.result
         self.close_bins(max(self.bins, default=-1))
-        result.sent = sum(sent for sent, _, _ in self.latest)
-        result.received = sum(received for _, received, _ in self.latest)
+        progress = self.progress()
+        result.sent, result.received = progress.sent, progress.received
         result.failure_kinds = {
             kind: sum(failures.get(kind, 0) for _, _, failures in self.latest) for kind in FAILURE_KINDS
         }
@@ -179,7 +179,7 @@ class _Merge:
     def progress(self) -> Progress:
         sent = sum(s for s, _, _ in self.latest)
         received = sum(r for _, r, _ in self.latest)
-        failed = sum(n for _, _, f in self.latest for kind, n in f.items() if kind != "connect")
+        failed = sum(request_failures(failures) for _, _, failures in self.latest)
         return Progress(self.result.elapsed, sent, received, failed, self.last_rate, self.last_p99)
 
 

@@ -238,13 +238,16 @@ class HttpSession:
         if data == self._last_read and reader.idle:
             return self._last_result
         whole = reader.idle
-        statuses = reader.feed(data)
-        result = len(statuses), sum(1 for status in statuses if status >= 400)
-        if whole and statuses and reader.idle and not reader.closing:
+        result = _outcome(reader.feed(data))
+        if whole and result[0] and reader.idle and not reader.closing:
             self._last_read, self._last_result = bytes(data), result
         return result
 
     def eof(self) -> tuple[int, int]:
         """Complete a response whose body ends with the connection; raises ProtocolError if cut short."""
-        statuses = self._reader.eof()
-        return len(statuses), sum(1 for status in statuses if status >= 400)
+        return _outcome(self._reader.eof())
+
+
+def _outcome(statuses: list[int]) -> tuple[int, int]:
+    """(responses, of which failed): 4xx and 5xx fail."""
+    return len(statuses), sum(1 for status in statuses if status >= 400)
