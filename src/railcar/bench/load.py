@@ -111,7 +111,16 @@ _WRK_UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 def _wrk(connections: int) -> Tool:
     def argv(port: int, seconds: float, cpus: int) -> list[str]:
         return [
-            *(tool("wrk"), "-t", str(max(cpus, 1)), "-c", str(connections), "-d", f"{round(seconds)}s"),
+            # wrk takes whole seconds: a shorter run would be "-d 0s", which it refuses
+            *(
+                tool("wrk"),
+                "-t",
+                str(max(cpus, 1)),
+                "-c",
+                str(connections),
+                "-d",
+                f"{max(1, round(seconds))}s",
+            ),
             *("--latency", f"http://127.0.0.1:{port}/"),
         ]
 
