@@ -215,9 +215,11 @@ def _steps(value: str) -> list[int]:
     try:
         steps = [int(step) for step in value.split(",")]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of connection counts") from None
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of connection counts", param_hint="--steps"
+        ) from None
     if not steps or min(steps) < 1:
-        raise click.BadParameter("connection counts must be at least 1")
+        raise click.BadParameter("connection counts must be at least 1", param_hint="--steps")
     return steps
 
 
