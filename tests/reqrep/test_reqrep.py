@@ -185,6 +185,34 @@ def test_undecodable_frame_fails_its_requests_and_keeps_the_connection(serve_req
         assert (reply.kind, reply.first_id, reply.payload) == (REPLY, 6, struct.pack("<i", 10))
 
 
+def test_array_frames_of_one_read_are_answered_frame_by_frame(serve_reqrep: Serve) -> None:
+    calls: list[int] = []
+
+    def increment(numbers: Any) -> Any:
+        calls.append(len(numbers))
+        return numbers + np.int32(1)
+
+    port = serve_reqrep(increment, mode="array")
+    good = [np.arange(start, start + 3, dtype="<i4") for start in (0, 100, 200)]
+    frames = [
+        HEADER.pack(13 + 12, REQUEST, 3, 1) + good[0].tobytes(),
+        HEADER.pack(13 + 5, REQUEST, 2, 4) + b"\x00" * 5,  # 5 bytes are not two int32
+        HEADER.pack(13 + 12, REQUEST, 3, 6) + good[1].tobytes(),
+        HEADER.pack(13 + 12, REQUEST, 3, 9) + good[2].tobytes(),
+        HEADER.pack(13, REPLY, 0, 0),  # a client never sends REPLY: the connection ends after the rest
+    ]
+    with connect(port) as sock:
+        sock.sendall(b"".join(frames))
+        replies = read_frames(sock, 5)
+    by_kind = {kind: [f for f in replies if f.kind == kind] for kind in (REPLY, ERROR, CONN_ERROR)}
+    assert [(f.first_id, np.frombuffer(f.payload, "<i4").tolist()) for f in by_kind[REPLY]] == [
+        (first_id, (numbers + 1).tolist()) for first_id, numbers in zip((1, 6, 9), good, strict=True)
+    ]
+    assert [request_id for f in by_kind[ERROR] for request_id, _ in decode_errors(f)] == [4, 5]
+    assert len(by_kind[CONN_ERROR]) == 1
+    assert sum(calls) == 9  # the service saw every good record once, however the reads split them
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"\xff" * 64, HEADER.pack(13, 42, 0, 0), HEADER.pack(100_000, REQUEST, 1, 1)],

@@ -89,9 +89,9 @@ def _parse_engines(value: str) -> list[str]:
 def _measure_echo(
     system: System, conns: int, size: int, seconds: float, warmup: float, load_procs: int
 ) -> dict[str, float]:
-    """Run the ping-pong load against one system; return rate, errors and server CPU use."""
+    """Run the ping-pong load against one system; return rate, errors and server and load CPU use."""
     shares = [conns // load_procs + (i < conns % load_procs) for i in range(load_procs)]
-    loads, server_cpu = measure_load(
+    loads, server_cpu, load_cpu = measure_load(
         system.argv,
         [
             [
@@ -107,6 +107,7 @@ def _measure_echo(
         "ops_per_s": sum(load["round_trips"] / load["elapsed"] for load in loads),
         "errors": sum(load["errors"] for load in loads),
         "server_cpu": server_cpu,
+        "load_cpu": load_cpu,
     }
 
 
@@ -121,6 +122,7 @@ def _echo_results(systems: list[System], runs: dict[str, list[dict[str, float]]]
             "ops_per_s": round(medians[system.name], 1),
             "errors": int(sum(r["errors"] for r in measured)),
             "server_cpu": round(statistics.median(r["server_cpu"] for r in measured), 3),
+            "load_cpu": round(statistics.median(r["load_cpu"] for r in measured), 3),
             "runs": [round(r["ops_per_s"], 1) for r in measured],
         }
         if system.peer is not None:
@@ -137,6 +139,7 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
             si(r["ops_per_s"]),
             f"{r['ratio']:.2f}× {r['peer']}" if "ratio" in r else "",
             f"{r['server_cpu'] * 100:.0f}%",
+            f"{r['load_cpu'] * 100:.0f}%",
             str(r["errors"]),
         ]
         for r in doc["results"]
@@ -149,9 +152,10 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
                 f"{doc['connections']} connections, {doc['message_bytes']}-byte messages, one message in "
                 f"flight per connection; server pinned to one CPU, load ({doc['load_procs']} process(es)) "
                 f"on the others; median of {doc['rounds']} rounds of {doc['seconds']} s, railcar and "
-                "peers alternating. Server CPU near 100% means the server, not the load, was the limit."
+                "peers alternating. CPU is in CPUs busy: near 100% on the server means it, not the load, "
+                "was the limit."
             ),
-            table(["system", "round trips/s", "ratio", "server CPU", "errors"], rows),
+            table(["system", "round trips/s", "ratio", "server CPU", "load CPU", "errors"], rows),
         ]
     )
 
@@ -217,7 +221,9 @@ def bench_echo(
                 click.echo(
                     f"round {round_number + 1}/{rounds}  {system.name:<18} "
                     f"{si(measured['ops_per_s']):>8} round trips/s  "
-                    f"server CPU {measured['server_cpu'] * 100:3.0f}%  errors {measured['errors']:.0f}",
+                    f"CPU server {measured['server_cpu'] * 100:3.0f}% "
+                    f"load {measured['load_cpu'] * 100:3.0f}%  "
+                    f"errors {measured['errors']:.0f}",
                     err=True,
                 )
     doc = document(

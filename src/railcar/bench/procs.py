@@ -79,11 +79,11 @@ def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 def measure_load(
     server_argv: Sequence[str], client_argvs: list[list[str]], timeout: float
-) -> tuple[list[dict[str, Any]], float]:
-    """Run load processes against a pinned server; return their JSON results and the server's CPU use.
+) -> tuple[list[dict[str, Any]], float, float]:
+    """Run load processes against a pinned server; return their JSON results, the server's and the load's CPU.
 
     Each load process prints ``start`` when its measured window opens and then one JSON
-    object; the server's CPU time is sampled between the first start and the last result.
+    object; CPU times are sampled between the last start and the first result, in CPUs busy.
     Raises RailcarError if the server or a load process fails.
     """
     server_cpus, load_cpus = cpu_split()
@@ -103,18 +103,22 @@ def measure_load(
             for load in loads:
                 if _first_line(load, timeout).strip() != "start":
                     raise RailcarError(f"load {' '.join(client_argvs[0])} failed before measuring")
-            cpu_start, wall_start = cpu_seconds(server.pid), time.perf_counter()
+            pids = [server.pid] + [load.pid for load in loads]
+            cpu_start, wall_start = [cpu_seconds(pid) for pid in pids], time.perf_counter()
+            outputs = [load.stdout for load in loads if load.stdout is not None]
+            select.select(outputs, [], [], timeout)  # until the first result is due
+            elapsed = time.perf_counter() - wall_start
+            cpu = [(cpu_seconds(pid) - start) / elapsed for pid, start in zip(pids, cpu_start, strict=True)]
             results = []
             for load in loads:
                 line = _first_line(load, timeout)
                 if not line:
                     raise RailcarError(f"load {' '.join(client_argvs[0])} failed while measuring")
                 results.append(json.loads(line))
-            cpu = (cpu_seconds(server.pid) - cpu_start) / (time.perf_counter() - wall_start)
         finally:
             for load in loads:
                 stop_process(load)
-    return results, cpu
+    return results, cpu[0], sum(cpu[1:])
 
 
 def cpu_seconds(pid: int) -> float:

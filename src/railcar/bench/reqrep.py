@@ -78,7 +78,7 @@ WHAT = {
 
 
 def _measure(run: Run, seconds: float, warmup: float) -> dict[str, float]:
-    loads, server_cpu = measure_load(
+    loads, server_cpu, load_cpu = measure_load(
         run.server,
         [
             [
@@ -91,7 +91,12 @@ def _measure(run: Run, seconds: float, warmup: float) -> dict[str, float]:
         timeout=seconds + warmup + 60,
     )
     (load,) = loads
-    return {"ops_per_s": load["ops"] / load["elapsed"], "errors": load["errors"], "server_cpu": server_cpu}
+    return {
+        "ops_per_s": load["ops"] / load["elapsed"],
+        "errors": load["errors"],
+        "server_cpu": server_cpu,
+        "load_cpu": load_cpu,
+    }
 
 
 def _results(runs: list[Run], measured: dict[tuple[str, str], list[dict[str, float]]]) -> list[Result]:
@@ -105,6 +110,7 @@ def _results(runs: list[Run], measured: dict[tuple[str, str], list[dict[str, flo
             "ops_per_s": round(median[key], 1),
             "errors": int(sum(m["errors"] for m in measured[key])),
             "server_cpu": round(statistics.median(m["server_cpu"] for m in measured[key]), 3),
+            "load_cpu": round(statistics.median(m["load_cpu"] for m in measured[key]), 3),
             "runs": [round(m["ops_per_s"], 1) for m in measured[key]],
         }
         ratios = {peer: median[key] / max(median[(run.scenario, peer)], 1e-9) for peer in run.peers}
@@ -122,6 +128,7 @@ def _markdown(doc: dict[str, Any]) -> str:
             si(r["ops_per_s"]),
             ", ".join(f"{v:.2f}× {k}" for k, v in r.get("ratios", {}).items()),
             f"{r['server_cpu'] * 100:.0f}%",
+            f"{r['load_cpu'] * 100:.0f}%",
             str(r["errors"]),
         ]
         for r in doc["results"]
@@ -138,7 +145,7 @@ def _markdown(doc: dict[str, Any]) -> str:
                 "Python), `pyzmq-*` DEALER/ROUTER, `grpc-aio` a grpcio aio unary method."
             ),
             "\n".join(f"- **{name}**: {WHAT[name]}" for name in scenarios),
-            table(["scenario", "system", "req/s", "ratio", "server CPU", "errors"], rows),
+            table(["scenario", "system", "req/s", "ratio", "server CPU", "load CPU", "errors"], rows),
         ]
     )
 
@@ -174,7 +181,8 @@ def bench_reqrep(
             if not as_json:
                 click.echo(
                     f"round {round_number + 1}/{rounds}  {run.scenario:<10} {run.system:<18} "
-                    f"{si(result['ops_per_s']):>8} req/s  server CPU {result['server_cpu'] * 100:3.0f}%  "
+                    f"{si(result['ops_per_s']):>8} req/s  CPU server {result['server_cpu'] * 100:3.0f}% "
+                    f"load {result['load_cpu'] * 100:3.0f}%  "
                     f"errors {result['errors']:.0f}",
                     err=True,
                 )

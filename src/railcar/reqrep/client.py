@@ -35,6 +35,7 @@ from railcar.proto.reqrep import (
     decode_errors,
     decode_replies,
     end_frame,
+    frame_header,
 )
 
 log = logging.getLogger("railcar.reqrep")
@@ -61,7 +62,8 @@ class _Batch:
         self.parts.append((offset, payload))
         self.remaining -= count
         if not self.remaining and not self.future.done():
-            self.future.set_result(b"".join(part for _, part in sorted(self.parts)))
+            parts = self.parts
+            self.future.set_result(parts[0][1] if len(parts) == 1 else b"".join(p for _, p in sorted(parts)))
 
     def fill(self, offset: int, values: Sequence[Any]) -> None:
         self.results[offset : offset + len(values)] = values
@@ -117,7 +119,7 @@ class Client:
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
-        self._ids = itertools.count(1)
+        self._next_id = 1
         self._queued: list[Any] = []
         self._queued_ids: list[int] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -177,7 +179,8 @@ class Client:
         if self._failure is not None:
             raise renewed(self._failure)
         future: asyncio.Future[Any] = self._loop.create_future()
-        request_id = next(self._ids)
+        request_id = self._next_id
+        self._next_id += 1
         self._calls[request_id] = future
         self._enqueue(request_id, request)
         if timeout is None:
@@ -192,10 +195,17 @@ class Client:
         """Send requests as one batch and return their replies in order; raises like ``call``."""
         if not requests:
             return []
-        encode = self._codec.encode_batch
-        result: list[Any] = await self._send_batch(
-            len(requests), lambda start, stop, out: encode(requests[start:stop], out), False, timeout
-        )
+        payloads = []
+        for start in range(0, len(requests), self._batch_size):
+            out = bytearray()
+            try:
+                self._codec.encode_batch(requests[start : start + self._batch_size], out)
+            except CodecError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise CodecError(f"cannot encode request: {exc}") from exc
+            payloads.append(out)
+        result: list[Any] = await self._send_batch(len(requests), payloads, False, timeout)
         return result
 
     async def call_array(self, records: NDArray[Any], timeout: float | None = None) -> NDArray[Any]:
@@ -207,44 +217,47 @@ class Client:
         codec = self._fixed
         if codec is None:
             raise CodecError(f"call_array needs a fixed-size codec, not {self._codec.name!r}")
-        if not len(records):
+        count = len(records)
+        if not count:
             return records[:0]
-
-        def encode(start: int, stop: int, out: bytearray) -> None:
-            out += codec.encode_array(records[start:stop])
-
-        payload: bytes = await self._send_batch(len(records), encode, True, timeout)
+        encoded = codec.encode_array(records)
+        if count <= self._batch_size:
+            payloads: list[bytes | memoryview] = [encoded]
+        else:
+            step = self._batch_size * codec.itemsize
+            view = memoryview(encoded)
+            payloads = [view[start : start + step] for start in range(0, len(encoded), step)]
+        payload: bytes = await self._send_batch(count, payloads, True, timeout)
         return codec.decode_array(payload)
 
     async def _send_batch(
-        self, count: int, encode: Callable[[int, int, bytearray], None], raw: bool, timeout: float | None
+        self, count: int, payloads: Sequence[bytes | bytearray | memoryview], raw: bool, timeout: float | None
     ) -> Any:
+        """Write the frames of one batch (``batch_size`` requests each, the last one fewer) and await it."""
         if self._in_flight + count > self._max_in_flight or self._write_paused:
             await self._wait_for_room(count)
         if self._failure is not None:
             raise renewed(self._failure)
-        self._flush()  # keep ids and frames in order
-        first_id = next(self._ids)
-        out = bytearray()
-        try:
-            for start in range(0, count, self._batch_size):
-                stop = min(start + self._batch_size, count)
-                mark = begin_frame(out)
-                encode(start, stop, out)
-                end_frame(out, mark, REQUEST, stop - start, first_id + start)
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, CodecError):
-                raise
-            raise CodecError(f"cannot encode request: {exc}") from exc
-        if count > 1:
-            self._ids = itertools.count(first_id + count)
+        if self._queued:
+            self._flush()  # keep ids and frames in order
+        first_id = self._next_id
+        self._next_id += count
         batch = _Batch(self._loop.create_future(), first_id, count, raw)
-        for start in range(0, count, self._batch_size):
-            self._batches[first_id + start] = (batch, start)
+        frames: list[bytes | bytearray | memoryview] = []
+        batches = self._batches
+        for index, payload in enumerate(payloads):
+            offset = index * self._batch_size
+            batches[first_id + offset] = (batch, offset)
+            frames.append(
+                frame_header(REQUEST, min(self._batch_size, count - offset), first_id + offset, len(payload))
+            )
+            frames.append(payload)
         self._in_flight += count
-        self._write_pending()
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(out)
+        if self._pending_out:
+            self._write_pending()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines(frames)
         if timeout is None:
             return await batch.future
         timer = self._loop.call_later(timeout, self._expire_batch, batch, timeout)
@@ -265,7 +278,8 @@ class Client:
             raise InFlightLimit(f"{self._in_flight} requests in flight (max_in_flight={self._max_in_flight})")
         future: asyncio.Future[Any] = self._loop.create_future()
         future.add_done_callback(lambda done: callback(done.exception() or done.result()))
-        request_id = next(self._ids)
+        request_id = self._next_id
+        self._next_id += 1
         self._calls[request_id] = future
         self._enqueue(request_id, request)
 
@@ -374,7 +388,8 @@ class Client:
         if kind == REPLY:
             entry = self._batches.pop(frame.first_id, None)
             if entry is not None and entry[0].raw:
-                if len(frame.payload) != frame.count * getattr(self._codec, "itemsize", 0):
+                assert self._fixed is not None  # only call_array makes raw batches
+                if len(frame.payload) != frame.count * self._fixed.itemsize:
                     raise ProtocolError(f"reply frame size does not match its {frame.count} records")
                 self._in_flight -= frame.count
                 entry[0].fill_raw(entry[1], frame.count, frame.payload)

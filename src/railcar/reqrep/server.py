@@ -24,6 +24,7 @@ from railcar.proto.reqrep import (
     encode_conn_error,
     encode_errors,
     end_frame,
+    frame_header,
     pack_ids,
 )
 
@@ -78,32 +79,41 @@ class ReqRepHandler(Handler):
     def on_data(self, conn: Conn, data: memoryview) -> None:
         """Answer every complete request frame in ``data`` with one write."""
         session: _Session = conn.context["reqrep"]
-        out = bytearray()
+        error: ProtocolError | None = None
         try:
-            for frame in session.reader.feed(data):
-                if frame.kind != REQUEST:
-                    raise ProtocolError(f"expected REQUEST frames, got kind {frame.kind}")
-                if self._is_async:
+            frames = session.reader.feed(data)
+        except ProtocolError as exc:
+            frames, error = [], exc
+        for index, frame in enumerate(frames):
+            if frame.kind != REQUEST:
+                frames, error = (
+                    frames[:index],
+                    ProtocolError(f"expected REQUEST frames, got kind {frame.kind}"),
+                )
+                break
+        out = bytearray()
+        if frames:
+            if self._is_async:
+                for frame in frames:
                     task = asyncio.ensure_future(self._answer_later(conn, session.codec, frame))
                     self._tasks.add(task)  # the loop keeps only weak references to tasks
                     task.add_done_callback(self._tasks.discard)
-                else:
+            elif self._mode == "array":
+                self._answer_arrays(session.codec, frames, out)
+            else:
+                for frame in frames:
                     self._answer(session.codec, frame, out)
-        except ProtocolError as exc:
-            log.warning("protocol error from %s: %s", conn.peer, exc)
-            encode_conn_error(out, f"protocol error: {exc}")
+        if error is not None:
+            log.warning("protocol error from %s: %s", conn.peer, error)
+            encode_conn_error(out, f"protocol error: {error}")
             conn.write(out)
             conn.close()
-            return
-        if out:
+        elif out:
             conn.write(out)
 
     def _answer(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
         ids = range(frame.first_id, frame.first_id + frame.count)
         try:
-            if self._mode == "array":
-                self._answer_array(codec, frame, out)
-                return
             requests = self._decode(codec, frame)
         except CodecError as exc:
             encode_errors(out, [(i, f"bad request: {exc}") for i in ids])
@@ -125,23 +135,49 @@ class ReqRepHandler(Handler):
             return
         self._encode_replies(codec, frame, replies, out)
 
-    def _answer_array(self, codec: Any, frame: Frame, out: bytearray) -> None:
+    def _answer_arrays(self, codec: Any, frames: list[Frame], out: bytearray) -> None:
+        """Call the service once for the records of every frame of a read, and reply frame by frame.
+
+        The more frames a read holds (the further the server is behind), the fewer
+        service calls per request.
+        """
         # The constructor checked the codec is fixed-size (isinstance on a Protocol is slow).
-        ids = range(frame.first_id, frame.first_id + frame.count)
-        array = codec.decode_array(frame.payload)
-        if len(array) != frame.count:
-            raise CodecError(f"frame holds {len(array)} requests, its header says {frame.count}")
+        itemsize = codec.itemsize
+        whole = []
+        for frame in frames:
+            if len(frame.payload) == frame.count * itemsize:
+                whole.append(frame)
+            else:
+                message = (
+                    f"bad request: {len(frame.payload)} bytes are not {frame.count} {codec.name} records"
+                )
+                encode_errors(
+                    out, [(i, message) for i in range(frame.first_id, frame.first_id + frame.count)]
+                )
+        if not whole:
+            return
+        payload = whole[0].payload if len(whole) == 1 else b"".join(frame.payload for frame in whole)
         try:
-            replies = codec.encode_array(self._service(array))
+            replies = codec.encode_array(self._service(codec.decode_array(payload)))
+            if len(replies) != len(payload):
+                raise ValueError("array handler returned the wrong number of replies")
         except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
-            encode_errors(out, [(i, _describe(exc)) for i in ids])
+            message = _describe(exc)
+            for frame in whole:
+                encode_errors(
+                    out, [(i, message) for i in range(frame.first_id, frame.first_id + frame.count)]
+                )
             return
-        if len(replies) != codec.itemsize * frame.count:
-            encode_errors(out, [(i, "array handler returned the wrong number of replies") for i in ids])
+        if len(whole) == 1:
+            out += frame_header(REPLY, whole[0].count, whole[0].first_id, len(replies))
+            out += replies
             return
-        start = begin_frame(out)
-        out += replies
-        end_frame(out, start, REPLY, frame.count, frame.first_id)
+        view, offset = memoryview(replies), 0
+        for frame in whole:
+            size = len(frame.payload)
+            out += frame_header(REPLY, frame.count, frame.first_id, size)
+            out += view[offset : offset + size]
+            offset += size
 
     @staticmethod
     def _decode(codec: Codec[Any], frame: Frame) -> list[Any]:
