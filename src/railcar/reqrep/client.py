@@ -205,7 +205,10 @@ class Client:
             except (TypeError, ValueError) as exc:
                 raise CodecError(f"cannot encode request: {exc}") from exc
             payloads.append(out)
-        result: list[Any] = await self._send_batch(len(requests), payloads, False, timeout)
+        if self._in_flight + len(requests) > self._max_in_flight or self._write_paused:
+            await self._wait_for_room(len(requests))
+        batch = self._send_batch(len(requests), payloads, raw=False)
+        result: list[Any] = await (batch.future if timeout is None else self._timed(batch, timeout))
         return result
 
     async def call_array(self, records: NDArray[Any], timeout: float | None = None) -> NDArray[Any]:
@@ -227,15 +230,20 @@ class Client:
             step = self._batch_size * codec.itemsize
             view = memoryview(encoded)
             payloads = [view[start : start + step] for start in range(0, len(encoded), step)]
-        payload: bytes = await self._send_batch(count, payloads, True, timeout)
-        return codec.decode_array(payload)
-
-    async def _send_batch(
-        self, count: int, payloads: Sequence[bytes | bytearray | memoryview], raw: bool, timeout: float | None
-    ) -> Any:
-        """Write the frames of one batch (``batch_size`` requests each, the last one fewer) and await it."""
         if self._in_flight + count > self._max_in_flight or self._write_paused:
             await self._wait_for_room(count)
+        batch = self._send_batch(count, payloads, raw=True)
+        payload: bytes = await (batch.future if timeout is None else self._timed(batch, timeout))
+        return codec.decode_array(payload)
+
+    def _send_batch(
+        self, count: int, payloads: Sequence[bytes | bytearray | memoryview], raw: bool
+    ) -> _Batch:
+        """Write a batch as frames of ``batch_size`` requests (the last fewer); raises ConnectionLost.
+
+        A plain function, not a coroutine: the caller awaits the batch's future itself, one
+        coroutine frame fewer per batch.
+        """
         if self._failure is not None:
             raise renewed(self._failure)
         if self._queued:
@@ -258,8 +266,10 @@ class Client:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.writelines(frames)
-        if timeout is None:
-            return await batch.future
+        return batch
+
+    async def _timed(self, batch: _Batch, timeout: float) -> Any:
+        """Await a batch, failing it with RequestTimeout after ``timeout`` seconds."""
         timer = self._loop.call_later(timeout, self._expire_batch, batch, timeout)
         try:
             return await batch.future
