@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -55,6 +56,36 @@ def test_stop_gives_up_on_stuck_output_at_the_deadline(engine: str) -> None:
     assert server.active_connections == 0
     assert len(recorder.closed) == 1
     stuck.close()
+
+
+def test_stop_closes_a_connection_accepted_while_stopping(engine: str) -> None:
+    recorder = Recorder()
+    server = create_server(recorder, engine)
+    server.start()
+    # Hold the engine's thread so that the connection waits in the listen backlog and stop()
+    # is queued behind it: the engine then sees the accept and the stop in the same turn.
+    # (The threads engine runs call_soon_threadsafe inline: only the helper thread waits.)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(5)
+
+    holder = threading.Thread(target=server.call_soon_threadsafe, args=(hold,))
+    holder.start()
+    assert entered.wait(5)
+    client = connect(server.port, timeout=3.0)
+    stopper = threading.Thread(target=server.stop, kwargs={"deadline": 2.0})
+    stopper.start()
+    time.sleep(0.2)  # let stop() queue its shutdown behind hold()
+    release.set()
+    stopper.join(10)
+    holder.join(5)
+    assert not stopper.is_alive()
+    with client, contextlib.suppress(ConnectionResetError):  # refused before accept: a reset
+        assert client.recv(10) == b""
+    assert server.active_connections == 0
+    assert len(recorder.closed) == recorder.opened
 
 
 def test_bind_to_a_port_in_use_raises_bind_error(engine: str) -> None:

@@ -40,6 +40,7 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection and tell the handler."""
+        self._server.opening -= 1
         self._transport = tcp = cast(asyncio.Transport, transport)
         self._closed = False
         options = self._server.options
@@ -54,6 +55,10 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
             self._handler.on_open(self)
         except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
             self._fail(exc)
+            return
+        if self._server.stopping:
+            # Accepted before the listener closed, made after stop() closed the others.
+            self.close()
             return
         if not self.reading:
             # uvloop starts reading once connection_made returns, undoing a pause made in
@@ -191,9 +196,13 @@ class AsyncioServer(Server):
         self.conns: set[_ProtocolConn] = set()
         self.on_data = data_callback(handler, options)
         self.read_view = memoryview(bytearray(options.read_buffer))
+        # Protocols made for accepted sockets whose connection_made has not run yet: stop()
+        # waits for them, since nothing else could close them once the loop is gone.
+        self.opening = 0
+        self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     def new_loop(self) -> asyncio.AbstractEventLoop:
         """Create the event loop this engine runs on."""
@@ -210,6 +219,7 @@ class AsyncioServer(Server):
             raise RuntimeError("server already started")
         sock = listen(self.options)
         self._address = sock.getsockname()
+        self.stopping = False  # a restarted server accepts again
         self._loop = self.new_loop()
         started = threading.Event()
         failures: list[BaseException] = []
@@ -229,7 +239,7 @@ class AsyncioServer(Server):
         asyncio.set_event_loop(loop)
         try:
             self._server = loop.run_until_complete(
-                loop.create_server(lambda: _ProtocolConn(self), sock=sock, backlog=self.options.backlog)
+                loop.create_server(self._new_conn, sock=sock, backlog=self.options.backlog)
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
             failures.append(exc)
@@ -244,6 +254,10 @@ class AsyncioServer(Server):
         finally:
             loop.close()
 
+    def _new_conn(self) -> _ProtocolConn:
+        self.opening += 1
+        return _ProtocolConn(self)
+
     def stop(self, deadline: float = 5.0) -> None:
         """Stop accepting, flush and close every connection, abort what remains after ``deadline`` s."""
         if self._thread is None or self._loop is None:
@@ -255,17 +269,31 @@ class AsyncioServer(Server):
 
     async def _shutdown(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
+        self.stopping = True
         if self._server is not None:
-            self._server.close()
+            await self._close_listener(self._server)
         for conn in list(self.conns):
             conn.close()
         give_up = loop.time() + deadline
-        while self.conns and loop.time() < give_up:
+        # Connections accepted before the listener closed may reach connection_made only now;
+        # it sees ``stopping`` and closes them.
+        while (self.conns or self.opening) and loop.time() < give_up:
             await asyncio.sleep(0.005)
-        for conn in list(self.conns):
-            conn.abort()
         while self.conns:  # connection_lost runs on the next loop iterations
+            for conn in list(self.conns):  # each turn: one made after the deadline only closed itself
+                conn.abort()
             await asyncio.sleep(0)
+
+    async def _close_listener(self, server: asyncio.Server) -> None:
+        # The selector loop accepts in a reader callback but builds the transport in a task one
+        # turn later; if Server.close() comes in between, that task fails (Server._attach asserts
+        # the server is open, CPython gh-109564) and drops the accepted socket unclosed. So stop
+        # the reader first, let the accepts already taken build their transports, then close.
+        loop = asyncio.get_running_loop()
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0)
+        server.close()
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the engine's thread, where Conn methods may be called."""
@@ -284,3 +312,8 @@ class UvloopServer(AsyncioServer):
         import uvloop  # noqa: PLC0415 - optional; the registry checks it is importable
 
         return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
+
+    async def _close_listener(self, server: asyncio.Server) -> None:
+        # uvloop makes the protocol and transport in the accept callback itself: nothing is in
+        # flight, and its listener is no reader to remove.
+        server.close()
