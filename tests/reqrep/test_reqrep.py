@@ -230,6 +230,19 @@ def test_protocol_violation_gets_conn_error_and_close(serve_reqrep: Serve, garba
         assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
 
 
+def test_frame_cut_short_by_the_peer_gets_conn_error(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"))
+    with connect(port) as bystander, connect(port) as sock:
+        sock.sendall(HEADER.pack(13 + 8, REQUEST, 2, 1) + struct.pack("<i", 1))  # 4 of 8 payload bytes
+        sock.shutdown(socket.SHUT_WR)
+        (frame,) = read_frames(sock, 1)
+        assert frame.kind == CONN_ERROR
+        assert b"ended inside a frame (21 bytes of it received)" in frame.payload
+        assert sock.recv(10) == b""
+        raw_request(bystander, struct.pack("<i", 1), count=1)
+        assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
+
+
 class SilentServer:
     """Accepts and reads, never answers; ``reset()`` drops every connection with RST."""
 

@@ -111,6 +111,17 @@ class ReqRepHandler(Handler):
         elif out:
             conn.write(out)
 
+    def on_eof(self, conn: Conn) -> bool:
+        """Tell a peer that stopped sending inside a frame that the frame was cut short; then close."""
+        session: _Session = conn.context["reqrep"]
+        if session.reader.buffered:
+            error = f"connection ended inside a frame ({session.reader.buffered} bytes of it received)"
+            log.warning("protocol error from %s: %s", conn.peer, error)
+            out = bytearray()
+            encode_conn_error(out, f"protocol error: {error}")
+            conn.write(out)
+        return False
+
     def _answer(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
         ids = range(frame.first_id, frame.first_id + frame.count)
         try:
