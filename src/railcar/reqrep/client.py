@@ -62,8 +62,7 @@ class _Batch:
         self.parts.append((offset, payload))
         self.remaining -= count
         if not self.remaining and not self.future.done():
-            parts = self.parts
-            self.future.set_result(parts[0][1] if len(parts) == 1 else b"".join(p for _, p in sorted(parts)))
+            self.future.set_result(b"".join(part for _, part in sorted(self.parts)))
 
     def fill(self, offset: int, values: Sequence[Any]) -> None:
         self.results[offset : offset + len(values)] = values

@@ -44,6 +44,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _fail_frame(out: bytearray, frame: Frame, message: str) -> None:
+    """Append an ERROR frame failing every request of ``frame`` with ``message``."""
+    encode_errors(out, [(i, message) for i in range(frame.first_id, frame.first_id + frame.count)])
+
+
 class ReqRepHandler(Handler):
     """Engine handler that decodes request frames, calls the service and writes reply frames.
 
@@ -123,11 +128,10 @@ class ReqRepHandler(Handler):
         return False
 
     def _answer(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
-        ids = range(frame.first_id, frame.first_id + frame.count)
         try:
             requests = self._decode(codec, frame)
         except CodecError as exc:
-            encode_errors(out, [(i, f"bad request: {exc}") for i in ids])
+            _fail_frame(out, frame, f"bad request: {exc}")
             return
         if self._mode == "batch":
             try:
@@ -135,7 +139,7 @@ class ReqRepHandler(Handler):
                 if len(replies) != frame.count:
                     raise ValueError(f"batch handler returned {len(replies)} replies for {frame.count}")
             except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
-                encode_errors(out, [(i, _describe(exc)) for i in ids])
+                _fail_frame(out, frame, _describe(exc))
                 return
             self._encode_replies(codec, frame, replies, out)
             return
@@ -159,29 +163,21 @@ class ReqRepHandler(Handler):
             if len(frame.payload) == frame.count * itemsize:
                 whole.append(frame)
             else:
-                message = (
-                    f"bad request: {len(frame.payload)} bytes are not {frame.count} {codec.name} records"
-                )
-                encode_errors(
-                    out, [(i, message) for i in range(frame.first_id, frame.first_id + frame.count)]
+                _fail_frame(
+                    out,
+                    frame,
+                    f"bad request: {len(frame.payload)} bytes are not {frame.count} {codec.name} records",
                 )
         if not whole:
             return
-        payload = whole[0].payload if len(whole) == 1 else b"".join(frame.payload for frame in whole)
+        payload = b"".join(frame.payload for frame in whole)  # one frame: join returns its payload as is
         try:
             replies = codec.encode_array(self._service(codec.decode_array(payload)))
             if len(replies) != len(payload):
                 raise ValueError("array handler returned the wrong number of replies")
         except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
-            message = _describe(exc)
             for frame in whole:
-                encode_errors(
-                    out, [(i, message) for i in range(frame.first_id, frame.first_id + frame.count)]
-                )
-            return
-        if len(whole) == 1:
-            out += frame_header(REPLY, whole[0].count, whole[0].first_id, len(replies))
-            out += replies
+                _fail_frame(out, frame, _describe(exc))
             return
         view, offset = memoryview(replies), 0
         for frame in whole:
@@ -254,9 +250,7 @@ class ReqRepHandler(Handler):
         try:
             requests = self._decode(codec, frame)
         except CodecError as exc:
-            encode_errors(
-                out, [(i, f"bad request: {exc}") for i in range(frame.first_id, frame.first_id + frame.count)]
-            )
+            _fail_frame(out, frame, f"bad request: {exc}")
         else:
             results = await asyncio.gather(*map(self._service, requests), return_exceptions=True)
             if any(isinstance(r, BaseException) for r in results):
