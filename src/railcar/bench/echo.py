@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from railcar.bench.procs import measure_load, running_server
+from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load, running_server
 from railcar.engine import ENGINES, server_class
 from railcar.errors import EngineUnavailable
 from railcar.limits import raise_open_file_limit, rss_bytes
@@ -121,8 +121,7 @@ def _echo_results(systems: list[System], runs: dict[str, list[dict[str, float]]]
             "system": system.name,
             "ops_per_s": round(medians[system.name], 1),
             "errors": int(sum(r["errors"] for r in measured)),
-            "server_cpu": round(statistics.median(r["server_cpu"] for r in measured), 3),
-            "load_cpu": round(statistics.median(r["load_cpu"] for r in measured), 3),
+            **cpu_medians(measured),
             "runs": [round(r["ops_per_s"], 1) for r in measured],
         }
         if system.peer is not None:
@@ -138,8 +137,7 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
             r["system"],
             si(r["ops_per_s"]),
             f"{r['ratio']:.2f}× {r['peer']}" if "ratio" in r else "",
-            f"{r['server_cpu'] * 100:.0f}%",
-            f"{r['load_cpu'] * 100:.0f}%",
+            *cpu_cells(r),
             str(r["errors"]),
         ]
         for r in doc["results"]
@@ -221,8 +219,7 @@ def bench_echo(
                 click.echo(
                     f"round {round_number + 1}/{rounds}  {system.name:<18} "
                     f"{si(measured['ops_per_s']):>8} round trips/s  "
-                    f"CPU server {measured['server_cpu'] * 100:3.0f}% "
-                    f"load {measured['load_cpu'] * 100:3.0f}%  "
+                    f"{cpu_text(measured)}  "
                     f"errors {measured['errors']:.0f}",
                     err=True,
                 )

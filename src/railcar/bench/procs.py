@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -119,6 +120,21 @@ def measure_load(
             for load in loads:
                 stop_process(load)
     return results, cpu[0], sum(cpu[1:])
+
+
+def cpu_medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The median server and load CPU (in CPUs busy) of several ``measure_load`` runs."""
+    return {key: round(statistics.median(run[key] for run in runs), 3) for key in ("server_cpu", "load_cpu")}
+
+
+def cpu_cells(result: dict[str, Any]) -> list[str]:
+    """The server and load CPU of a result as table cells, in percent of one CPU."""
+    return [f"{result['server_cpu'] * 100:.0f}%", f"{result['load_cpu'] * 100:.0f}%"]
+
+
+def cpu_text(measured: dict[str, float]) -> str:
+    """The server and load CPU of one run, for a progress line."""
+    return f"CPU server {measured['server_cpu'] * 100:3.0f}% load {measured['load_cpu'] * 100:3.0f}%"
 
 
 def cpu_seconds(pid: int) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from railcar.bench.procs import measure_load
+from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load
 from railcar.report import (
     Result,
     document,
@@ -109,8 +109,7 @@ def _results(runs: list[Run], measured: dict[tuple[str, str], list[dict[str, flo
             "system": run.system,
             "ops_per_s": round(median[key], 1),
             "errors": int(sum(m["errors"] for m in measured[key])),
-            "server_cpu": round(statistics.median(m["server_cpu"] for m in measured[key]), 3),
-            "load_cpu": round(statistics.median(m["load_cpu"] for m in measured[key]), 3),
+            **cpu_medians(measured[key]),
             "runs": [round(m["ops_per_s"], 1) for m in measured[key]],
         }
         ratios = {peer: median[key] / max(median[(run.scenario, peer)], 1e-9) for peer in run.peers}
@@ -127,8 +126,7 @@ def _markdown(doc: dict[str, Any]) -> str:
             r["system"],
             si(r["ops_per_s"]),
             ", ".join(f"{v:.2f}× {k}" for k, v in r.get("ratios", {}).items()),
-            f"{r['server_cpu'] * 100:.0f}%",
-            f"{r['load_cpu'] * 100:.0f}%",
+            *cpu_cells(r),
             str(r["errors"]),
         ]
         for r in doc["results"]
@@ -181,8 +179,7 @@ def bench_reqrep(
             if not as_json:
                 click.echo(
                     f"round {round_number + 1}/{rounds}  {run.scenario:<10} {run.system:<18} "
-                    f"{si(result['ops_per_s']):>8} req/s  CPU server {result['server_cpu'] * 100:3.0f}% "
-                    f"load {result['load_cpu'] * 100:3.0f}%  "
+                    f"{si(result['ops_per_s']):>8} req/s  {cpu_text(result)}  "
                     f"errors {result['errors']:.0f}",
                     err=True,
                 )
