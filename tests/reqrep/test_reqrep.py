@@ -408,14 +408,16 @@ def test_call_array_round_trips_numpy_records(serve_reqrep: Serve) -> None:
     records = np.zeros(2500, dtype=RECORD_276)
     records["id"] = np.arange(2500)
 
-    async def main() -> tuple[Any, Any]:
+    async def main() -> tuple[Any, Any, Any]:
         async with (
             await Client.connect(port=int_port) as ints,
             await Client.connect(port=record_port, codec="struct276") as structs,
         ):
-            return await ints.call_array(numbers), await structs.call_array(records)
+            one_frame = await ints.call_array(numbers[:10])  # fewer than batch_size: a single frame
+            return one_frame, await ints.call_array(numbers), await structs.call_array(records)
 
-    replies, bumped = run(main())
+    one_frame, replies, bumped = run(main())
+    assert np.array_equal(one_frame, numbers[:10] + 1)
     assert np.array_equal(replies, numbers + 1)
     assert np.array_equal(bumped["id"], records["id"])
     assert set(bumped["flags"].tolist()) == {1}
