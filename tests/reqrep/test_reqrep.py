@@ -15,7 +15,7 @@ import pytest
 
 from railcar.apps.echo import EchoHandler
 from railcar.apps.increment import increment_service
-from railcar.codecs import RECORD_276
+from railcar.codecs import RECORD_276, codec_factory
 from railcar.errors import (
     CodecError,
     ConnectionLost,
@@ -24,7 +24,17 @@ from railcar.errors import (
     RemoteError,
     RequestTimeout,
 )
-from railcar.proto.reqrep import CONN_ERROR, ERROR, HEADER, REPLY, REQUEST, FrameReader, decode_errors
+from railcar.proto.reqrep import (
+    CONN_ERROR,
+    ERROR,
+    HEADER,
+    REPLY,
+    REPLY_IDS,
+    REQUEST,
+    FrameReader,
+    decode_errors,
+    decode_replies,
+)
 from railcar.reqrep import Client, ClientPool, create_reqrep_server, sync
 from railcar.reqrep.sync import SyncClient
 from tests.conftest import ServerFactory
@@ -215,8 +225,14 @@ def test_array_frames_of_one_read_are_answered_frame_by_frame(serve_reqrep: Serv
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"\xff" * 64, HEADER.pack(13, 42, 0, 0), HEADER.pack(100_000, REQUEST, 1, 1)],
-    ids=["noise", "unknown-kind", "oversized"],
+    [
+        b"\xff" * 64,
+        HEADER.pack(13, 42, 0, 0),
+        HEADER.pack(100_000, REQUEST, 1, 1),
+        HEADER.pack(13, REQUEST, 0xFFFFFFFF, 1),  # 17 bytes asking for 4 billion (error) replies
+        HEADER.pack(13 + 8, REQUEST, 2, 2**64 - 1) + struct.pack("<2i", 1, 2),
+    ],
+    ids=["noise", "unknown-kind", "oversized", "count-over-bytes", "ids-past-2**64"],
 )
 def test_protocol_violation_gets_conn_error_and_close(serve_reqrep: Serve, garbage: bytes) -> None:
     port = serve_reqrep(increment_service("int32", "item"), max_frame=4096)
@@ -225,9 +241,34 @@ def test_protocol_violation_gets_conn_error_and_close(serve_reqrep: Serve, garba
         frames = read_frames(sock, 1)
         assert [f.kind for f in frames] == [CONN_ERROR]
         assert b"protocol error" in frames[0].payload
+        assert len(frames[0].payload) < 200
         assert sock.recv(10) == b""
         raw_request(bystander, struct.pack("<i", 1), count=1)
         assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
+
+
+def test_item_service_runs_once_per_request_when_one_of_them_raises(serve_reqrep: Serve) -> None:
+    calls: list[int] = []
+
+    def fussy(number: int) -> int:
+        calls.append(number)
+        if number in (3, 5):
+            raise ValueError(f"no {number}")
+        return number * 10
+
+    port = serve_reqrep(fussy)
+    with connect(port) as sock:
+        raw_request(sock, struct.pack("<6i", 1, 2, 3, 4, 5, 6), count=6, first_id=1)
+        frames = read_frames(sock, 2)
+    assert sorted(calls) == [1, 2, 3, 4, 5, 6]
+    (errors,) = [f for f in frames if f.kind == ERROR]
+    assert [(request_id, message) for request_id, message in decode_errors(errors)] == [
+        (3, "ValueError: no 3"),
+        (5, "ValueError: no 5"),
+    ]
+    (replies,) = [f for f in frames if f.kind == REPLY_IDS]
+    ids, values = decode_replies(replies, codec_factory("int32")().decode_batch)
+    assert (list(ids), values) == ([1, 2, 4, 6], [10, 20, 40, 60])
 
 
 def test_frame_cut_short_by_the_peer_gets_conn_error(serve_reqrep: Serve) -> None:
@@ -318,6 +359,40 @@ def test_timeouts_and_the_in_flight_window(silent: SilentServer) -> None:
         assert all(isinstance(r, ConnectionLost) for r in replies)
 
     run(main())
+
+
+def test_a_failed_batch_of_several_frames_leaves_nothing_in_flight(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"))
+    numbers = list(range(30))
+    numbers[5] = 2**31 - 1  # its reply overflows int32: that one request fails
+
+    async def main() -> None:
+        async with await Client.connect(port=port, batch_size=10, max_in_flight=50) as client:
+            with pytest.raises(RemoteError, match="cannot encode reply"):
+                await client.call_many(numbers)
+            with pytest.raises(RemoteError):
+                await client.call_array(np.array(numbers, dtype="<i4"))
+            # Replies to the batches' other frames arrive before this one's: they are counted late.
+            assert await client.call_many(list(range(10))) == list(range(1, 11))
+            assert client.in_flight == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_in_flight": 0}, {"batch_size": 0}, {"window": -1.0}, {"window": float("nan")}, {"max_frame": 0}],
+    ids=["in-flight", "batch-size", "window", "nan-window", "max-frame"],
+)
+def test_bad_client_options_raise_value_error(options: dict[str, Any]) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="need"):
+            await Client.connect(port=1, **options)
+
+    run(main())
+    if "window" not in options:
+        with pytest.raises(ValueError, match="need"):
+            SyncClient(port=1, **options)
 
 
 def test_pool_spreads_calls(serve_reqrep: Serve, engine: str) -> None:

@@ -151,8 +151,8 @@ class Client:
         write_buffer: int = 1024 * 1024,
     ) -> Client:
         """Connect and return a client; raises OSError (unreachable) or ValueError (bad options)."""
-        if max_in_flight < 1 or batch_size < 1 or window < 0:
-            raise ValueError("need max_in_flight >= 1, batch_size >= 1 and window >= 0")
+        if max_in_flight < 1 or batch_size < 1 or not window >= 0 or max_frame < 64:
+            raise ValueError("need max_in_flight >= 1, batch_size >= 1, window >= 0 and max_frame >= 64")
         factory = codec_factory(codec) if isinstance(codec, str) else codec
         client = cls(
             factory(), max_in_flight=max_in_flight, batch_size=batch_size, window=window, max_frame=max_frame
@@ -446,12 +446,14 @@ class Client:
                 else:
                     future.set_result(outcome)
             return
-        for first_id, (batch, offset) in list(self._batches.items()):
+        for batch, offset in list(self._batches.values()):
             start = batch.first_id + offset
             if start <= request_id < start + min(self._batch_size, batch.count - offset):
                 self._in_flight -= 1
                 if isinstance(outcome, BaseException):
-                    del self._batches[first_id]
+                    # The whole batch fails: forget every frame of it, or their replies count again.
+                    for frame_id in range(batch.first_id, batch.first_id + batch.count, self._batch_size):
+                        self._batches.pop(frame_id, None)
                     self._in_flight -= batch.remaining - 1
                     batch.remaining = 0
                     if not batch.future.done():

@@ -44,6 +44,24 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_MAX_ID = 2**64
+
+
+def _request_problem(frame: Frame) -> str | None:
+    """Say why ``frame`` cannot be a request frame at all (a broken stream, not a bad request).
+
+    Every codec spends at least one byte per request, so a count over the payload size is a
+    lie; failing its ids one by one would turn 17 bytes into gigabytes of ERROR entries.
+    """
+    if frame.kind != REQUEST:
+        return f"expected REQUEST frames, got kind {frame.kind}"
+    if frame.count > len(frame.payload):
+        return f"REQUEST frame says {frame.count} requests in {len(frame.payload)} bytes"
+    if frame.first_id + frame.count > _MAX_ID:
+        return f"REQUEST ids {frame.first_id}+{frame.count} pass 2**64"
+    return None
+
+
 def _fail_frame(out: bytearray, frame: Frame, message: str) -> None:
     """Append an ERROR frame failing every request of ``frame`` with ``message``."""
     encode_errors(out, [(i, message) for i in range(frame.first_id, frame.first_id + frame.count)])
@@ -63,6 +81,8 @@ class ReqRepHandler(Handler):
         max_frame: int = DEFAULT_MAX_FRAME,
     ) -> None:
         """Check the service against the mode; raises ValueError for an unknown mode or codec."""
+        if max_frame < 64:
+            raise ValueError(f"max_frame must be at least 64 bytes, not {max_frame}")
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         self._factory = codec_factory(codec) if isinstance(codec, str) else codec
@@ -90,11 +110,9 @@ class ReqRepHandler(Handler):
         except ProtocolError as exc:
             frames, error = [], exc
         for index, frame in enumerate(frames):
-            if frame.kind != REQUEST:
-                frames, error = (
-                    frames[:index],
-                    ProtocolError(f"expected REQUEST frames, got kind {frame.kind}"),
-                )
+            problem = _request_problem(frame)
+            if problem is not None:
+                frames, error = frames[:index], ProtocolError(problem)
                 break
         out = bytearray()
         if frames:
@@ -143,12 +161,14 @@ class ReqRepHandler(Handler):
                 return
             self._encode_replies(codec, frame, replies, out)
             return
+        done: list[Any] = []
         try:
-            replies = list(map(self._service, requests))
-        except Exception:  # noqa: BLE001 - find which requests failed, answer the others
-            self._answer_one_by_one(codec, frame.first_id, requests, out)
+            # extend keeps the replies made before a raise, so no request is served twice.
+            done.extend(map(self._service, requests))
+        except Exception as exc:  # noqa: BLE001 - answer the others, each called once
+            self._answer_rest(codec, frame.first_id, requests, done, exc, out)
             return
-        self._encode_replies(codec, frame, replies, out)
+        self._encode_replies(codec, frame, done, out)
 
     def _answer_arrays(self, codec: Any, frames: list[Frame], out: bytearray) -> None:
         """Call the service once for the records of every frame of a read, and reply frame by frame.
@@ -205,13 +225,22 @@ class ReqRepHandler(Handler):
             return
         end_frame(out, start, REPLY, frame.count, frame.first_id)
 
-    def _answer_one_by_one(
-        self, codec: Codec[Any], first_id: int, requests: list[Any], out: bytearray
+    def _answer_rest(
+        self,
+        codec: Codec[Any],
+        first_id: int,
+        requests: list[Any],
+        done: list[Any],
+        failure: Exception,
+        out: bytearray,
     ) -> None:
-        ids, replies, errors = [], [], []
-        for offset, request in enumerate(requests):
+        """Finish a frame whose service raised ``failure`` at request ``len(done)``; call the rest once."""
+        failed_at = len(done)
+        ids, replies = list(range(first_id, first_id + failed_at)), done
+        errors = [(first_id + failed_at, _describe(failure))]
+        for offset in range(failed_at + 1, len(requests)):
             try:
-                replies.append(self._service(request))
+                replies.append(self._service(requests[offset]))
                 ids.append(first_id + offset)
             except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
                 errors.append((first_id + offset, _describe(exc)))

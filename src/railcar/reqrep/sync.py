@@ -148,8 +148,8 @@ class SyncClient:
         nodelay: bool = True,
     ) -> None:
         """Connect; raises OSError if the server cannot be reached, ValueError for bad options."""
-        if max_in_flight < 1 or batch_size < 1:
-            raise ValueError("need max_in_flight >= 1 and batch_size >= 1")
+        if max_in_flight < 1 or batch_size < 1 or max_frame < 64:
+            raise ValueError("need max_in_flight >= 1, batch_size >= 1 and max_frame >= 64")
         factory = codec_factory(codec) if isinstance(codec, str) else codec
         self._codec: Codec[Any] = factory()
         self._decoder: Codec[Any] = factory()  # the reader thread's own instance
@@ -158,8 +158,12 @@ class SyncClient:
         self._max_frame = max_frame
         if unix:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._sock.settimeout(connect_timeout)
-            self._sock.connect(unix)
+            try:
+                self._sock.settimeout(connect_timeout)
+                self._sock.connect(unix)
+            except BaseException:
+                self._sock.close()
+                raise
         else:
             self._sock = socket.create_connection((host, port), timeout=connect_timeout)
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
