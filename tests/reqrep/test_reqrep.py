@@ -379,20 +379,88 @@ def test_a_failed_batch_of_several_frames_leaves_nothing_in_flight(serve_reqrep:
     run(main())
 
 
+ASYNC_ONLY = {"window", "write_buffer"}  # options SyncClient does not have
+SYNC_ONLY = {"connect_timeout"}
+
+
 @pytest.mark.parametrize(
     "options",
-    [{"max_in_flight": 0}, {"batch_size": 0}, {"window": -1.0}, {"window": float("nan")}, {"max_frame": 0}],
-    ids=["in-flight", "batch-size", "window", "nan-window", "max-frame"],
+    [
+        {"max_in_flight": 0},
+        {"batch_size": 0},
+        {"window": -1.0},
+        {"window": float("nan")},
+        {"max_frame": 0},
+        {"write_buffer": -1},
+        {"connect_timeout": -1.0},
+    ],
+    ids=["in-flight", "batch-size", "window", "nan-window", "max-frame", "write-buffer", "connect-timeout"],
 )
-def test_bad_client_options_raise_value_error(options: dict[str, Any]) -> None:
+def test_bad_client_options_raise_value_error_before_connecting(options: dict[str, Any]) -> None:
     async def main() -> None:
         with pytest.raises(ValueError, match="need"):
-            await Client.connect(port=1, **options)
+            await Client.connect(port=1, **options)  # nothing listens on port 1: checked first
 
-    run(main())
-    if "window" not in options:
+    if not SYNC_ONLY & options.keys():
+        run(main())
+    if not ASYNC_ONLY & options.keys():
         with pytest.raises(ValueError, match="need"):
             SyncClient(port=1, **options)
+
+
+def test_pool_closes_the_connections_it_made_when_one_fails() -> None:
+    made = 0
+
+    def second_fails() -> Any:
+        nonlocal made
+        made += 1
+        if made == 2:
+            raise ValueError("no second codec")
+        return codec_factory("int32")()
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5)
+        with pytest.raises(ValueError, match="no second codec"):
+            run(ClientPool.connect(port=listener.getsockname()[1], size=3, codec=second_fails))
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                assert conn.recv(10) == b""  # closed by the pool, not left open
+
+
+def test_server_closing_the_connection_fails_calls_with_connection_lost(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"), max_frame=64)  # 20 ints do not fit
+
+    async def main() -> None:
+        async with await Client.connect(port=port) as client:
+            with pytest.raises(
+                ConnectionLost, match="server closed the connection: protocol error: frame length"
+            ):
+                await client.call_many(list(range(20)))
+
+    run(main())
+    with SyncClient(port=port) as client, pytest.raises(ConnectionLost, match="server closed the connection"):
+        client.call_many(list(range(20)))
+
+
+def test_sync_close_fails_waiting_calls_as_closed_by_the_client(silent: SilentServer) -> None:
+    client = SyncClient(port=silent.port)
+    outcome: list[BaseException] = []
+
+    def waiting_call() -> None:
+        try:
+            client.call(1)
+        except ConnectionLost as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=waiting_call)
+    caller.start()
+    while not silent.received:
+        threading.Event().wait(0.01)
+    client.close()
+    caller.join(5)
+    assert [str(exc) for exc in outcome] == ["client closed"]
 
 
 def test_pool_spreads_calls(serve_reqrep: Serve, engine: str) -> None:

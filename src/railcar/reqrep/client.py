@@ -151,8 +151,10 @@ class Client:
         write_buffer: int = 1024 * 1024,
     ) -> Client:
         """Connect and return a client; raises OSError (unreachable) or ValueError (bad options)."""
-        if max_in_flight < 1 or batch_size < 1 or not window >= 0 or max_frame < 64:
-            raise ValueError("need max_in_flight >= 1, batch_size >= 1, window >= 0 and max_frame >= 64")
+        if max_in_flight < 1 or batch_size < 1 or not window >= 0 or max_frame < 64 or write_buffer < 0:
+            raise ValueError(
+                "need max_in_flight >= 1, batch_size >= 1, window >= 0, max_frame >= 64 and write_buffer >= 0"
+            )
         factory = codec_factory(codec) if isinstance(codec, str) else codec
         client = cls(
             factory(), max_in_flight=max_in_flight, batch_size=batch_size, window=window, max_frame=max_frame
@@ -388,9 +390,12 @@ class Client:
         try:
             for frame in self._reader.feed(data):
                 self._on_frame(frame)
-        except (ProtocolError, CodecError) as exc:
-            log.warning("closing connection: %s", exc)
-            self._lost(ProtocolError(f"invalid reply from server: {exc}"))
+        except (ProtocolError, CodecError, ConnectionLost) as exc:
+            failure = (
+                exc if isinstance(exc, ConnectionLost) else ProtocolError(f"invalid reply from server: {exc}")
+            )
+            log.warning("closing connection: %s", failure)
+            self._lost(failure)
             if self._transport is not None:
                 self._transport.abort()
         if self._waiters and self._in_flight < self._max_in_flight:
@@ -420,7 +425,7 @@ class Client:
             for request_id, message in decode_errors(frame):
                 self._settle(request_id, RemoteError(message))
         elif kind == CONN_ERROR:
-            raise ProtocolError(frame.payload.decode("utf-8", "replace"))
+            raise ConnectionLost(f"server closed the connection: {frame.payload.decode('utf-8', 'replace')}")
         else:
             raise ProtocolError(f"unexpected frame kind {kind} from server")
 
@@ -525,8 +530,14 @@ class ClientPool:
         """Open ``size`` connections; raises OSError or ValueError like ``Client.connect``."""
         if size < 1:
             raise ValueError("pool size must be at least 1")
-        clients = await asyncio.gather(*(Client.connect(host, port, **options) for _ in range(size)))
-        return cls(list(clients))
+        outcomes = await asyncio.gather(
+            *(Client.connect(host, port, **options) for _ in range(size)), return_exceptions=True
+        )
+        clients = [outcome for outcome in outcomes if isinstance(outcome, Client)]
+        if len(clients) < size:
+            await asyncio.gather(*(client.close() for client in clients))  # no half-made pool left open
+            raise next(outcome for outcome in outcomes if isinstance(outcome, BaseException))
+        return cls(clients)
 
     async def call(self, request: Any, timeout: float | None = None) -> Any:
         """Send one request on the next connection; raises like ``Client.call``."""

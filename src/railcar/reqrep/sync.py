@@ -148,8 +148,10 @@ class SyncClient:
         nodelay: bool = True,
     ) -> None:
         """Connect; raises OSError if the server cannot be reached, ValueError for bad options."""
-        if max_in_flight < 1 or batch_size < 1 or max_frame < 64:
-            raise ValueError("need max_in_flight >= 1, batch_size >= 1 and max_frame >= 64")
+        if max_in_flight < 1 or batch_size < 1 or max_frame < 64 or not connect_timeout > 0:
+            raise ValueError(
+                "need max_in_flight >= 1, batch_size >= 1, max_frame >= 64 and connect_timeout > 0"
+            )
         factory = codec_factory(codec) if isinstance(codec, str) else codec
         self._codec: Codec[Any] = factory()
         self._decoder: Codec[Any] = factory()  # the reader thread's own instance
@@ -237,6 +239,7 @@ class SyncClient:
 
     def close(self) -> None:
         """Close the connection; calls still waiting fail with ConnectionLost."""
+        self._fail(ConnectionLost("client closed"))
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(10)
@@ -471,7 +474,7 @@ class SyncClient:
             for request_id, message in decode_errors(frame):
                 self._settle(request_id, [RemoteError(message)], woken, failed=True)
         elif frame.kind == CONN_ERROR:
-            raise ProtocolError(frame.payload.decode("utf-8", "replace"))
+            raise ConnectionLost(f"server closed the connection: {frame.payload.decode('utf-8', 'replace')}")
         else:
             raise ProtocolError(f"unexpected frame kind {frame.kind} from server")
 
