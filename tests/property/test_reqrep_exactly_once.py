@@ -82,7 +82,9 @@ def test_every_id_is_answered_exactly_once(
             pairs = list(zip(ids, struct.unpack(f"<{len(ids)}i", payload), strict=True))
         else:
             assert frame.kind == ERROR
-            pairs = [(request_id, None) for request_id, _ in decode_errors(frame)]
+            pairs = [
+                (i, None) for first, count, _ in decode_errors(frame) for i in range(first, first + count)
+            ]
         for request_id, value in pairs:
             answers.setdefault(request_id, []).append(value)
     assert answers == {request_id: [value] for request_id, value in expected.items()}

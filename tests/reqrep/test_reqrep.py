@@ -34,6 +34,7 @@ from railcar.proto.reqrep import (
     FrameReader,
     decode_errors,
     decode_replies,
+    encode_run_errors,
 )
 from railcar.reqrep import Client, ClientPool, create_reqrep_server, sync
 from railcar.reqrep.sync import SyncClient
@@ -187,8 +188,8 @@ def test_undecodable_frame_fails_its_requests_and_keeps_the_connection(serve_req
         raw_request(sock, b"\x01\x00\x00", count=1, first_id=5)  # 3 bytes: not an int32
         (error,) = read_frames(sock, 1)
         assert error.kind == ERROR
-        [(request_id, message)] = decode_errors(error)
-        assert request_id == 5
+        [(request_id, count, message)] = decode_errors(error)
+        assert (request_id, count) == (5, 1)
         assert "bad request" in message
         raw_request(sock, struct.pack("<i", 9), count=1, first_id=6)
         (reply,) = read_frames(sock, 1)
@@ -218,7 +219,7 @@ def test_array_frames_of_one_read_are_answered_frame_by_frame(serve_reqrep: Serv
     assert [(f.first_id, np.frombuffer(f.payload, "<i4").tolist()) for f in by_kind[REPLY]] == [
         (first_id, (numbers + 1).tolist()) for first_id, numbers in zip((1, 6, 9), good, strict=True)
     ]
-    assert [request_id for f in by_kind[ERROR] for request_id, _ in decode_errors(f)] == [4, 5]
+    assert [(first, count) for f in by_kind[ERROR] for first, count, _ in decode_errors(f)] == [(4, 2)]
     assert len(by_kind[CONN_ERROR]) == 1
     assert sum(calls) == 9  # the service saw every good record once, however the reads split them
 
@@ -262,13 +263,60 @@ def test_item_service_runs_once_per_request_when_one_of_them_raises(serve_reqrep
         frames = read_frames(sock, 2)
     assert sorted(calls) == [1, 2, 3, 4, 5, 6]
     (errors,) = [f for f in frames if f.kind == ERROR]
-    assert [(request_id, message) for request_id, message in decode_errors(errors)] == [
-        (3, "ValueError: no 3"),
-        (5, "ValueError: no 5"),
-    ]
+    assert decode_errors(errors) == [(3, 1, "ValueError: no 3"), (5, 1, "ValueError: no 5")]
     (replies,) = [f for f in frames if f.kind == REPLY_IDS]
     ids, values = decode_replies(replies, codec_factory("int32")().decode_batch)
     assert (list(ids), values) == ([1, 2, 4, 6], [10, 20, 40, 60])
+
+
+def test_a_failed_frame_is_one_error_entry_and_fails_its_calls(serve_reqrep: Serve) -> None:
+    def no_thirteen(numbers: list[int]) -> list[int]:
+        if 13 in numbers:
+            raise ValueError("13 in this batch")
+        return [n + 1 for n in numbers]
+
+    port = serve_reqrep(no_thirteen, mode="batch")
+    with connect(port) as sock:
+        raw_request(sock, struct.pack("<1000i", *range(1000)), count=1000, first_id=1)
+        (error,) = read_frames(sock, 1)
+        assert decode_errors(error) == [(1, 1000, "ValueError: 13 in this batch")]
+
+    async def main() -> None:
+        async with await Client.connect(port=port, batch_size=10) as client:
+            with pytest.raises(RemoteError, match="13 in this batch"):
+                await client.call_many(list(range(30)))
+            assert await client.call_many(list(range(20, 30))) == list(range(21, 31))
+            assert client.in_flight == 0
+
+    run(main())
+    with SyncClient(port=port, batch_size=10) as client:
+        with pytest.raises(RemoteError, match="13 in this batch"):
+            client.call_many(list(range(30)))
+        assert client.call_many(list(range(20, 30))) == list(range(21, 31))
+
+
+def test_an_error_entry_wider_than_any_frame_sent_is_a_protocol_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def answer_with_a_huge_error() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                request = FrameReader().feed(conn.recv(1 << 16))[0]
+                out = bytearray()
+                encode_run_errors(out, [(request.first_id, 2**32 - 1, "everything failed")])
+                conn.sendall(out)
+                conn.recv(1)  # until the client closes
+
+        server = threading.Thread(target=answer_with_a_huge_error)
+        server.start()
+
+        async def main() -> None:
+            async with await Client.connect(port=listener.getsockname()[1]) as client:
+                with pytest.raises(ProtocolError, match="fails 4294967295 requests"):
+                    await client.call(1)
+
+        run(main())
+        server.join(5)
 
 
 def test_frame_cut_short_by_the_peer_gets_conn_error(serve_reqrep: Serve) -> None:

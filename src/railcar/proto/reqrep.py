@@ -5,8 +5,10 @@ endian; ``length`` counts the bytes after itself).  A REQUEST frame carries
 ``count`` requests encoded back to back by the connection's codec, with the
 consecutive ids ``first_id .. first_id + count - 1``.  Replies come back as
 REPLY frames (the same consecutive ids, in order) or, when they complete out of
-order, as REPLY_IDS frames whose payload starts with ``count`` u64 ids.  ERROR
-frames fail individual requests; CONN_ERROR says why the sender closes.
+order, as REPLY_IDS frames whose payload starts with ``count`` u64 ids.  An ERROR
+frame holds ``count`` entries ``u64 first_id | u32 ids | u32 size | message``, each
+failing a run of consecutive requests (one, or a whole frame: its size does not grow
+with the frame's); CONN_ERROR says why the sender closes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from railcar.errors import ProtocolError
 HEADER: Final = struct.Struct("<IBIQ")
 HEADER_SIZE: Final = HEADER.size  # 17
 _AFTER_LENGTH: Final = HEADER_SIZE - 4
-_ERROR_ENTRY: Final = struct.Struct("<QI")
+_ERROR_ENTRY: Final = struct.Struct("<QII")  # first id, how many ids, message size
 
 REQUEST: Final = 1
 REPLY: Final = 2
@@ -114,25 +116,30 @@ def append_frame(out: bytearray, kind: int, count: int, first_id: int, payload: 
 
 def encode_errors(out: bytearray, errors: list[tuple[int, str]]) -> None:
     """Append an ERROR frame failing each (request id, message)."""
+    encode_run_errors(out, [(request_id, 1, message) for request_id, message in errors])
+
+
+def encode_run_errors(out: bytearray, runs: list[tuple[int, int, str]]) -> None:
+    """Append an ERROR frame failing each (first id, how many ids, message) run of requests."""
     start = begin_frame(out)
-    for request_id, message in errors:
+    for first_id, count, message in runs:
         text = message.encode("utf-8", "replace")
-        out += _ERROR_ENTRY.pack(request_id, len(text))
+        out += _ERROR_ENTRY.pack(first_id, count, len(text))
         out += text
-    end_frame(out, start, ERROR, len(errors), errors[0][0] if errors else 0)
+    end_frame(out, start, ERROR, len(runs), runs[0][0] if runs else 0)
 
 
-def decode_errors(frame: Frame) -> list[tuple[int, str]]:
-    """Return the (request id, message) pairs of an ERROR frame; raises ProtocolError."""
-    entries: list[tuple[int, str]] = []
+def decode_errors(frame: Frame) -> list[tuple[int, int, str]]:
+    """Return the (first id, how many ids, message) runs of an ERROR frame; raises ProtocolError."""
+    entries: list[tuple[int, int, str]] = []
     payload, offset = frame.payload, 0
     try:
         for _ in range(frame.count):
-            request_id, size = _ERROR_ENTRY.unpack_from(payload, offset)
+            first_id, count, size = _ERROR_ENTRY.unpack_from(payload, offset)
             offset += _ERROR_ENTRY.size
             if offset + size > len(payload):
                 raise ProtocolError("truncated ERROR frame")
-            entries.append((request_id, payload[offset : offset + size].decode("utf-8", "replace")))
+            entries.append((first_id, count, payload[offset : offset + size].decode("utf-8", "replace")))
             offset += size
     except struct.error as exc:
         raise ProtocolError("truncated ERROR frame") from exc

@@ -422,8 +422,11 @@ class Client:
         elif kind == REPLY_IDS:
             self._deliver(*decode_replies(frame, self._codec.decode_batch))
         elif kind == ERROR:
-            for request_id, message in decode_errors(frame):
-                self._settle(request_id, RemoteError(message))
+            for first_id, count, message in decode_errors(frame):
+                if count > self._batch_size:  # this client's frames hold at most batch_size requests
+                    raise ProtocolError(f"ERROR entry fails {count} requests, more than one frame holds")
+                for request_id in range(first_id, first_id + count):
+                    self._settle(request_id, RemoteError(message))
         elif kind == CONN_ERROR:
             raise ConnectionLost(f"server closed the connection: {frame.payload.decode('utf-8', 'replace')}")
         else:

@@ -23,6 +23,7 @@ from railcar.proto.reqrep import (
     begin_frame,
     encode_conn_error,
     encode_errors,
+    encode_run_errors,
     end_frame,
     frame_header,
     pack_ids,
@@ -64,7 +65,7 @@ def _request_problem(frame: Frame) -> str | None:
 
 def _fail_frame(out: bytearray, frame: Frame, message: str) -> None:
     """Append an ERROR frame failing every request of ``frame`` with ``message``."""
-    encode_errors(out, [(i, message) for i in range(frame.first_id, frame.first_id + frame.count)])
+    encode_run_errors(out, [(frame.first_id, frame.count, message)])
 
 
 class ReqRepHandler(Handler):

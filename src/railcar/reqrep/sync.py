@@ -471,8 +471,10 @@ class SyncClient:
             for request_id, reply in zip(ids, replies, strict=True):
                 self._settle(request_id, [reply], woken)
         elif frame.kind == ERROR:
-            for request_id, message in decode_errors(frame):
-                self._settle(request_id, [RemoteError(message)], woken, failed=True)
+            for first_id, count, message in decode_errors(frame):
+                if count > self._batch_size:  # this client's frames hold at most batch_size requests
+                    raise ProtocolError(f"ERROR entry fails {count} requests, more than one frame holds")
+                self._settle(first_id, [RemoteError(message) for _ in range(count)], woken, failed=True)
         elif frame.kind == CONN_ERROR:
             raise ConnectionLost(f"server closed the connection: {frame.payload.decode('utf-8', 'replace')}")
         else:
