@@ -77,11 +77,11 @@ def test_unknown_kind_and_short_length_are_refused() -> None:
 
 def test_error_frames_round_trip() -> None:
     out = bytearray()
-    encode_errors(out, [(7, "bad thing"), (9, "ünïcode")])
+    encode_errors(out, [(7, "bad thing"), (9, "ünïcode"), (10, "ünïcode"), (11, "other")])
     encode_run_errors(out, [(100, 4_000_000_000, "every one of a huge frame")])
     frame, whole_frame = FrameReader().feed(out)
     assert frame.kind == whole_frame.kind == ERROR
-    assert decode_errors(frame) == [(7, 1, "bad thing"), (9, 1, "ünïcode")]
+    assert decode_errors(frame) == [(7, 1, "bad thing"), (9, 2, "ünïcode"), (11, 1, "other")]
     assert decode_errors(whole_frame) == [(100, 4_000_000_000, "every one of a huge frame")]
     assert len(whole_frame.payload) < 64  # failing a whole frame costs the same however many it held
     with pytest.raises(ProtocolError, match="truncated"):

@@ -115,8 +115,14 @@ def append_frame(out: bytearray, kind: int, count: int, first_id: int, payload: 
 
 
 def encode_errors(out: bytearray, errors: list[tuple[int, str]]) -> None:
-    """Append an ERROR frame failing each (request id, message)."""
-    encode_run_errors(out, [(request_id, 1, message) for request_id, message in errors])
+    """Append an ERROR frame failing each (request id, message); one entry per run sharing a message."""
+    runs: list[tuple[int, int, str]] = []
+    for request_id, message in errors:
+        if runs and runs[-1][2] == message and runs[-1][0] + runs[-1][1] == request_id:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, message)
+        else:
+            runs.append((request_id, 1, message))
+    encode_run_errors(out, runs)
 
 
 def encode_run_errors(out: bytearray, runs: list[tuple[int, int, str]]) -> None:
