@@ -507,3 +507,17 @@ def test_call_array_needs_a_fixed_size_codec(serve_reqrep: Serve) -> None:
                 await client.call_array(np.zeros(3))
 
     run(main())
+
+
+@pytest.mark.parametrize("mode", ["item", "array"])
+def test_demo_increment_fails_on_overflow_in_every_mode(serve_reqrep: Serve, mode: str) -> None:
+    port = serve_reqrep(increment_service("int32", mode), mode=mode)  # type: ignore[arg-type]
+    with connect(port) as sock:
+        raw_request(sock, struct.pack("<2i", 1, 2**31 - 1), count=2, first_id=1)
+        frames = read_frames(sock, 2 if mode == "item" else 1)
+    errors = dict(pair for frame in frames if frame.kind == ERROR for pair in decode_errors(frame))
+    assert 2 in errors  # not answered with -2**31
+    assert "overflow" in errors[2] or "cannot encode reply" in errors[2]
+    if mode == "array":  # one service call for the frame: the whole frame fails, saying why
+        assert errors == {1: errors[2], 2: errors[2]}
+        assert "overflow int32" in errors[2]
