@@ -231,10 +231,13 @@ def test_array_frames_of_one_read_are_answered_frame_by_frame(serve_reqrep: Serv
         HEADER.pack(100_000, REQUEST, 1, 1),
         HEADER.pack(13, REQUEST, 0xFFFFFFFF, 1),  # 17 bytes asking for 4 billion (error) replies
         HEADER.pack(13 + 8, REQUEST, 2, 2**64 - 1) + struct.pack("<2i", 1, 2),
+        HEADER.pack(13 + 4, REQUEST, 0, 1) + struct.pack("<i", 1),  # bytes no id could answer
     ],
-    ids=["noise", "unknown-kind", "oversized", "count-over-bytes", "ids-past-2**64"],
+    ids=["noise", "unknown-kind", "oversized", "count-over-bytes", "ids-past-2**64", "zero-count-bytes"],
 )
-def test_protocol_violation_gets_conn_error_and_close(serve_reqrep: Serve, garbage: bytes) -> None:
+def test_protocol_violation_gets_conn_error_and_close(
+    serve_reqrep: Serve, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     port = serve_reqrep(increment_service("int32", "item"), max_frame=4096)
     with connect(port) as bystander, connect(port) as sock:
         sock.sendall(garbage)
@@ -243,6 +246,7 @@ def test_protocol_violation_gets_conn_error_and_close(serve_reqrep: Serve, garba
         assert b"protocol error" in frames[0].payload
         assert len(frames[0].payload) < 200
         assert sock.recv(10) == b""
+        assert any(r.getMessage().startswith("protocol error from") for r in caplog.records)
         raw_request(bystander, struct.pack("<i", 1), count=1)
         assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
 
@@ -521,3 +525,16 @@ def test_demo_increment_fails_on_overflow_in_every_mode(serve_reqrep: Serve, mod
     if mode == "array":  # one service call for the frame: the whole frame fails, saying why
         assert errors == {1: errors[2], 2: errors[2]}
         assert "overflow int32" in errors[2]
+
+
+def test_trailing_bytes_after_the_last_request_are_named(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("msgpack", "item"), "msgpack")
+    items = bytearray()
+    codec_factory("msgpack")().encode_batch([1, 2], items)
+    with connect(port) as sock:
+        raw_request(sock, bytes(items) + b"\x01\x02", count=2, first_id=1)
+        (error,) = read_frames(sock, 1)
+    assert error.kind == ERROR
+    assert [message for _, message in decode_errors(error)] == [
+        "bad request: frame has 2 unused bytes after its 2 requests"
+    ] * 2

@@ -57,9 +57,21 @@ def _request_problem(frame: Frame) -> str | None:
         return f"expected REQUEST frames, got kind {frame.kind}"
     if frame.count > len(frame.payload):
         return f"REQUEST frame says {frame.count} requests in {len(frame.payload)} bytes"
+    if not frame.count and frame.payload:
+        # No id to fail them with: answering would drop the bytes without a word.
+        return f"REQUEST frame says 0 requests but carries {len(frame.payload)} bytes"
     if frame.first_id + frame.count > _MAX_ID:
         return f"REQUEST ids {frame.first_id}+{frame.count} pass 2**64"
     return None
+
+
+def _framing_problem(frame: Frame, decoded: int, used: int) -> str:
+    """Say why ``decoded`` requests using ``used`` bytes are not the whole of ``frame``."""
+    unused = len(frame.payload) - used
+    if decoded == frame.count:
+        return f"frame has {unused} unused bytes after its {decoded} requests"
+    left_over = f" ({unused} bytes left over)" if unused else ""
+    return f"frame holds {decoded} whole requests{left_over}, its header says {frame.count}"
 
 
 def _fail_frame(out: bytearray, frame: Frame, message: str) -> None:
@@ -210,7 +222,7 @@ class ReqRepHandler(Handler):
     def _decode(codec: Codec[Any], frame: Frame) -> list[Any]:
         requests, used = codec.decode_batch(frame.payload)
         if used != len(frame.payload) or len(requests) != frame.count:
-            raise CodecError(f"frame holds {len(requests)} requests, its header says {frame.count}")
+            raise CodecError(_framing_problem(frame, len(requests), used))
         return requests
 
     def _encode_replies(self, codec: Codec[Any], frame: Frame, replies: list[Any], out: bytearray) -> None:
