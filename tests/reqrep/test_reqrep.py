@@ -538,3 +538,45 @@ def test_trailing_bytes_after_the_last_request_are_named(serve_reqrep: Serve) ->
     assert [message for _, message in decode_errors(error)] == [
         "bad request: frame has 2 unused bytes after its 2 requests"
     ] * 2
+
+
+def bad_middle_request(codec: str) -> bytes:
+    """Three requests whose middle one cannot be decoded, their framing intact."""
+    first, last = bytearray(), bytearray()
+    codec_factory(codec)().encode_batch([{"a": 1}], first)
+    codec_factory(codec)().encode_batch(["x"], last)
+    bad = b"{bad json\n" if codec == "jsonl" else b"\x01\x00\x00\x00\xc1"  # 0xc1 is never valid msgpack
+    return bytes(first) + bad + bytes(last)
+
+
+async def echo_later(request: Any) -> Any:
+    await asyncio.sleep(0)
+    return request
+
+
+@pytest.mark.parametrize("mode", ["item", "batch", "async"])
+@pytest.mark.parametrize("codec", ["jsonl", "msgpack"])
+def test_an_undecodable_request_fails_alone(serve_reqrep: Serve, engine: str, codec: str, mode: str) -> None:
+    if mode == "async":
+        if engine not in ("asyncio", "uvloop"):
+            pytest.skip("async services run on the asyncio engines")
+        port = serve_reqrep(echo_later, codec)
+    else:
+        port = serve_reqrep(increment_service(codec, mode), codec, mode=mode)  # type: ignore[arg-type]
+    with connect(port) as sock:
+        raw_request(sock, bad_middle_request(codec), count=3, first_id=1)
+        frames = read_frames(sock, 2)
+        raw_request(sock, bad_middle_request(codec), count=4, first_id=4)  # framing broken: all fail
+        (broken,) = read_frames(sock, 1)
+    (errors,) = [f for f in frames if f.kind == ERROR]
+    [(request_id, message)] = decode_errors(errors)
+    assert request_id == 2
+    assert message.startswith(f"bad request: invalid {'JSON line' if codec == 'jsonl' else 'msgpack item'}")
+    (replies,) = [f for f in frames if f.kind == REPLY_IDS]
+    ids, values = decode_replies(replies, codec_factory(codec)().decode_batch)
+    assert (list(ids), values) == ([1, 3], [{"a": 1}, "x"])
+    assert broken.kind == ERROR
+    assert decode_errors(broken) == [
+        (request_id, "bad request: frame holds 3 whole requests, its header says 4")
+        for request_id in range(4, 8)
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -160,14 +160,12 @@ class ReqRepHandler(Handler):
     def _answer(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
         try:
             requests = self._decode(codec, frame)
-        except CodecError as exc:
-            _fail_frame(out, frame, f"bad request: {exc}")
+        except CodecError:
+            self._answer_decodable(codec, frame, out)
             return
         if self._mode == "batch":
             try:
-                replies = list(self._service(requests))
-                if len(replies) != frame.count:
-                    raise ValueError(f"batch handler returned {len(replies)} replies for {frame.count}")
+                replies = self._call_batch(requests)
             except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
                 _fail_frame(out, frame, _describe(exc))
                 return
@@ -181,6 +179,46 @@ class ReqRepHandler(Handler):
             self._answer_rest(codec, frame.first_id, requests, done, exc, out)
             return
         self._encode_replies(codec, frame, done, out)
+
+    def _answer_decodable(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
+        """Answer the requests of ``frame`` that decode one by one (the batch did not); fail the rest."""
+        decoded = self._decode_each(codec, frame, out)
+        if decoded is None:
+            return
+        ids, requests, errors = decoded
+        if self._mode == "item":
+            ids, replies = self._serve_each(ids, requests, errors)
+        else:
+            try:
+                replies = self._call_batch(requests) if requests else []
+            except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
+                errors += [(request_id, _describe(exc)) for request_id in ids]
+                ids, replies = [], []
+        self._encode_one_by_one(codec, ids, replies, out, errors)
+
+    def _call_batch(self, requests: list[Any]) -> list[Any]:
+        """Return the batch service's replies; raises what it raises, or ValueError for a wrong count."""
+        replies = list(self._service(requests))
+        if len(replies) != len(requests):
+            raise ValueError(f"batch handler returned {len(replies)} replies for {len(requests)}")
+        return replies
+
+    def _serve_each(
+        self, ids: Sequence[int], requests: list[Any], errors: list[tuple[int, str]]
+    ) -> tuple[list[int], list[Any]]:
+        """Call the service once per request; return the ids and replies of those that did not raise.
+
+        Each one that raised is appended to ``errors`` with its message.
+        """
+        served, replies = [], []
+        for request_id, request in zip(ids, requests, strict=True):
+            try:
+                replies.append(self._service(request))
+            except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
+                errors.append((request_id, _describe(exc)))
+            else:
+                served.append(request_id)
+        return served, replies
 
     def _answer_arrays(self, codec: Any, frames: list[Frame], out: bytearray) -> None:
         """Call the service once for the records of every frame of a read, and reply frame by frame.
@@ -225,6 +263,28 @@ class ReqRepHandler(Handler):
             raise CodecError(_framing_problem(frame, len(requests), used))
         return requests
 
+    @staticmethod
+    def _decode_each(
+        codec: Codec[Any], frame: Frame, out: bytearray
+    ) -> tuple[list[int], list[Any], list[tuple[int, str]]] | None:
+        """Decode ``frame``'s requests one by one: the ids and requests that decode, an error for each other.
+
+        None once the whole frame is failed into ``out``: its framing is broken (its items do not
+        add up to its header's count and its payload), so no request in it can be trusted.
+        """
+        items, used = codec.decode_each(frame.payload)
+        if used != len(frame.payload) or len(items) != frame.count:
+            _fail_frame(out, frame, f"bad request: {_framing_problem(frame, len(items), used)}")
+            return None
+        ids, requests, errors = [], [], []
+        for request_id, item in enumerate(items, frame.first_id):
+            if isinstance(item, CodecError):
+                errors.append((request_id, f"bad request: {item}"))
+            else:
+                ids.append(request_id)
+                requests.append(item)
+        return ids, requests, errors
+
     def _encode_replies(self, codec: Codec[Any], frame: Frame, replies: list[Any], out: bytearray) -> None:
         start = begin_frame(out)
         try:
@@ -248,15 +308,11 @@ class ReqRepHandler(Handler):
     ) -> None:
         """Finish a frame whose service raised ``failure`` at request ``len(done)``; call the rest once."""
         failed_at = len(done)
-        ids, replies = list(range(first_id, first_id + failed_at)), done
         errors = [(first_id + failed_at, _describe(failure))]
-        for offset in range(failed_at + 1, len(requests)):
-            try:
-                replies.append(self._service(requests[offset]))
-                ids.append(first_id + offset)
-            except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
-                errors.append((first_id + offset, _describe(exc)))
-        self._encode_one_by_one(codec, ids, replies, out, errors)
+        rest_ids = range(first_id + failed_at + 1, first_id + len(requests))
+        served, replies = self._serve_each(rest_ids, requests[failed_at + 1 :], errors)
+        ids = [*range(first_id, first_id + failed_at), *served]
+        self._encode_one_by_one(codec, ids, done + replies, out, errors)
 
     @staticmethod
     def _encode_one_by_one(
@@ -288,25 +344,40 @@ class ReqRepHandler(Handler):
 
     async def _answer_later(self, conn: Conn, codec: Codec[Any], frame: Frame) -> None:
         out = bytearray()
+        decoded: tuple[Sequence[int], list[Any], list[tuple[int, str]]] | None
         try:
             requests = self._decode(codec, frame)
-        except CodecError as exc:
-            _fail_frame(out, frame, f"bad request: {exc}")
+        except CodecError:
+            decoded = self._decode_each(codec, frame, out)
         else:
+            decoded = range(frame.first_id, frame.first_id + frame.count), requests, []
+        if decoded is not None:
+            ids, requests, errors = decoded
             results = await asyncio.gather(*map(self._service, requests), return_exceptions=True)
-            if any(isinstance(r, BaseException) for r in results):
-                ids = [frame.first_id + i for i, r in enumerate(results) if not isinstance(r, BaseException)]
-                errors = [
-                    (frame.first_id + i, _describe(r))
-                    for i, r in enumerate(results)
-                    if isinstance(r, BaseException)
-                ]
-                good = [r for r in results if not isinstance(r, BaseException)]
-                self._encode_one_by_one(codec, ids, good, out, errors)
+            if errors or any(isinstance(r, BaseException) for r in results):
+                self._encode_results(codec, ids, results, out, errors)
             else:
                 self._encode_replies(codec, frame, list(results), out)
         if not conn.closed:
             conn.write(out)
+
+    def _encode_results(
+        self,
+        codec: Codec[Any],
+        ids: Sequence[int],
+        results: list[Any],
+        out: bytearray,
+        errors: list[tuple[int, str]],
+    ) -> None:
+        """Encode the replies among ``results`` and an ERROR entry for each exception among them."""
+        served, replies = [], []
+        for request_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.append((request_id, _describe(result)))
+            else:
+                served.append(request_id)
+                replies.append(result)
+        self._encode_one_by_one(codec, served, replies, out, errors)
 
 
 def create_reqrep_server(
