@@ -556,7 +556,9 @@ async def echo_later(request: Any) -> Any:
 
 @pytest.mark.parametrize("mode", ["item", "batch", "async"])
 @pytest.mark.parametrize("codec", ["jsonl", "msgpack"])
-def test_an_undecodable_request_fails_alone(serve_reqrep: Serve, engine: str, codec: str, mode: str) -> None:
+def test_an_undecodable_request_fails_alone(
+    serve_reqrep: Serve, engine: str, codec: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
     if mode == "async":
         if engine not in ("asyncio", "uvloop"):
             pytest.skip("async services run on the asyncio engines")
@@ -580,3 +582,18 @@ def test_an_undecodable_request_fails_alone(serve_reqrep: Serve, engine: str, co
         (request_id, "bad request: frame holds 3 whole requests, its header says 4")
         for request_id in range(4, 8)
     ]
+    lines = [r.getMessage() for r in caplog.records if r.name == "railcar.reqrep"]
+    assert [line.split("; the first: ")[0].split(" failed: ")[1] for line in lines] == ["1", "4"]
+
+
+def test_failed_requests_are_logged_once_per_frame_not_per_request(
+    serve_reqrep: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = serve_reqrep(failing_on_13)
+    with connect(port) as sock:
+        raw_request(sock, struct.pack("<5i", 13, 1, 13, 2, 13), count=5, first_id=1)
+        frames = read_frames(sock, 2)
+    assert sorted(f.kind for f in frames) == sorted([REPLY_IDS, ERROR])
+    lines = [r.getMessage() for r in caplog.records if r.name == "railcar.reqrep"]
+    assert len(lines) == 1
+    assert lines[0].endswith("failed: 3; the first: ValueError: unlucky number")

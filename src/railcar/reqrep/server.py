@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from railcar.codecs import Codec, CodecFactory, FixedSizeCodec, codec_factory
 from railcar.engine import create_server
-from railcar.engine.api import Conn, Handler, Server
+from railcar.engine.api import Address, Conn, Handler, Server
 from railcar.errors import CodecError, ProtocolError
 from railcar.proto.reqrep import (
     DEFAULT_MAX_FRAME,
@@ -36,8 +36,24 @@ MODES: tuple[Mode, ...] = ("item", "batch", "array")
 
 @dataclass(slots=True)
 class _Session:
+    """One connection's frame reader and codec, and the requests failed since the last log line."""
+
     reader: FrameReader
     codec: Codec[Any]
+    failed: int = 0
+    first_failure: str = ""
+
+    def note_failed(self, count: int, message: str) -> None:
+        """Count ``count`` more requests answered with ERROR, the first of them for ``message``."""
+        if not self.failed:
+            self.first_failure = message
+        self.failed += count
+
+    def log_failed(self, peer: Address) -> None:
+        """Log the requests failed since the last call in one line (one per request could flood the log)."""
+        if self.failed:
+            log.warning("requests from %s failed: %d; the first: %s", peer, self.failed, self.first_failure)
+            self.failed = 0
 
 
 def _describe(exc: BaseException) -> str:
@@ -77,6 +93,12 @@ def _framing_problem(frame: Frame, decoded: int, used: int) -> str:
 def _fail_frame(out: bytearray, frame: Frame, message: str) -> None:
     """Append an ERROR frame failing every request of ``frame`` with ``message``."""
     encode_errors(out, [(i, message) for i in range(frame.first_id, frame.first_id + frame.count)])
+
+
+def _fail(session: _Session, frame: Frame, message: str, out: bytearray) -> None:
+    """Fail every request of ``frame`` with ``message`` into ``out``, counted for the session's log line."""
+    session.note_failed(frame.count, message)
+    _fail_frame(out, frame, message)
 
 
 class ReqRepHandler(Handler):
@@ -130,14 +152,15 @@ class ReqRepHandler(Handler):
         if frames:
             if self._is_async:
                 for frame in frames:
-                    task = asyncio.ensure_future(self._answer_later(conn, session.codec, frame))
+                    task = asyncio.ensure_future(self._answer_later(conn, session, frame))
                     self._tasks.add(task)  # the loop keeps only weak references to tasks
                     task.add_done_callback(self._tasks.discard)
             elif self._mode == "array":
-                self._answer_arrays(session.codec, frames, out)
+                self._answer_arrays(session, frames, out)
             else:
                 for frame in frames:
-                    self._answer(session.codec, frame, out)
+                    self._answer(session, frame, out)
+            session.log_failed(conn.peer)
         if error is not None:
             log.warning("protocol error from %s: %s", conn.peer, error)
             encode_conn_error(out, f"protocol error: {error}")
@@ -157,32 +180,32 @@ class ReqRepHandler(Handler):
             conn.write(out)
         return False
 
-    def _answer(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
+    def _answer(self, session: _Session, frame: Frame, out: bytearray) -> None:
         try:
-            requests = self._decode(codec, frame)
+            requests = self._decode(session.codec, frame)
         except CodecError:
-            self._answer_decodable(codec, frame, out)
+            self._answer_decodable(session, frame, out)
             return
         if self._mode == "batch":
             try:
                 replies = self._call_batch(requests)
             except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
-                _fail_frame(out, frame, _describe(exc))
+                _fail(session, frame, _describe(exc), out)
                 return
-            self._encode_replies(codec, frame, replies, out)
+            self._encode_replies(session, frame, replies, out)
             return
         done: list[Any] = []
         try:
             # extend keeps the replies made before a raise, so no request is served twice.
             done.extend(map(self._service, requests))
         except Exception as exc:  # noqa: BLE001 - answer the others, each called once
-            self._answer_rest(codec, frame.first_id, requests, done, exc, out)
+            self._answer_rest(session, frame.first_id, requests, done, exc, out)
             return
-        self._encode_replies(codec, frame, done, out)
+        self._encode_replies(session, frame, done, out)
 
-    def _answer_decodable(self, codec: Codec[Any], frame: Frame, out: bytearray) -> None:
+    def _answer_decodable(self, session: _Session, frame: Frame, out: bytearray) -> None:
         """Answer the requests of ``frame`` that decode one by one (the batch did not); fail the rest."""
-        decoded = self._decode_each(codec, frame, out)
+        decoded = self._decode_each(session, frame, out)
         if decoded is None:
             return
         ids, requests, errors = decoded
@@ -194,7 +217,7 @@ class ReqRepHandler(Handler):
             except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
                 errors += [(request_id, _describe(exc)) for request_id in ids]
                 ids, replies = [], []
-        self._encode_one_by_one(codec, ids, replies, out, errors)
+        self._encode_one_by_one(session, ids, replies, out, errors)
 
     def _call_batch(self, requests: list[Any]) -> list[Any]:
         """Return the batch service's replies; raises what it raises, or ValueError for a wrong count."""
@@ -220,23 +243,25 @@ class ReqRepHandler(Handler):
                 served.append(request_id)
         return served, replies
 
-    def _answer_arrays(self, codec: Any, frames: list[Frame], out: bytearray) -> None:
+    def _answer_arrays(self, session: _Session, frames: list[Frame], out: bytearray) -> None:
         """Call the service once for the records of every frame of a read, and reply frame by frame.
 
         The more frames a read holds (the further the server is behind), the fewer
         service calls per request.
         """
         # The constructor checked the codec is fixed-size (isinstance on a Protocol is slow).
+        codec: Any = session.codec
         itemsize = codec.itemsize
         whole = []
         for frame in frames:
             if len(frame.payload) == frame.count * itemsize:
                 whole.append(frame)
             else:
-                _fail_frame(
-                    out,
+                _fail(
+                    session,
                     frame,
                     f"bad request: {len(frame.payload)} bytes are not {frame.count} {codec.name} records",
+                    out,
                 )
         if not whole:
             return
@@ -247,7 +272,7 @@ class ReqRepHandler(Handler):
                 raise ValueError("array handler returned the wrong number of replies")
         except Exception as exc:  # noqa: BLE001 - a failing request is answered, not dropped
             for frame in whole:
-                _fail_frame(out, frame, _describe(exc))
+                _fail(session, frame, _describe(exc), out)
             return
         view, offset = memoryview(replies), 0
         for frame in whole:
@@ -265,16 +290,16 @@ class ReqRepHandler(Handler):
 
     @staticmethod
     def _decode_each(
-        codec: Codec[Any], frame: Frame, out: bytearray
+        session: _Session, frame: Frame, out: bytearray
     ) -> tuple[list[int], list[Any], list[tuple[int, str]]] | None:
         """Decode ``frame``'s requests one by one: the ids and requests that decode, an error for each other.
 
         None once the whole frame is failed into ``out``: its framing is broken (its items do not
         add up to its header's count and its payload), so no request in it can be trusted.
         """
-        items, used = codec.decode_each(frame.payload)
+        items, used = session.codec.decode_each(frame.payload)
         if used != len(frame.payload) or len(items) != frame.count:
-            _fail_frame(out, frame, f"bad request: {_framing_problem(frame, len(items), used)}")
+            _fail(session, frame, f"bad request: {_framing_problem(frame, len(items), used)}", out)
             return None
         ids, requests, errors = [], [], []
         for request_id, item in enumerate(items, frame.first_id):
@@ -285,21 +310,21 @@ class ReqRepHandler(Handler):
                 requests.append(item)
         return ids, requests, errors
 
-    def _encode_replies(self, codec: Codec[Any], frame: Frame, replies: list[Any], out: bytearray) -> None:
+    def _encode_replies(self, session: _Session, frame: Frame, replies: list[Any], out: bytearray) -> None:
         start = begin_frame(out)
         try:
-            codec.encode_batch(replies, out)
+            session.codec.encode_batch(replies, out)
         except (CodecError, TypeError, ValueError):
             del out[start:]
             self._encode_one_by_one(
-                codec, list(range(frame.first_id, frame.first_id + frame.count)), replies, out
+                session, list(range(frame.first_id, frame.first_id + frame.count)), replies, out
             )
             return
         end_frame(out, start, REPLY, frame.count, frame.first_id)
 
     def _answer_rest(
         self,
-        codec: Codec[Any],
+        session: _Session,
         first_id: int,
         requests: list[Any],
         done: list[Any],
@@ -312,11 +337,11 @@ class ReqRepHandler(Handler):
         rest_ids = range(first_id + failed_at + 1, first_id + len(requests))
         served, replies = self._serve_each(rest_ids, requests[failed_at + 1 :], errors)
         ids = [*range(first_id, first_id + failed_at), *served]
-        self._encode_one_by_one(codec, ids, done + replies, out, errors)
+        self._encode_one_by_one(session, ids, done + replies, out, errors)
 
     @staticmethod
     def _encode_one_by_one(
-        codec: Codec[Any],
+        session: _Session,
         ids: list[int],
         replies: list[Any],
         out: bytearray,
@@ -328,7 +353,7 @@ class ReqRepHandler(Handler):
         for request_id, reply in zip(ids, replies, strict=True):
             mark = len(encoded)
             try:
-                codec.encode_batch([reply], encoded)
+                session.codec.encode_batch([reply], encoded)
             except (CodecError, TypeError, ValueError) as exc:
                 del encoded[mark:]
                 errors.append((request_id, f"cannot encode reply: {exc}"))
@@ -340,30 +365,32 @@ class ReqRepHandler(Handler):
             out += encoded
             end_frame(out, start, REPLY_IDS, len(good_ids), good_ids[0])
         if errors:
+            session.note_failed(len(errors), errors[0][1])
             encode_errors(out, errors)
 
-    async def _answer_later(self, conn: Conn, codec: Codec[Any], frame: Frame) -> None:
+    async def _answer_later(self, conn: Conn, session: _Session, frame: Frame) -> None:
         out = bytearray()
         decoded: tuple[Sequence[int], list[Any], list[tuple[int, str]]] | None
         try:
-            requests = self._decode(codec, frame)
+            requests = self._decode(session.codec, frame)
         except CodecError:
-            decoded = self._decode_each(codec, frame, out)
+            decoded = self._decode_each(session, frame, out)
         else:
             decoded = range(frame.first_id, frame.first_id + frame.count), requests, []
         if decoded is not None:
             ids, requests, errors = decoded
             results = await asyncio.gather(*map(self._service, requests), return_exceptions=True)
             if errors or any(isinstance(r, BaseException) for r in results):
-                self._encode_results(codec, ids, results, out, errors)
+                self._encode_results(session, ids, results, out, errors)
             else:
-                self._encode_replies(codec, frame, list(results), out)
+                self._encode_replies(session, frame, list(results), out)
+        session.log_failed(conn.peer)
         if not conn.closed:
             conn.write(out)
 
     def _encode_results(
         self,
-        codec: Codec[Any],
+        session: _Session,
         ids: Sequence[int],
         results: list[Any],
         out: bytearray,
@@ -377,7 +404,7 @@ class ReqRepHandler(Handler):
             else:
                 served.append(request_id)
                 replies.append(result)
-        self._encode_one_by_one(codec, served, replies, out, errors)
+        self._encode_one_by_one(session, served, replies, out, errors)
 
 
 def create_reqrep_server(
