@@ -7,6 +7,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -597,3 +598,69 @@ def test_failed_requests_are_logged_once_per_frame_not_per_request(
     lines = [r.getMessage() for r in caplog.records if r.name == "railcar.reqrep"]
     assert len(lines) == 1
     assert lines[0].endswith("failed: 3; the first: ValueError: unlucky number")
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    give_up = time.monotonic() + seconds
+    while not condition() and time.monotonic() < give_up:
+        time.sleep(0.01)
+
+
+def one_request_frames(numbers: range) -> bytes:
+    return b"".join(HEADER.pack(13 + 4, REQUEST, 1, n) + struct.pack("<i", n) for n in numbers)
+
+
+def test_async_service_stops_reading_at_the_limit_of_requests_in_progress(
+    engine: str, serve_reqrep: Serve
+) -> None:
+    if engine not in ("asyncio", "uvloop"):
+        pytest.skip("async services run on the asyncio engines")
+    released = threading.Event()
+    running, most = 0, 0  # changed on the server's loop thread only
+
+    async def held(number: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        while not released.is_set():
+            await asyncio.sleep(0.005)
+        running -= 1
+        return number + 1
+
+    with pytest.raises(ValueError, match="max_in_progress must be at least 1"):
+        serve_reqrep(held, max_in_progress=0)
+    port = serve_reqrep(held, max_in_progress=8)
+    with connect(port) as sock:
+        sock.sendall(one_request_frames(range(1, 201)))  # 200 requests at once, none answered yet
+        wait_until(lambda: running == 8)
+        time.sleep(0.2)  # room to start more, were the limit not kept
+        assert (running, most) == (8, 8)
+        released.set()
+        frames = read_frames(sock, 200)
+    assert sorted((f.kind, f.first_id, f.payload) for f in frames) == [
+        (REPLY, n, struct.pack("<i", n + 1)) for n in range(1, 201)
+    ]
+    assert most == 8
+
+
+def test_a_disconnect_cancels_the_requests_in_progress(engine: str, serve_reqrep: Serve) -> None:
+    if engine not in ("asyncio", "uvloop"):
+        pytest.skip("async services run on the asyncio engines")
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def endless(number: int) -> int:
+        started.append(number)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(number)
+            raise
+        return number
+
+    port = serve_reqrep(endless)
+    with connect(port) as sock:
+        sock.sendall(one_request_frames(range(1, 4)))
+        wait_until(lambda: len(started) == 3)
+    wait_until(lambda: len(cancelled) == 3)
+    assert sorted(cancelled) == [1, 2, 3]

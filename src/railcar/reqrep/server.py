@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from railcar.codecs import Codec, CodecFactory, FixedSizeCodec, codec_factory
@@ -32,6 +34,8 @@ log = logging.getLogger("railcar.reqrep")
 
 Mode = Literal["item", "batch", "array"]
 MODES: tuple[Mode, ...] = ("item", "batch", "array")
+#: Requests of an async service in progress per connection before the server stops reading it.
+DEFAULT_MAX_IN_PROGRESS = 10_000
 
 
 @dataclass(slots=True)
@@ -54,6 +58,15 @@ class _Session:
         if self.failed:
             log.warning("requests from %s failed: %d; the first: %s", peer, self.failed, self.first_failure)
             self.failed = 0
+
+
+@dataclass(slots=True)
+class _AsyncSession(_Session):
+    """A session of an async service: running tasks, frames waiting for room, requests in progress."""
+
+    tasks: set[asyncio.Future[None]] = field(default_factory=set)  # the loop keeps only weak references
+    waiting: deque[Frame] = field(default_factory=deque)
+    in_progress: int = 0
 
 
 def _describe(exc: BaseException) -> str:
@@ -113,10 +126,13 @@ class ReqRepHandler(Handler):
         codec: str | CodecFactory,
         mode: Mode = "item",
         max_frame: int = DEFAULT_MAX_FRAME,
+        max_in_progress: int = DEFAULT_MAX_IN_PROGRESS,
     ) -> None:
-        """Check the service against the mode; raises ValueError for an unknown mode or codec."""
+        """Check the service against the mode; raises ValueError: unknown mode or codec, limit too low."""
         if max_frame < 64:
             raise ValueError(f"max_frame must be at least 64 bytes, not {max_frame}")
+        if max_in_progress < 1:
+            raise ValueError(f"max_in_progress must be at least 1, not {max_in_progress}")
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         self._factory = codec_factory(codec) if isinstance(codec, str) else codec
@@ -129,11 +145,12 @@ class ReqRepHandler(Handler):
         if self._is_async and mode == "array":
             raise ValueError("mode 'array' needs a synchronous service")
         self._max_frame = max_frame
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._max_in_progress = max_in_progress
 
     def on_open(self, conn: Conn) -> None:
         """Give the connection its own frame reader and codec."""
-        conn.context["reqrep"] = _Session(FrameReader(self._max_frame), self._factory())
+        session = _AsyncSession if self._is_async else _Session
+        conn.context["reqrep"] = session(FrameReader(self._max_frame), self._factory())
 
     def on_data(self, conn: Conn, data: memoryview) -> None:
         """Answer every complete request frame in ``data`` with one write."""
@@ -151,10 +168,7 @@ class ReqRepHandler(Handler):
         out = bytearray()
         if frames:
             if self._is_async:
-                for frame in frames:
-                    task = asyncio.ensure_future(self._answer_later(conn, session, frame))
-                    self._tasks.add(task)  # the loop keeps only weak references to tasks
-                    task.add_done_callback(self._tasks.discard)
+                self._start_later(conn, frames)
             elif self._mode == "array":
                 self._answer_arrays(session, frames, out)
             else:
@@ -179,6 +193,45 @@ class ReqRepHandler(Handler):
             encode_conn_error(out, f"protocol error: {error}")
             conn.write(out)
         return False
+
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
+        """Cancel the requests of an async service still in progress: nobody is left to answer."""
+        if self._is_async:
+            session: _AsyncSession = conn.context["reqrep"]
+            session.waiting.clear()
+            for task in session.tasks:
+                task.cancel()
+
+    def _start_later(self, conn: Conn, frames: list[Frame]) -> None:
+        """Queue ``frames`` for the async service and start what the limit of requests in progress allows."""
+        session: _AsyncSession = conn.context["reqrep"]
+        session.waiting.extend(frames)
+        self._start_waiting(conn, session)
+
+    def _start_waiting(self, conn: Conn, session: _AsyncSession) -> None:
+        """Start waiting frames while their requests fit under the limit; read only while there is room.
+
+        A frame is started whole, so one frame larger than the limit runs when it is alone.
+        Pausing the connection's reading bounds its memory as output backpressure does: the
+        frames of the last read wait here, and the rest stays in the kernel and with the peer.
+        """
+        waiting, limit = session.waiting, self._max_in_progress
+        while waiting and (not session.in_progress or session.in_progress + waiting[0].count <= limit):
+            frame = waiting.popleft()
+            session.in_progress += frame.count
+            task = asyncio.ensure_future(self._answer_later(conn, session, frame))
+            session.tasks.add(task)
+            task.add_done_callback(functools.partial(self._finished, conn, session, frame.count))
+        if waiting or session.in_progress >= limit:
+            conn.pause_reading()
+        else:
+            conn.resume_reading()
+
+    def _finished(self, conn: Conn, session: _AsyncSession, count: int, task: asyncio.Future[None]) -> None:
+        session.tasks.discard(task)
+        session.in_progress -= count
+        if not conn.closed:
+            self._start_waiting(conn, session)
 
     def _answer(self, session: _Session, frame: Frame, out: bytearray) -> None:
         try:
@@ -414,15 +467,18 @@ def create_reqrep_server(
     mode: Mode = "item",
     engine: str | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
+    max_in_progress: int = DEFAULT_MAX_IN_PROGRESS,
     **options: Any,
 ) -> Server:
     """Make an unstarted request–response server; raises ValueError or EngineUnavailable.
 
     ``service`` takes one request and returns its reply (mode "item", sync or async),
     takes a list and returns a list (mode "batch"), or takes a numpy array of
-    fixed-size records and returns one of the same length (mode "array").
+    fixed-size records and returns one of the same length (mode "array"). An async
+    service has at most ``max_in_progress`` requests of a connection in progress (or one
+    larger frame); past that the connection is not read until some are answered.
     """
-    handler = ReqRepHandler(service, codec, mode, max_frame)
+    handler = ReqRepHandler(service, codec, mode, max_frame, max_in_progress)
     if handler._is_async and (engine or "uvloop") not in ("asyncio", "uvloop"):
         raise ValueError("an async service needs the asyncio or uvloop engine")
     return create_server(handler, engine, **options)
