@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,41 @@ def test_valid_stream_with_garbage_inside_raises_only_codec_errors(name: str, da
         codec_factory(name)().decode_batch(bytes(stream))
     except CodecError:
         pass
+
+
+@pytest.mark.parametrize("name", CODECS)
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_decode_each_agrees_with_decode_batch(name: str, data: st.DataObject) -> None:
+    items = data.draw(st.lists(ITEMS[name], max_size=10), label="items")
+    stream = bytearray()
+    codec_factory(name)().encode_batch(items, stream)
+    stream += data.draw(st.binary(max_size=3), label="tail")  # an incomplete item is left alone
+    batch, batch_used = codec_factory(name)().decode_batch(memoryview(stream))
+    each, each_used = codec_factory(name)().decode_each(memoryview(stream))
+    assert (plain(each), each_used) == (plain(batch), batch_used)
+
+
+@pytest.mark.parametrize(
+    ("codec", "bad"),
+    [
+        (JsonLinesCodec(max_line=400), b"{bad json\n"),
+        (MsgpackCodec(max_item=400), b"\x01\x00\x00\x00\xc1"),  # 0xc1 is never valid msgpack
+        (FramesCodec(max_item=400), struct.pack("<I", 401) + bytes(401)),  # over the limit
+    ],
+    ids=["jsonl", "msgpack", "frames"],
+)
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_decode_each_fails_only_the_bad_item(codec: Codec[Any], bad: bytes, data: st.DataObject) -> None:
+    """A bad item between good ones, its framing intact, is one CodecError; the others decode."""
+    items = data.draw(st.lists(ITEMS[codec.name], min_size=2, max_size=6), label="items")
+    at = data.draw(st.integers(0, len(items)), label="at")
+    stream = bytearray()
+    codec.encode_batch(items[:at], stream)
+    stream += bad
+    codec.encode_batch(items[at:], stream)
+    each, used = codec.decode_each(bytes(stream))
+    assert used == len(stream)
+    assert isinstance(each.pop(at), CodecError)
+    assert plain(each) == items

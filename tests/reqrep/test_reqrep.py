@@ -7,6 +7,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -232,10 +233,13 @@ def test_array_frames_of_one_read_are_answered_frame_by_frame(serve_reqrep: Serv
         HEADER.pack(100_000, REQUEST, 1, 1),
         HEADER.pack(13, REQUEST, 0xFFFFFFFF, 1),  # 17 bytes asking for 4 billion (error) replies
         HEADER.pack(13 + 8, REQUEST, 2, 2**64 - 1) + struct.pack("<2i", 1, 2),
+        HEADER.pack(13 + 4, REQUEST, 0, 1) + struct.pack("<i", 1),  # bytes no id could answer
     ],
-    ids=["noise", "unknown-kind", "oversized", "count-over-bytes", "ids-past-2**64"],
+    ids=["noise", "unknown-kind", "oversized", "count-over-bytes", "ids-past-2**64", "zero-count-bytes"],
 )
-def test_protocol_violation_gets_conn_error_and_close(serve_reqrep: Serve, garbage: bytes) -> None:
+def test_protocol_violation_gets_conn_error_and_close(
+    serve_reqrep: Serve, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     port = serve_reqrep(increment_service("int32", "item"), max_frame=4096)
     with connect(port) as bystander, connect(port) as sock:
         sock.sendall(garbage)
@@ -244,6 +248,7 @@ def test_protocol_violation_gets_conn_error_and_close(serve_reqrep: Serve, garba
         assert b"protocol error" in frames[0].payload
         assert len(frames[0].payload) < 200
         assert sock.recv(10) == b""
+        assert any(r.getMessage().startswith("protocol error from") for r in caplog.records)
         raw_request(bystander, struct.pack("<i", 1), count=1)
         assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
 
@@ -623,3 +628,155 @@ def test_call_array_needs_a_fixed_size_codec(serve_reqrep: Serve) -> None:
                 await client.call_array(np.zeros(3))
 
     run(main())
+
+
+@pytest.mark.parametrize("mode", ["item", "array"])
+def test_demo_increment_fails_on_overflow_in_every_mode(serve_reqrep: Serve, mode: str) -> None:
+    port = serve_reqrep(increment_service("int32", mode), mode=mode)  # type: ignore[arg-type]
+    with connect(port) as sock:
+        raw_request(sock, struct.pack("<2i", 1, 2**31 - 1), count=2, first_id=1)
+        frames = read_frames(sock, 2 if mode == "item" else 1)
+    errors = dict(pair for frame in frames if frame.kind == ERROR for pair in decode_errors(frame))
+    assert 2 in errors  # not answered with -2**31
+    assert "overflow" in errors[2] or "cannot encode reply" in errors[2]
+    if mode == "array":  # one service call for the frame: the whole frame fails, saying why
+        assert errors == {1: errors[2], 2: errors[2]}
+        assert "overflow int32" in errors[2]
+
+
+def test_trailing_bytes_after_the_last_request_are_named(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("msgpack", "item"), "msgpack")
+    items = bytearray()
+    codec_factory("msgpack")().encode_batch([1, 2], items)
+    with connect(port) as sock:
+        raw_request(sock, bytes(items) + b"\x01\x02", count=2, first_id=1)
+        (error,) = read_frames(sock, 1)
+    assert error.kind == ERROR
+    assert [message for _, message in decode_errors(error)] == [
+        "bad request: frame has 2 unused bytes after its 2 requests"
+    ] * 2
+
+
+def bad_middle_request(codec: str) -> bytes:
+    """Three requests whose middle one cannot be decoded, their framing intact."""
+    first, last = bytearray(), bytearray()
+    codec_factory(codec)().encode_batch([{"a": 1}], first)
+    codec_factory(codec)().encode_batch(["x"], last)
+    bad = b"{bad json\n" if codec == "jsonl" else b"\x01\x00\x00\x00\xc1"  # 0xc1 is never valid msgpack
+    return bytes(first) + bad + bytes(last)
+
+
+async def echo_later(request: Any) -> Any:
+    await asyncio.sleep(0)
+    return request
+
+
+@pytest.mark.parametrize("mode", ["item", "batch", "async"])
+@pytest.mark.parametrize("codec", ["jsonl", "msgpack"])
+def test_an_undecodable_request_fails_alone(
+    serve_reqrep: Serve, engine: str, codec: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if mode == "async":
+        if engine not in ("asyncio", "uvloop"):
+            pytest.skip("async services run on the asyncio engines")
+        port = serve_reqrep(echo_later, codec)
+    else:
+        port = serve_reqrep(increment_service(codec, mode), codec, mode=mode)  # type: ignore[arg-type]
+    with connect(port) as sock:
+        raw_request(sock, bad_middle_request(codec), count=3, first_id=1)
+        frames = read_frames(sock, 2)
+        raw_request(sock, bad_middle_request(codec), count=4, first_id=4)  # framing broken: all fail
+        (broken,) = read_frames(sock, 1)
+    (errors,) = [f for f in frames if f.kind == ERROR]
+    [(request_id, message)] = decode_errors(errors)
+    assert request_id == 2
+    assert message.startswith(f"bad request: invalid {'JSON line' if codec == 'jsonl' else 'msgpack item'}")
+    (replies,) = [f for f in frames if f.kind == REPLY_IDS]
+    ids, values = decode_replies(replies, codec_factory(codec)().decode_batch)
+    assert (list(ids), values) == ([1, 3], [{"a": 1}, "x"])
+    assert broken.kind == ERROR
+    assert decode_errors(broken) == [
+        (request_id, "bad request: frame holds 3 whole requests, its header says 4")
+        for request_id in range(4, 8)
+    ]
+    lines = [r.getMessage() for r in caplog.records if r.name == "railcar.reqrep"]
+    assert [line.split("; the first: ")[0].split(" failed: ")[1] for line in lines] == ["1", "4"]
+
+
+def test_failed_requests_are_logged_once_per_frame_not_per_request(
+    serve_reqrep: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = serve_reqrep(failing_on_13)
+    with connect(port) as sock:
+        raw_request(sock, struct.pack("<5i", 13, 1, 13, 2, 13), count=5, first_id=1)
+        frames = read_frames(sock, 2)
+    assert sorted(f.kind for f in frames) == sorted([REPLY_IDS, ERROR])
+    lines = [r.getMessage() for r in caplog.records if r.name == "railcar.reqrep"]
+    assert len(lines) == 1
+    assert lines[0].endswith("failed: 3; the first: ValueError: unlucky number")
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    give_up = time.monotonic() + seconds
+    while not condition() and time.monotonic() < give_up:
+        time.sleep(0.01)
+
+
+def one_request_frames(numbers: range) -> bytes:
+    return b"".join(HEADER.pack(13 + 4, REQUEST, 1, n) + struct.pack("<i", n) for n in numbers)
+
+
+def test_async_service_stops_reading_at_the_limit_of_requests_in_progress(
+    engine: str, serve_reqrep: Serve
+) -> None:
+    if engine not in ("asyncio", "uvloop"):
+        pytest.skip("async services run on the asyncio engines")
+    released = threading.Event()
+    running, most = 0, 0  # changed on the server's loop thread only
+
+    async def held(number: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        while not released.is_set():
+            await asyncio.sleep(0.005)
+        running -= 1
+        return number + 1
+
+    with pytest.raises(ValueError, match="max_in_progress must be at least 1"):
+        serve_reqrep(held, max_in_progress=0)
+    port = serve_reqrep(held, max_in_progress=8)
+    with connect(port) as sock:
+        sock.sendall(one_request_frames(range(1, 201)))  # 200 requests at once, none answered yet
+        wait_until(lambda: running == 8)
+        time.sleep(0.2)  # room to start more, were the limit not kept
+        assert (running, most) == (8, 8)
+        released.set()
+        frames = read_frames(sock, 200)
+    assert sorted((f.kind, f.first_id, f.payload) for f in frames) == [
+        (REPLY, n, struct.pack("<i", n + 1)) for n in range(1, 201)
+    ]
+    assert most == 8
+
+
+def test_a_disconnect_cancels_the_requests_in_progress(engine: str, serve_reqrep: Serve) -> None:
+    if engine not in ("asyncio", "uvloop"):
+        pytest.skip("async services run on the asyncio engines")
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def endless(number: int) -> int:
+        started.append(number)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(number)
+            raise
+        return number
+
+    port = serve_reqrep(endless)
+    with connect(port) as sock:
+        sock.sendall(one_request_frames(range(1, 4)))
+        wait_until(lambda: len(started) == 3)
+    wait_until(lambda: len(cancelled) == 3)
+    assert sorted(cancelled) == [1, 2, 3]

@@ -23,6 +23,14 @@ def _bump_records(records: NDArray[Any]) -> NDArray[Any]:
 
 
 def _increment_array(numbers: NDArray[Any]) -> NDArray[Any]:
+    """Return every number plus one; raises OverflowError if one is already its dtype's largest.
+
+    numpy would wrap the largest to the smallest; item mode fails such a request (its reply
+    cannot be encoded), so array mode fails it too rather than answer a wrong number.
+    """
+    largest = np.iinfo(numbers.dtype).max
+    if numbers.size and numbers.max() == largest:
+        raise OverflowError(f"cannot increment {largest}: the reply would overflow {numbers.dtype.name}")
     return numbers + np.int32(1)
 
 

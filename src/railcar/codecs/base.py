@@ -8,6 +8,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from railcar.errors import CodecError
+
 T = TypeVar("T")
 
 #: What decoders accept; a memoryview must have the byte format ("B"), as socket reads give.
@@ -32,6 +34,15 @@ class Codec(Protocol[T]):
 
         An incomplete item at the end is left for the caller to keep. Raises CodecError
         for invalid bytes and FrameTooLarge for an item (complete or not) over the limit.
+        """
+        ...
+
+    def decode_each(self, buf: Buffer) -> tuple[list[T | CodecError], int]:
+        """Decode the complete items at the start of ``buf`` one by one; raises nothing.
+
+        Returns the items, with the CodecError of each item that cannot be decoded in its
+        place, and the bytes they used. Slower than ``decode_batch``: it is for telling the
+        bad items of a batch that ``decode_batch`` refused from the good ones.
         """
         ...
 

@@ -57,6 +57,15 @@ class _FixedSize(Generic[T]):
         items: list[T] = np.frombuffer(buf, dtype=self.dtype, count=count).tolist()
         return items, count * self.itemsize
 
+    def decode_each(self, buf: Buffer) -> tuple[list[T | CodecError], int]:
+        """Return the whole records at the start of ``buf`` and the bytes they used; raises nothing.
+
+        Every whole record decodes, so none is an error.
+        """
+        items, used = self.decode_batch(buf)
+        each: list[T | CodecError] = list(items)
+        return each, used
+
     def decode_array(self, buf: Buffer) -> NDArray[Any]:
         """Return ``buf``'s records as an array sharing its memory; raises CodecError unless whole records.
 

@@ -49,6 +49,24 @@ def split_items(data: _Data, max_item: int) -> tuple[list[_Data], int, int]:
     return items, offset, -1
 
 
+def split_each(data: bytes, max_item: int) -> tuple[list[bytes | CodecError], int]:
+    """Return the complete items at the start of ``data`` and the bytes they used; raises nothing.
+
+    An item over ``max_item`` whose bytes are all there is its FrameTooLarge in the list:
+    its length prefix still says where the next item starts.
+    """
+    items: list[bytes | CodecError] = []
+    offset, end = 0, len(data)
+    while end - offset >= 4:
+        (size,) = LENGTH.unpack_from(data, offset)
+        start = offset + 4
+        if start + size > end:
+            break
+        offset = start + size
+        items.append(data[start:offset] if size <= max_item else too_large(size, max_item))
+    return items, offset
+
+
 def too_large(size: int, max_item: int) -> FrameTooLarge:
     """Return the error for an item of ``size`` bytes over ``max_item``."""
     return FrameTooLarge(f"item of {size} bytes exceeds the limit of {max_item}")
@@ -103,3 +121,10 @@ class FramesCodec:
         if oversized >= 0:
             raise too_large(oversized, self.max_item)
         return items, used
+
+    def decode_each(self, buf: Buffer) -> tuple[list[bytes | CodecError], int]:
+        """Return the complete items and the bytes they used; raises nothing.
+
+        An item over the limit is its FrameTooLarge; the copy leaves no view of ``buf`` behind.
+        """
+        return split_each(bytes(buf), self.max_item)

@@ -13,6 +13,16 @@ from railcar.errors import CodecError, FrameTooLarge
 DEFAULT_MAX_LINE = 1024 * 1024
 # How much of a memoryview is copied at a time when looking for a newline (it has no rfind).
 _CHUNK = 64 * 1024
+# msgspec raises UnicodeDecodeError, not DecodeError, for some invalid UTF-8 (in dict keys).
+_INVALID = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+
+
+def _invalid_line(exc: Exception) -> CodecError:
+    """Return the CodecError saying why msgspec could not decode a line (``exc`` is one of _INVALID)."""
+    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    error = CodecError(f"invalid JSON line: {reason}")
+    error.__cause__ = exc
+    return error
 
 
 def _rfind_newline(buf: Buffer, lo: int, hi: int) -> int:
@@ -82,9 +92,28 @@ class JsonLinesCodec:
             with memoryview(buf) as view:
                 # One call for the whole batch; a view, because slicing bytes would copy them.
                 items: list[Any] = self._decoder.decode_lines(view[:end])
-        # msgspec raises UnicodeDecodeError, not DecodeError, for some invalid UTF-8 (in dict keys).
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            raise CodecError(f"invalid JSON line: {exc}") from exc
-        except RecursionError as exc:
-            raise CodecError("invalid JSON line: nested too deeply") from exc
+        except _INVALID as exc:
+            raise _invalid_line(exc) from exc
         return items, end
+
+    def decode_each(self, buf: Buffer) -> tuple[list[Any | CodecError], int]:
+        """Return the documents of the complete lines and the bytes used; raises nothing.
+
+        A line that cannot be decoded, or is over the limit, is one item: its CodecError.
+        """
+        data = bytes(buf)
+        end = data.rfind(b"\n") + 1
+        items: list[Any | CodecError] = []
+        for line in data[:end].split(b"\n")[:-1]:  # the last part is what follows the last newline
+            items += self._decode_line(line)
+        return items, end
+
+    def _decode_line(self, line: bytes) -> list[Any | CodecError]:
+        # decode_lines, as decode_batch: a blank line is no item, "1 2" two.
+        if len(line) > self.max_line:
+            return [FrameTooLarge(f"a JSON line exceeds the limit of {self.max_line} bytes")]
+        try:
+            items: list[Any | CodecError] = self._decoder.decode_lines(line)
+        except _INVALID as exc:
+            return [_invalid_line(exc)]
+        return items

@@ -8,10 +8,27 @@ from typing import Any
 import msgspec
 
 from railcar.codecs.base import Buffer
-from railcar.codecs.frames import DEFAULT_MAX_ITEM, LENGTH, check_max_item, split_items, too_large
+from railcar.codecs.frames import (
+    DEFAULT_MAX_ITEM,
+    LENGTH,
+    check_max_item,
+    split_each,
+    split_items,
+    too_large,
+)
 from railcar.errors import CodecError, FrameTooLarge
 
 _PLACEHOLDER = bytes(LENGTH.size)
+# msgspec raises UnicodeDecodeError, not DecodeError, for some invalid UTF-8 (in dict keys).
+_INVALID = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+
+
+def _invalid_item(exc: Exception) -> CodecError:
+    """Return the CodecError saying why msgspec could not decode an item (``exc`` is one of _INVALID)."""
+    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    error = CodecError(f"invalid msgpack item: {reason}")
+    error.__cause__ = exc
+    return error
 
 
 class MsgpackCodec:
@@ -56,16 +73,25 @@ class MsgpackCodec:
             try:
                 # map, not a comprehension: no Python frame of ours left holding a view.
                 items = list(map(self._decoder.decode, views))
-            # msgspec raises UnicodeDecodeError, not DecodeError, for some invalid UTF-8 (in dict keys).
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-                failure = CodecError(f"invalid msgpack item: {exc}")
-                failure.__cause__ = exc
-            except RecursionError as exc:
-                failure = CodecError("invalid msgpack item: nested too deeply")
-                failure.__cause__ = exc
+            except _INVALID as exc:
+                failure = _invalid_item(exc)
             del views
         if failure is not None:
             raise failure
         if oversized >= 0:
             raise too_large(oversized, self.max_item)
         return items, used
+
+    def decode_each(self, buf: Buffer) -> tuple[list[Any | CodecError], int]:
+        """Return the complete documents, each that cannot be decoded as its CodecError, and the bytes used.
+
+        Raises nothing; the bytes are copied once, so no view outlives the call.
+        """
+        parts, used = split_each(bytes(buf), self.max_item)
+        return [self._decode_one(part) if isinstance(part, bytes) else part for part in parts], used
+
+    def _decode_one(self, item: bytes) -> Any | CodecError:
+        try:
+            return self._decoder.decode(item)
+        except _INVALID as exc:
+            return _invalid_item(exc)
