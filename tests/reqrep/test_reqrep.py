@@ -636,7 +636,13 @@ def test_demo_increment_fails_on_overflow_in_every_mode(serve_reqrep: Serve, mod
     with connect(port) as sock:
         raw_request(sock, struct.pack("<2i", 1, 2**31 - 1), count=2, first_id=1)
         frames = read_frames(sock, 2 if mode == "item" else 1)
-    errors = dict(pair for frame in frames if frame.kind == ERROR for pair in decode_errors(frame))
+    errors = {
+        request_id: message
+        for frame in frames
+        if frame.kind == ERROR
+        for first_id, count, message in decode_errors(frame)
+        for request_id in range(first_id, first_id + count)
+    }
     assert 2 in errors  # not answered with -2**31
     assert "overflow" in errors[2] or "cannot encode reply" in errors[2]
     if mode == "array":  # one service call for the frame: the whole frame fails, saying why
@@ -652,9 +658,7 @@ def test_trailing_bytes_after_the_last_request_are_named(serve_reqrep: Serve) ->
         raw_request(sock, bytes(items) + b"\x01\x02", count=2, first_id=1)
         (error,) = read_frames(sock, 1)
     assert error.kind == ERROR
-    assert [message for _, message in decode_errors(error)] == [
-        "bad request: frame has 2 unused bytes after its 2 requests"
-    ] * 2
+    assert decode_errors(error) == [(1, 2, "bad request: frame has 2 unused bytes after its 2 requests")]
 
 
 def bad_middle_request(codec: str) -> bytes:
@@ -688,17 +692,14 @@ def test_an_undecodable_request_fails_alone(
         raw_request(sock, bad_middle_request(codec), count=4, first_id=4)  # framing broken: all fail
         (broken,) = read_frames(sock, 1)
     (errors,) = [f for f in frames if f.kind == ERROR]
-    [(request_id, message)] = decode_errors(errors)
-    assert request_id == 2
+    [(request_id, count, message)] = decode_errors(errors)
+    assert (request_id, count) == (2, 1)
     assert message.startswith(f"bad request: invalid {'JSON line' if codec == 'jsonl' else 'msgpack item'}")
     (replies,) = [f for f in frames if f.kind == REPLY_IDS]
     ids, values = decode_replies(replies, codec_factory(codec)().decode_batch)
     assert (list(ids), values) == ([1, 3], [{"a": 1}, "x"])
     assert broken.kind == ERROR
-    assert decode_errors(broken) == [
-        (request_id, "bad request: frame holds 3 whole requests, its header says 4")
-        for request_id in range(4, 8)
-    ]
+    assert decode_errors(broken) == [(4, 4, "bad request: frame holds 3 whole requests, its header says 4")]
     lines = [r.getMessage() for r in caplog.records if r.name == "railcar.reqrep"]
     assert [line.split("; the first: ")[0].split(" failed: ")[1] for line in lines] == ["1", "4"]
 
