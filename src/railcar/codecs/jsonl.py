@@ -8,21 +8,12 @@ from typing import Any
 import msgspec
 
 from railcar.codecs.base import Buffer
+from railcar.codecs.invalid import MSGSPEC_INVALID, invalid
 from railcar.errors import CodecError, FrameTooLarge
 
 DEFAULT_MAX_LINE = 1024 * 1024
 # How much of a memoryview is copied at a time when looking for a newline (it has no rfind).
 _CHUNK = 64 * 1024
-# msgspec raises UnicodeDecodeError, not DecodeError, for some invalid UTF-8 (in dict keys).
-_INVALID = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
-
-
-def _invalid_line(exc: Exception) -> CodecError:
-    """Return the CodecError saying why msgspec could not decode a line (``exc`` is one of _INVALID)."""
-    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-    error = CodecError(f"invalid JSON line: {reason}")
-    error.__cause__ = exc
-    return error
 
 
 def _rfind_newline(buf: Buffer, lo: int, hi: int) -> int:
@@ -92,8 +83,8 @@ class JsonLinesCodec:
             with memoryview(buf) as view:
                 # One call for the whole batch; a view, because slicing bytes would copy them.
                 items: list[Any] = self._decoder.decode_lines(view[:end])
-        except _INVALID as exc:
-            raise _invalid_line(exc) from exc
+        except MSGSPEC_INVALID as exc:
+            raise invalid("JSON line", exc) from exc
         return items, end
 
     def decode_each(self, buf: Buffer) -> tuple[list[Any | CodecError], int]:
@@ -114,6 +105,6 @@ class JsonLinesCodec:
             return [FrameTooLarge(f"a JSON line exceeds the limit of {self.max_line} bytes")]
         try:
             items: list[Any | CodecError] = self._decoder.decode_lines(line)
-        except _INVALID as exc:
-            return [_invalid_line(exc)]
+        except MSGSPEC_INVALID as exc:
+            return [invalid("JSON line", exc)]
         return items

@@ -16,19 +16,10 @@ from railcar.codecs.frames import (
     split_items,
     too_large,
 )
+from railcar.codecs.invalid import MSGSPEC_INVALID, invalid
 from railcar.errors import CodecError, FrameTooLarge
 
 _PLACEHOLDER = bytes(LENGTH.size)
-# msgspec raises UnicodeDecodeError, not DecodeError, for some invalid UTF-8 (in dict keys).
-_INVALID = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
-
-
-def _invalid_item(exc: Exception) -> CodecError:
-    """Return the CodecError saying why msgspec could not decode an item (``exc`` is one of _INVALID)."""
-    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-    error = CodecError(f"invalid msgpack item: {reason}")
-    error.__cause__ = exc
-    return error
 
 
 class MsgpackCodec:
@@ -73,8 +64,8 @@ class MsgpackCodec:
             try:
                 # map, not a comprehension: no Python frame of ours left holding a view.
                 items = list(map(self._decoder.decode, views))
-            except _INVALID as exc:
-                failure = _invalid_item(exc)
+            except MSGSPEC_INVALID as exc:
+                failure = invalid("msgpack item", exc)
             del views
         if failure is not None:
             raise failure
@@ -93,5 +84,5 @@ class MsgpackCodec:
     def _decode_one(self, item: bytes) -> Any | CodecError:
         try:
             return self._decoder.decode(item)
-        except _INVALID as exc:
-            return _invalid_item(exc)
+        except MSGSPEC_INVALID as exc:
+            return invalid("msgpack item", exc)
