@@ -37,7 +37,9 @@ class BatchPolicy(Generic[T]):
     __slots__ = ("_flush_to", "_head", "_items", "_times", "batch_size", "queue_size", "taken", "window")
 
     def __init__(self, batch_size: int, window: float, queue_size: int) -> None:
-        """Check the limits; raises ValueError unless 1 <= batch_size <= queue_size and window >= 0."""
+        """Raises ValueError unless 1 <= batch_size <= queue_size and window >= 0, TypeError unless ints."""
+        if not isinstance(batch_size, int) or not isinstance(queue_size, int):
+            raise TypeError(f"batch_size and queue_size must be ints (got {batch_size!r}, {queue_size!r})")
         if batch_size < 1 or not window >= 0 or queue_size < batch_size:  # `not >=` also refuses NaN
             raise ValueError(
                 f"need batch_size >= 1, window >= 0 and queue_size >= batch_size "
@@ -261,12 +263,21 @@ class AsyncBatcher(Generic[T]):
                 except Exception:
                     self.errors += 1
                     log.exception("batch callback failed on %d items", len(batch))
-                self._delivered += len(batch)
-                flushes = self._flush_waiters
-                while flushes and flushes[0][0] <= self._delivered:
-                    waiter = flushes.popleft()[1]
-                    if not waiter.done():
-                        waiter.set_result(None)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # the drainer itself is cancelled (the loop is ending)
+                    # The callback's own CancelledError (a future cancelled under it) is its failure.
+                    self.errors += 1
+                    log.exception("batch callback was cancelled on %d items", len(batch))
+                finally:
+                    # Counted even when something escapes, or every later flush() would wait forever.
+                    self._delivered += len(batch)
+                    flushes = self._flush_waiters
+                    while flushes and flushes[0][0] <= self._delivered:
+                        waiter = flushes.popleft()[1]
+                        if not waiter.done():
+                            waiter.set_result(None)
         finally:
             self._drainer = None
         if len(policy) and self._timer is None:
@@ -433,5 +444,7 @@ class ThreadBatcher(Generic[T]):
                     deadline = policy.deadline()
                     self._idle = True
                     self._timed = deadline is not None
-                    self._work.wait(None if deadline is None else deadline - now)
+                    # A window past TIMEOUT_MAX (math.inf: size and flush only) would raise
+                    # OverflowError here and end the thread with the queue undelivered.
+                    self._work.wait(None if deadline is None else min(deadline - now, threading.TIMEOUT_MAX))
                     self._idle = False

@@ -15,6 +15,7 @@ from railcar.engine.api import Server
 from railcar.engine.listen import describe
 from railcar.errors import RailcarError
 from railcar.limits import raise_open_file_limit
+from railcar.report import FiniteFloatRange
 
 EXIT_USAGE = 2
 
@@ -56,7 +57,7 @@ def listen_options(default_port: int) -> Callable[[Callable[..., None]], Callabl
                 ),
                 click.option(
                     "--deadline",
-                    type=click.FloatRange(0),
+                    type=FiniteFloatRange(0),
                     default=5.0,
                     show_default=True,
                     help="Seconds a graceful stop waits for connections to flush.",

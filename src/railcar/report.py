@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -99,6 +100,29 @@ def si(value: float) -> str:
     return f"{value:.0f}"
 
 
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses nan and inf (which pass its comparisons)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Convert and range-check ``value``, then refuse a value that is not finite."""
+        result = super().convert(value, param, ctx)
+        if not math.isfinite(result):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return result
+
+
+def _writable_md(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Refuse a ``--md`` path that cannot be written before a benchmark spends minutes measuring."""
+    if value is None:
+        return None
+    folder = value.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"directory '{folder}' does not exist.", ctx, param)
+    if not os.access(value if value.exists() else folder, os.W_OK):
+        raise click.BadParameter(f"'{value}' is not writable.", ctx, param)
+    return value
+
+
 no_peers_option = click.option("--no-peers", is_flag=True, help="Measure railcar only.")
 rounds_option = click.option(
     "--rounds",
@@ -111,6 +135,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 md_option = click.option(
     "--md",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=_writable_md,
     help="Also write the figures into this Markdown file (e.g. BENCHMARKS.md).",
 )
 
@@ -122,7 +147,10 @@ def emit(doc: dict[str, Any], markdown: str, key: str, as_json: bool, md: Path |
     else:
         click.echo(markdown)
     if md is not None:
-        update_markdown(md, key, markdown)
+        try:
+            update_markdown(md, key, markdown)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {md}: {exc.strerror or exc}") from exc
 
 
 def scenario_option(names: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -92,6 +92,13 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["bench", "echo", "--engines", "warp"], "unknown engine 'warp'"),
         (["bench", "echo", "--seconds", "-3"], "--seconds"),
         (["bench", "idle", "--connections", "0"], "--connections"),
+        (["serve", "echo", "--deadline", "nan"], "not a finite number"),
+        (["bench", "echo", "--seconds", "inf"], "not a finite number"),
+        (["bench", "reqrep", "--seconds", "nan"], "not a finite number"),
+        (["bench", "reqrep", "--warmup", "inf"], "not a finite number"),
+        (["bench", "load", "--seconds", "nan"], "not a finite number"),
+        (["load", "--port", "7000", "--rate", "nan"], "not a finite number"),
+        (["bench", "reqrep", "--md", "/nonexistent-dir/BENCHMARKS.md"], "does not exist"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], needle: str) -> None:

@@ -639,3 +639,42 @@ def test_threads_flush_inside_the_callback_is_refused(caplog: pytest.LogCaptureF
             batcher.add(1)
     assert batcher.errors == 1
     assert "would wait for itself" in caplog.text
+
+
+@pytest.mark.parametrize(("batch_size", "queue_size"), [(1.5, 10), (1, math.nan), (2, 10.0)])
+def test_policy_refuses_limits_that_are_not_ints(batch_size: Any, queue_size: Any) -> None:
+    with pytest.raises(TypeError, match="ints"):
+        BatchPolicy(batch_size=batch_size, window=0.1, queue_size=queue_size)
+
+
+def test_async_callback_raising_cancelled_error_is_a_failure_not_a_stall() -> None:
+    async def main() -> tuple[list[list[int]], int]:
+        got: list[list[int]] = []
+
+        async def callback(batch: list[int]) -> None:
+            if 1 in batch:
+                raise asyncio.CancelledError  # e.g. a future cancelled under the callback
+            got.append(batch)
+
+        batcher: AsyncBatcher[int] = AsyncBatcher(callback, batch_size=1, window=0.01, queue_size=10)
+        await batcher.add(1)
+        await batcher.add(2)
+        await asyncio.wait_for(batcher.close(), 2)
+        return got, batcher.errors
+
+    assert run(main()) == ([[2]], 1)
+
+
+@pytest.mark.parametrize("window", [math.inf, 1e12])
+def test_thread_window_past_timeout_max_still_delivers_on_flush_and_close(window: float) -> None:
+    got: list[list[int]] = []
+    batcher: ThreadBatcher[int] = ThreadBatcher(got.append, batch_size=3, window=window, queue_size=10)
+    batcher.add(1)
+    time.sleep(0.05)
+    batcher.add(2)
+    batcher.add(3)
+    wait_until(lambda: got == [[1, 2, 3]])
+    batcher.add(4)
+    batcher.flush()
+    batcher.close()
+    assert got == [[1, 2, 3], [4]]

@@ -370,3 +370,24 @@ def test_unknown_codec_names_the_choices() -> None:
         ValueError, match="unknown codec 'xml'; choose one of int32, struct276, jsonl, msgpack, frames"
     ):
         codec_factory("xml")
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        np.dtype([("a", "u1"), ("b", "<i4")], align=True),
+        np.dtype({"names": ["a"], "formats": ["<i4"], "offsets": [4], "itemsize": 12}),
+        np.dtype([("inner", np.dtype([("a", "u1"), ("b", "<i2")], align=True), (2,))]),
+    ],
+)
+def test_struct_codec_refuses_dtypes_with_padding(dtype: np.dtype[Any]) -> None:
+    # numpy leaves padding uninitialised: the codec would send process memory to the peer.
+    with pytest.raises(ValueError, match="padding"):
+        StructCodec(dtype, "padded")
+
+
+def test_struct_codec_takes_packed_nested_and_subarray_dtypes() -> None:
+    StructCodec(
+        np.dtype([("a", "u1"), ("b", "<i4", (3,)), ("c", [("x", "u1"), ("y", "<f8")], (2,))]), "packed"
+    )
+    assert StructCodec(RECORD_276, "struct276").itemsize == 276

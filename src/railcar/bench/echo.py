@@ -16,6 +16,7 @@ from railcar.engine import ENGINES, server_class
 from railcar.errors import EngineUnavailable
 from railcar.limits import raise_open_file_limit, rss_bytes
 from railcar.report import (
+    FiniteFloatRange,
     Result,
     document,
     emit,
@@ -170,7 +171,7 @@ common_engines = click.option(
 @common_engines
 @click.option(
     "--seconds",
-    type=click.FloatRange(0.1),
+    type=FiniteFloatRange(0.1),
     default=5.0,
     show_default=True,
     help="Measured seconds per run.",
@@ -184,7 +185,7 @@ common_engines = click.option(
     show_default=True,
     help="Message size in bytes.",
 )
-@click.option("--warmup", type=click.FloatRange(0), default=0.5, show_default=True)
+@click.option("--warmup", type=FiniteFloatRange(0), default=0.5, show_default=True)
 @click.option(
     "--load-procs",
     type=click.IntRange(1, 64),
@@ -272,7 +273,7 @@ def _ping(sock: socket.socket) -> None:
 @click.option("--connections", type=click.IntRange(1, 100000), default=10000, show_default=True)
 @click.option(
     "--settle",
-    type=click.FloatRange(0),
+    type=FiniteFloatRange(0),
     default=1.0,
     show_default=True,
     help="Seconds to wait before each memory reading.",

@@ -21,6 +21,7 @@ from railcar.bench.external import nginx_server, redis_server, tool
 from railcar.bench.procs import cpu_seconds, cpu_split, running_server
 from railcar.errors import RailcarError
 from railcar.report import (
+    FiniteFloatRange,
     Result,
     document,
     emit,
@@ -284,7 +285,7 @@ def _markdown(doc: dict[str, Any]) -> str:
 @click.command("load")
 @scenario_option(list(SCENARIOS))
 @click.option(
-    "--seconds", type=click.FloatRange(0.2), default=5.0, show_default=True, help="Seconds per run."
+    "--seconds", type=FiniteFloatRange(0.2), default=5.0, show_default=True, help="Seconds per run."
 )
 @rounds_option
 @no_peers_option

@@ -11,6 +11,7 @@ import click
 
 from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load
 from railcar.report import (
+    FiniteFloatRange,
     Result,
     document,
     emit,
@@ -151,10 +152,10 @@ def _markdown(doc: dict[str, Any]) -> str:
 @click.command("reqrep")
 @scenario_option(list(SCENARIOS))
 @click.option(
-    "--seconds", type=click.FloatRange(0.1), default=3.0, show_default=True, help="Measured seconds per run."
+    "--seconds", type=FiniteFloatRange(0.1), default=3.0, show_default=True, help="Measured seconds per run."
 )
 @rounds_option
-@click.option("--warmup", type=click.FloatRange(0), default=0.5, show_default=True)
+@click.option("--warmup", type=FiniteFloatRange(0), default=0.5, show_default=True)
 @no_peers_option
 @json_option
 @md_option

@@ -40,6 +40,26 @@ def _int32s(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}i")
 
 
+def _unused_bytes(dtype: np.dtype[Any]) -> int:
+    """Return how many bytes of a ``dtype`` item belong to no field (alignment padding, holes)."""
+    covered = bytearray(dtype.itemsize)
+
+    def mark(dt: np.dtype[Any], offset: int) -> None:
+        if dt.names is not None:
+            for name in dt.names:
+                field, field_offset = dt.fields[name][:2]  # type: ignore[index]
+                mark(field, offset + field_offset)
+        elif dt.subdtype is not None and dt.subdtype[0].names is not None:
+            base, shape = dt.subdtype
+            for k in range(int(np.prod(shape))):
+                mark(base, offset + k * base.itemsize)
+        else:
+            covered[offset : offset + dt.itemsize] = b"\x01" * dt.itemsize
+
+    mark(dtype, 0)
+    return covered.count(0)
+
+
 class _FixedSize(Generic[T]):
     """Shared decoding and array paths of the fixed-size codecs."""
 
@@ -48,6 +68,14 @@ class _FixedSize(Generic[T]):
         self.dtype: np.dtype[Any] = np.dtype(dtype)
         if self.dtype.hasobject or self.dtype.itemsize == 0:
             raise ValueError(f"codec {name!r} needs a fixed-size dtype without objects, not {self.dtype}")
+        unused = _unused_bytes(self.dtype)
+        if unused:
+            # numpy leaves such bytes uninitialised when it builds or casts records, so they
+            # would carry whatever was in the process's memory onto the wire.
+            raise ValueError(
+                f"codec {name!r} needs a dtype without padding: {unused} of its {self.dtype.itemsize} "
+                f"bytes belong to no field (build it with align=False and no gaps between offsets)"
+            )
         self.itemsize = self.dtype.itemsize
         self.name = name
 

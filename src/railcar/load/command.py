@@ -85,7 +85,7 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--rate",
-            type=click.FloatRange(0, min_open=True),
+            type=report.FiniteFloatRange(0, min_open=True),
             help="Open loop: requests per second in total, on a fixed schedule; latency is timed "
             "from when each request was due (no coordinated omission).",
         ),
