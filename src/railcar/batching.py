@@ -184,6 +184,8 @@ class AsyncBatcher(Generic[T]):
 
         Items queued before a close is noticed are delivered; the rest are not queued.
         """
+        if self._closed:
+            raise BatcherClosed("the batcher is closed")
         pending = list(items)
         policy = self._policy
         start = 0
@@ -369,6 +371,8 @@ class ThreadBatcher(Generic[T]):
         policy = self._policy
         start = 0
         with self._lock:
+            if self._closed:
+                raise BatcherClosed("the batcher is closed")
             while start < len(pending):
                 if self._closed or not policy.has_room():
                     self._wait_room(None)

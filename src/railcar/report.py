@@ -160,5 +160,6 @@ def scenario_option(names: list[str]) -> Callable[[Callable[..., Any]], Callable
         "scenarios",
         multiple=True,
         type=click.Choice(names),
+        callback=lambda _ctx, _param, chosen: tuple(dict.fromkeys(chosen)),  # each named once runs once
         help="Scenario to run (repeatable); all by default.",
     )

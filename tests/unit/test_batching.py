@@ -279,8 +279,9 @@ def test_async_close_flushes_then_refuses() -> None:
             batcher.try_add(4)
         with pytest.raises(BatcherClosed):
             await batcher.add(4)
-        with pytest.raises(BatcherClosed):
-            await batcher.add_many([4])
+        for items in ([4], []):  # even nothing is refused: the caller learns it is closed
+            with pytest.raises(BatcherClosed):
+                await batcher.add_many(items)
         await batcher.close()  # idempotent
         assert batches == [[0, 1, 2]]
 
@@ -495,8 +496,9 @@ def test_threads_close_flushes_refuses_and_joins() -> None:
         batcher.try_add(4)
     with pytest.raises(BatcherClosed):
         batcher.add(4)
-    with pytest.raises(BatcherClosed):
-        batcher.add_many([4])
+    for items in ([4], []):  # even nothing is refused: the caller learns it is closed
+        with pytest.raises(BatcherClosed):
+            batcher.add_many(items)
     batcher.close()  # idempotent
     batcher.flush()
     assert batches == [[0, 1, 2]]

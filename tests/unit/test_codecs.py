@@ -202,6 +202,16 @@ def test_struct_codec_refuses_dtypes_without_fixed_bytes() -> None:
         StructCodec(np.dtype(object), "objects")
     with pytest.raises(ValueError, match="fixed-size dtype"):
         StructCodec(np.dtype([]), "empty")
+    with pytest.raises(ValueError, match="structured dtype"):
+        StructCodec(np.dtype(">i4"), "plain")  # it could decode but never encode
+
+
+def test_struct_and_frames_codecs_take_any_iterable_of_items() -> None:
+    structs, frames = bytearray(), bytearray()
+    StructCodec(np.dtype([("a", "<i4")]), "one").encode_batch((item for item in [(1,), (2,)]), structs)
+    FramesCodec().encode_batch((item for item in [b"a", b"bc"]), frames)
+    assert bytes(structs) == struct.pack("<2i", 1, 2)
+    assert FramesCodec().decode_batch(frames) == ([b"a", b"bc"], len(frames))
 
 
 def test_frames_wire_format_and_item_types() -> None:

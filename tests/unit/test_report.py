@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from railcar.report import document, si, table, update_markdown
+import click
+from click.testing import CliRunner
+
+from railcar.report import document, scenario_option, si, table, update_markdown
 
 
 def test_update_markdown_replaces_only_its_section(tmp_path: Path) -> None:
@@ -30,3 +33,13 @@ def test_document_has_the_shared_shape() -> None:
     doc = document([{"scenario": "echo", "system": "railcar", "ops_per_s": 1.0, "errors": 0}], 2.0)
     assert {"tool", "version", "command", "seconds", "machine", "results"} <= set(doc)
     assert {"cpus", "python", "kernel"} <= set(doc["machine"])
+
+
+def test_a_scenario_named_twice_runs_once() -> None:
+    @click.command()
+    @scenario_option(["a", "b"])
+    def command(scenarios: tuple[str, ...]) -> None:
+        click.echo(",".join(scenarios))
+
+    result = CliRunner().invoke(command, ["--scenario", "b", "--scenario", "a", "--scenario", "b"])
+    assert result.output == "b,a\n"

@@ -135,6 +135,12 @@ class _FixedSize(Generic[T]):
 class StructCodec(_FixedSize[tuple[Any, ...]]):
     """Fixed-size records described by a numpy dtype; items are the tuples ``ndarray.tolist()`` gives."""
 
+    def __init__(self, dtype: DTypeLike, name: str) -> None:
+        """Check the dtype; raises ValueError unless structured (named fields), packed and without objects."""
+        super().__init__(dtype, name)
+        if self.dtype.names is None:
+            raise ValueError(f"codec {name!r} needs a structured dtype with named fields, not {self.dtype}")
+
     def encode_batch(self, items: Sequence[tuple[Any, ...]], out: bytearray) -> None:
         """Append the records to ``out``; raises CodecError for an item that is not a tuple fitting the dtype.
 
@@ -143,6 +149,8 @@ class StructCodec(_FixedSize[tuple[Any, ...]]):
         if isinstance(items, np.ndarray):
             out += self.encode_array(items)
             return
+        if not isinstance(items, list | tuple):
+            items = list(items)  # read twice below: a generator would be empty the second time
         # numpy would copy a bare scalar into every field of a record rather than refuse it.
         if not all(map(isinstance, items, itertools.repeat(tuple))):
             raise CodecError(f"{self.name} items must be tuples with one value per field")

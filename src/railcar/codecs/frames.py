@@ -83,6 +83,8 @@ class FramesCodec:
 
     def encode_batch(self, items: Sequence[bytes], out: bytearray) -> None:
         """Append each item with its length; raises CodecError or FrameTooLarge, leaving ``out`` unchanged."""
+        if not isinstance(items, list | tuple):
+            items = list(items)  # read twice below: a generator would be empty the second time
         try:
             # len() of a memoryview counts elements, not bytes.
             sizes = [len(item) if type(item) is bytes else memoryview(item).nbytes for item in items]

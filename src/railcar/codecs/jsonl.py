@@ -45,7 +45,9 @@ def _check_lines(buf: Buffer, end: int, max_line: int) -> None:
 class JsonLinesCodec:
     """One JSON document per line; items are whatever msgspec decodes into ``type``.
 
-    Blank lines are skipped, as msgspec's ``decode_lines`` does.
+    Blank lines are skipped, as msgspec's ``decode_lines`` does.  JSON has no NaN or
+    infinity: msgspec encodes them as ``null``; bytes travel as base64 strings, dict keys
+    as strings and sets as lists, so they come back changed (msgpack keeps them).
     """
 
     name = "jsonl"
