@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -59,6 +61,35 @@ def test_serve_echo_prints_port_echoes_and_stops_on_signal(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_second_signal_while_stopping_still_exits_by_the_deadline(engine: str) -> None:
+    with subprocess.Popen(
+        [*RAILCAR, "serve", "echo", "--engine", engine, "--port", "0", "--deadline", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):  # never read: the echo's output gets stuck
+                for _ in range(4096):
+                    sock.send(bytes(65536))
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)  # used to leave the loop thread running forever
+            started = time.monotonic()
+            try:
+                proc.wait(timeout=10)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            assert time.monotonic() - started < 5
+        _, err = proc.communicate(timeout=5)
+    assert "Traceback" not in err
+
+
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 2, result
     assert result.stdout == ""
@@ -93,6 +124,7 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["bench", "echo", "--seconds", "-3"], "--seconds"),
         (["bench", "idle", "--connections", "0"], "--connections"),
         (["serve", "echo", "--deadline", "nan"], "not a finite number"),
+        (["serve", "echo", "--unix", "/tmp/" + "x" * 120], "AF_UNIX path too long"),
         (["bench", "echo", "--seconds", "inf"], "not a finite number"),
         (["bench", "reqrep", "--seconds", "nan"], "not a finite number"),
         (["bench", "reqrep", "--warmup", "inf"], "not a finite number"),

@@ -61,6 +61,19 @@ def stalling_echo(stall_at: float, stall: float) -> Behaviour:
     return serve
 
 
+def silent_after(replies: int) -> Behaviour:
+    """Echo the first ``replies`` reads, then read on and never answer again."""
+
+    def serve(conn: socket.socket) -> None:
+        answered = 0
+        while data := conn.recv(65536):
+            if answered < replies:
+                conn.sendall(data)
+                answered += 1
+
+    return serve
+
+
 @contextlib.contextmanager
 def serving(behaviour: Behaviour) -> Iterator[int]:
     """Run a thread-per-connection server with ``behaviour`` on 127.0.0.1; yield its port."""

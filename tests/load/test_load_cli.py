@@ -6,8 +6,10 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from railcar.apps.echo import EchoHandler
 from railcar.bench.external import nginx_server, redis_server
 from railcar.engine import create_server
 from railcar.load.worker import MAX_IN_FLIGHT_BATCHES
-from tests.load.servers import closing_echo, delayed_echo, lying_echo, serving, stalling_echo
+from tests.load.servers import closing_echo, delayed_echo, lying_echo, serving, silent_after, stalling_echo
 
 RAILCAR = [sys.executable, "-m", "railcar"]
 
@@ -94,6 +96,46 @@ def test_a_server_that_does_not_answer_times_out() -> None:
         result = load(port, "--users", "2", "--duration", "1.5s", "--timeout", "300ms", "--procs", "1")
     assert result["received"] == 0
     assert result["failure_kinds"]["timeout"] >= 2
+
+
+def test_throughput_counts_the_loaded_time_not_the_wait_for_the_last_replies() -> None:
+    with serving(silent_after(50)) as port:
+        result = load(port, "--users", "1", "--procs", "1")
+    assert result["received"] == 50
+    assert result["elapsed_s"] > 2  # waited for the reply that never came
+    assert 0.9 < result["loaded_s"] < 1.5
+    assert result["ops_per_s"] == pytest.approx(50 / result["loaded_s"], rel=0.01)
+
+
+def test_stress_reports_the_steps_it_finished_when_a_later_one_fails() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def accept_three_then_stop() -> None:
+            conns = [listener.accept()[0] for _ in range(3)]  # the target check and step 1's users
+            listener.close()  # step 2 finds nobody listening
+            for conn in conns:
+                with conn:
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+
+        server = threading.Thread(target=accept_three_then_stop, daemon=True)
+        server.start()
+        done = railcar(
+            "stress",
+            "--port",
+            str(port),
+            "--steps",
+            "2,4",
+            "--step-duration",
+            "1s",
+            "--procs",
+            "1",
+            "--json",
+        )
+    assert done.returncode == 2
+    assert [step["scenario"] for step in json.loads(done.stdout)["results"]] == ["users=2"]
+    assert done.stderr.startswith("railcar: error: step users=4:"), done.stderr
 
 
 def test_open_loop_sees_the_stall_that_closed_loop_hides() -> None:

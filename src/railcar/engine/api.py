@@ -306,9 +306,14 @@ class Server:
             while not stop_requested.wait(3600):
                 pass
         finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-            self.stop(deadline)
+            # The handlers stay ours until stop() returns: a second SIGINT used to raise
+            # KeyboardInterrupt inside stop(), leaving the asyncio engines' loop thread
+            # running forever (the process never exited); the deadline bounds the stop.
+            try:
+                self.stop(deadline)
+            finally:
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
 
     def __enter__(self) -> Server:
         """Start the server; raises BindError if it cannot listen."""

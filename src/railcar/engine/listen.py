@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
@@ -62,24 +61,34 @@ def _listen_unix(path: str, backlog: int) -> socket.socket:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise BindError(f"cannot listen on {path}: {exc.strerror}") from exc
+        raise BindError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
     return sock
 
 
 def _remove_stale_unix_socket(path: str) -> None:
-    """Unlink a socket file nobody listens on; raises BindError if a server still does."""
+    """Unlink a socket file nobody listens on; raises BindError if a server still does (or may)."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise BindError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
     if not stat.S_ISSOCK(mode):
         raise BindError(f"cannot listen on {path}: a file that is not a socket is in the way")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
-    except OSError:
-        with contextlib.suppress(FileNotFoundError):
+    except ConnectionRefusedError:
+        # Only a refused connect proves nobody listens: EACCES and the like say nothing
+        # about a server behind the file, and unlinking it would steal a live server's path.
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BindError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+    except OSError as exc:
+        raise BindError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
     else:
         raise BindError(f"cannot listen on {path}: address already in use")
     finally:

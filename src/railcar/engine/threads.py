@@ -211,7 +211,10 @@ class ThreadsServer(Server):
                 else:
                     conn.close()
         except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            report_handler_error(conn, exc)
+            # stop() may abort a connection while its handler writes (this thread runs on):
+            # the ConnectionClosed that write raises then is the stop, not a handler bug.
+            if not (self._stopping and isinstance(exc, ConnectionClosed)):
+                report_handler_error(conn, exc)
             conn.abort()
         finally:
             conn._closing = True

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from railcar import report
+from railcar.errors import RailcarError
 from railcar.limits import rss_bytes
 from railcar.load import runner
 from railcar.load.plan import Plan
@@ -267,11 +268,20 @@ def stress_command(
     plans = [_plan(users=users, duration=step_duration, **settings) for users in counts]
     runner.ensure_file_limit(max(plans, key=lambda plan: plan.users), procs)
     runner.check_target(plans[0].host, plans[0].port, plans[0].connect_timeout)
-    results, rows = [], []
+    results: list[dict[str, Any]] = []
+    rows: list[list[str]] = []
+    failed: RailcarError | None = None
     for plan in plans:
         with _LiveLine(not quiet and not as_json, step_duration) as live:
             sampler = _PeakRss(server_pid, live)
-            result = runner.run(plan, procs, sampler)
+            try:
+                result = runner.run(plan, procs, sampler)
+            except RailcarError as exc:
+                if not results:
+                    raise
+                # A later step failed (the server died, say): report the steps measured so far.
+                failed = RailcarError(f"step users={plan.users}: {exc}")
+                break
         item = entry(result, f"users={plan.users}")
         item["server_rss_bytes"] = sampler.peak or None
         results.append(item)
@@ -310,5 +320,8 @@ def stress_command(
                 rows,
             )
         )
+    if failed is not None:
+        click.echo(f"railcar: error: {failed}", err=True)
+        sys.exit(2)
     if result.interrupted:
         sys.exit(130)

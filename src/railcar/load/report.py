@@ -57,6 +57,7 @@ def entry(result: LoadResult, scenario: str, system: str = "railcar-load") -> di
         "pipeline": plan.pipeline,
         "rate": plan.rate,
         "elapsed_s": round(result.elapsed, 3),
+        "loaded_s": round(result.loaded, 3),
         "generator_rss_bytes": result.generator_rss,
         "interrupted": result.interrupted,
         "series": [

@@ -3,7 +3,8 @@
 The parent sends ``("go", start)`` once every worker has connected its users and
 ``("stop",)`` to end early; the worker sends ``("ready", connected, error)``, then
 a ``("tick", ...)`` four times a second with its counters and the histogram of the
-replies since the previous tick, and a last tick followed by ``("done", max_rss)``.
+replies since the previous tick, and a last tick followed by ``("done", max_rss, loaded_s)``
+(``loaded_s``: how long it loaded the server, without the drain that follows).
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ class Load:
         self.stop_requested = asyncio.Event()
         self.go = asyncio.Event()
         self.start_at = 0.0
+        self.loaded = 0.0  # seconds from the start to the end of sending (the drain not included)
 
     def queue_write(self, user: User, data: bytes, count: int, due_ns: int | None) -> None:
         """Write ``data`` once this turn of the loop has read everything that is ready.
@@ -343,6 +345,7 @@ class Load:
             async with asyncio.timeout(plan.duration):
                 await self.stop_requested.wait()
         self.running = False
+        self.loaded = time.perf_counter() - self.started
         for user in self.users.values():
             if user.timer is not None:
                 user.timer.cancel()
@@ -375,7 +378,7 @@ class Load:
         for user in list(self.users.values()):
             user.close()
         self.tick()
-        self.parent.send(("done", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+        self.parent.send(("done", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, self.loaded))
 
 
 def main(plan: Plan, parent: Connection) -> None:
