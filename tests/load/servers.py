@@ -61,6 +61,11 @@ def stalling_echo(stall_at: float, stall: float) -> Behaviour:
     return serve
 
 
+def never_reads(conn: socket.socket) -> None:
+    """Accept and never read (for 5 s): what the client sends piles up on its side."""
+    threading.Event().wait(5)
+
+
 def silent_after(replies: int) -> Behaviour:
     """Echo the first ``replies`` reads, then read on and never answer again."""
 

@@ -21,7 +21,15 @@ from railcar.apps.echo import EchoHandler
 from railcar.bench.external import nginx_server, redis_server
 from railcar.engine import create_server
 from railcar.load.worker import MAX_IN_FLIGHT_BATCHES
-from tests.load.servers import closing_echo, delayed_echo, lying_echo, serving, silent_after, stalling_echo
+from tests.load.servers import (
+    closing_echo,
+    delayed_echo,
+    lying_echo,
+    never_reads,
+    serving,
+    silent_after,
+    stalling_echo,
+)
 
 RAILCAR = [sys.executable, "-m", "railcar"]
 
@@ -136,6 +144,16 @@ def test_stress_reports_the_steps_it_finished_when_a_later_one_fails() -> None:
     assert done.returncode == 2
     assert [step["scenario"] for step in json.loads(done.stdout)["results"]] == ["users=2"]
     assert done.stderr.startswith("railcar: error: step users=4:"), done.stderr
+
+
+def test_open_loop_holds_its_schedule_while_the_server_does_not_read() -> None:
+    with serving(never_reads) as port:
+        result = load(
+            port, "--users", "5", "--rate", "1000", "--message", "100000", "--duration", "2s", "--procs", "1"
+        )
+    assert result["received"] == 0
+    # 10,000 messages of 100 kB fell due; without pausing they queued in the generator (405 MiB).
+    assert result["generator_rss_bytes"] < 120 * 2**20  # 59 MiB measured
 
 
 def test_open_loop_sees_the_stall_that_closed_loop_hides() -> None:

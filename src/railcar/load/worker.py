@@ -56,6 +56,7 @@ class User(asyncio.Protocol):
         self.in_flight = 0
         self.next_due = 0
         self.blocked = False
+        self.paused = False  # the transport's buffer is over its high-water mark
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,7 +95,7 @@ class User(asyncio.Protocol):
         now = time.perf_counter_ns()
         due, period, limit = self.next_due, load.period_ns, load.max_in_flight
         while due <= now:
-            if self.in_flight >= limit:
+            if self.in_flight >= limit or self.paused:
                 self.blocked = True
                 break
             self.send(due)
@@ -173,6 +174,17 @@ class User(asyncio.Protocol):
             self.timer = None
         if self.transport is not None:
             self.transport.close()
+
+    def pause_writing(self) -> None:
+        """The server reads slower than the schedule: hold what falls due, timed from when it was due."""
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        """The server caught up: send what fell due meanwhile."""
+        self.paused = False
+        if self.blocked:
+            self.blocked = False
+            self.fire()
 
     def eof_received(self) -> bool:
         """The server closed its side: no more replies will come."""
