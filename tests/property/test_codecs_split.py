@@ -127,7 +127,8 @@ def test_decode_each_agrees_with_decode_batch(name: str, data: st.DataObject) ->
     items = data.draw(st.lists(ITEMS[name], max_size=10), label="items")
     stream = bytearray()
     codec_factory(name)().encode_batch(items, stream)
-    stream += data.draw(st.binary(max_size=3), label="tail")  # an incomplete item is left alone
+    # An incomplete item is left alone (without a newline: for jsonl that would complete a line).
+    stream += data.draw(st.binary(max_size=3), label="tail").replace(b"\n", b"")
     batch, batch_used = codec_factory(name)().decode_batch(memoryview(stream))
     each, each_used = codec_factory(name)().decode_each(memoryview(stream))
     assert (plain(each), each_used) == (plain(batch), batch_used)

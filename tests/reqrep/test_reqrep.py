@@ -292,6 +292,7 @@ def test_a_failed_frame_is_one_error_entry_and_fails_its_calls(serve_reqrep: Ser
                 await client.call_many(list(range(30)))
             assert await client.call_many(list(range(20, 30))) == list(range(21, 31))
             assert client.in_flight == 0
+            assert client.late_replies == 10  # the frame answered after the failure, not the failed ids
 
     run(main())
     with SyncClient(port=port, batch_size=10) as client:

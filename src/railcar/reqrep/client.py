@@ -425,6 +425,9 @@ class Client:
             for first_id, count, message in decode_errors(frame):
                 if count > self._batch_size:  # this client's frames hold at most batch_size requests
                     raise ProtocolError(f"ERROR entry fails {count} requests, more than one frame holds")
+                if first_id in self._batches:  # a whole frame of a batch: the batch fails once
+                    self._settle(first_id, RemoteError(message))
+                    continue
                 for request_id in range(first_id, first_id + count):
                     self._settle(request_id, RemoteError(message))
         elif kind == CONN_ERROR:
