@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -355,7 +356,7 @@ class ThreadBatcher(Generic[T]):
             return True
 
     def add(self, item: T, timeout: float | None = None) -> None:
-        """Queue ``item``, blocking while full; raises QueueFull after ``timeout`` s, BatcherClosed."""
+        """Queue ``item``, blocking while full; raises QueueFull (timeout), BatcherClosed, ValueError."""
         with self._lock:
             policy = self._policy
             if self._closed or not policy.has_room():
@@ -412,6 +413,8 @@ class ThreadBatcher(Generic[T]):
     def _wait_room(self, timeout: float | None) -> None:
         """Wait (lock held) until one item fits; raises QueueFull on timeout and BatcherClosed after close."""
         policy = self._policy
+        if timeout is not None and math.isnan(timeout):
+            raise ValueError("timeout must be a number of seconds or None, not nan")  # would wait forever
         if not self._room.wait_for(lambda: self._closed or policy.has_room(), timeout):
             raise QueueFull(f"no room in the batch queue within {timeout} s")
         if self._closed:
@@ -435,7 +438,7 @@ class ThreadBatcher(Generic[T]):
                     lock.release()
                     try:
                         self._callback(batch)
-                    except Exception:
+                    except BaseException:  # even sys.exit() in a callback must not end delivery
                         self.errors += 1
                         log.exception("batch callback failed on %d items", len(batch))
                     finally:

@@ -614,12 +614,15 @@ def test_threads_close_wakes_blocked_adds_with_batcher_closed() -> None:
     assert callback.delivered == list(range(6))
 
 
-def test_threads_callback_errors_are_logged_counted_and_survived(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("error", [RuntimeError("boom"), SystemExit(3)], ids=["exception", "sys.exit"])
+def test_threads_callback_errors_are_logged_counted_and_survived(
+    caplog: pytest.LogCaptureFixture, error: BaseException
+) -> None:
     delivered: list[int] = []
 
     def sometimes(batch: list[int]) -> None:
         if 3 in batch:
-            raise RuntimeError("boom")
+            raise error
         delivered.extend(batch)
 
     with caplog.at_level(logging.ERROR, logger="railcar.batching"):
@@ -680,3 +683,13 @@ def test_thread_window_past_timeout_max_still_delivers_on_flush_and_close(window
     batcher.flush()
     batcher.close()
     assert got == [[1, 2, 3], [4]]
+
+
+def test_threads_add_refuses_a_nan_timeout_when_it_would_wait() -> None:
+    release = threading.Event()
+    with ThreadBatcher(lambda _batch: release.wait(5), batch_size=1, window=60.0, queue_size=1) as batcher:
+        batcher.add(1)  # taken by the callback, which holds on
+        wait_until(lambda: batcher.try_add(2))  # the queue's one place is taken
+        with pytest.raises(ValueError, match="nan"):
+            batcher.add(3, timeout=float("nan"))
+        release.set()
