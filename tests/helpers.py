@@ -21,6 +21,7 @@ class Recorder(Handler):
         self.started = threading.Event()
         self.max_write_buffer = 0
         self.writable_calls = 0
+        self.writing_since: float | None = None  # when a write still in progress began (threads engine)
 
     def on_start(self, server: object) -> None:
         self.started.set()
@@ -31,7 +32,11 @@ class Recorder(Handler):
             self.conns.append(conn)
 
     def on_data(self, conn: Conn, data: memoryview) -> None:
-        conn.write(data)
+        self.writing_since = time.monotonic()
+        try:
+            conn.write(data)
+        finally:
+            self.writing_since = None
         size = conn.write_buffer_size
         if size > self.max_write_buffer:
             self.max_write_buffer = size
@@ -42,6 +47,13 @@ class Recorder(Handler):
     def on_close(self, conn: Conn, exc: BaseException | None) -> None:
         with self.lock:
             self.closed.append(exc)
+
+
+def output_stuck(recorder: Recorder, for_at_least: float = 0.3) -> bool:
+    """True when the server holds output it cannot send: queued, or a write blocked that long."""
+    since = recorder.writing_since
+    blocked = since is not None and time.monotonic() - since > for_at_least
+    return blocked or any(conn.write_buffer_size > 0 for conn in recorder.conns)
 
 
 def connect(port: int, timeout: float = 10.0, rcvbuf: int | None = None) -> socket.socket:

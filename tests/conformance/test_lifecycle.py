@@ -14,7 +14,7 @@ import pytest
 from railcar import BindError, Conn, Handler, InboundOverflow, Server, create_server
 from railcar.apps.echo import EchoHandler
 from tests.conftest import ServerFactory
-from tests.helpers import Recorder, connect, pump_without_reading, recv_exactly, wait_until
+from tests.helpers import Recorder, connect, output_stuck, pump_without_reading, recv_exactly, wait_until
 
 
 def test_port_zero_reports_the_bound_port_and_calls_on_start(serve: ServerFactory) -> None:
@@ -49,13 +49,18 @@ def test_stop_gives_up_on_stuck_output_at_the_deadline(engine: str) -> None:
     server = create_server(recorder, engine, high_water=256 * 1024, read_buffer=64 * 1024)
     server.start()
     with connect(server.port, rcvbuf=64 * 1024) as stuck:
-        # Until a whole stall passes with nothing sent: one stall can be a server thread that
-        # was starved for a moment (seen in full runs), its output not stuck at all.
-        while pump_without_reading(stuck, 256 * 1024 * 1024):
-            pass
+        pump_without_reading(stuck, 256 * 1024 * 1024)
+        # A stall of the client's sends alone does not prove it: in about one conformance run
+        # in four the threads server was then waiting to read, not blocked writing.
+        assert wait_until(lambda: output_stuck(recorder), 5)
         started = time.monotonic()
         server.stop(deadline=0.5)
-        assert 0.4 < time.monotonic() - started < 3.0
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.0
+    # The threads engine writes in the kernel: a send blocked for seconds was seen to complete
+    # as stop() shut the read side (about one conformance run in five); the output then left,
+    # the connection closed cleanly, and stop rightly did not wait for the deadline.
+    assert elapsed > 0.4 or (engine == "threads" and recorder.closed == [None])
     assert server.active_connections == 0
     assert len(recorder.closed) == 1
 
