@@ -59,12 +59,8 @@ class _Batch:
         self.parts: list[tuple[int, bytes]] = []
 
     def fill_raw(self, offset: int, count: int, payload: bytes) -> None:
-        self.remaining -= count
-        if self.remaining == 0 and not self.parts:  # the whole batch came in one frame
-            if not self.future.done():
-                self.future.set_result(payload)
-            return
         self.parts.append((offset, payload))
+        self.remaining -= count
         if not self.remaining and not self.future.done():
             self.future.set_result(b"".join(part for _, part in sorted(self.parts)))
 
