@@ -135,13 +135,18 @@ def encode_run_errors(out: bytearray, runs: list[tuple[int, int, str]]) -> None:
     end_frame(out, start, ERROR, len(runs), runs[0][0] if runs else 0)
 
 
-def decode_errors(frame: Frame) -> list[tuple[int, int, str]]:
-    """Return the (first id, how many ids, message) runs of an ERROR frame; raises ProtocolError."""
+def decode_errors(frame: Frame, widest: int = 2**32 - 1) -> list[tuple[int, int, str]]:
+    """Return the (first id, how many ids, message) runs of an ERROR frame; raises ProtocolError.
+
+    A run of more than ``widest`` ids (a receiver's largest frame) breaks the protocol.
+    """
     entries: list[tuple[int, int, str]] = []
     payload, offset = frame.payload, 0
     try:
         for _ in range(frame.count):
             first_id, count, size = _ERROR_ENTRY.unpack_from(payload, offset)
+            if count > widest:
+                raise ProtocolError(f"ERROR entry fails {count} requests, more than one frame holds")
             offset += _ERROR_ENTRY.size
             if offset + size > len(payload):
                 raise ProtocolError("truncated ERROR frame")

@@ -418,11 +418,10 @@ class Client:
         elif kind == REPLY_IDS:
             self._deliver(*decode_replies(frame, self._codec.decode_batch))
         elif kind == ERROR:
-            for first_id, count, message in decode_errors(frame):
-                if count > self._batch_size:  # this client's frames hold at most batch_size requests
-                    raise ProtocolError(f"ERROR entry fails {count} requests, more than one frame holds")
-                if first_id in self._batches:  # a whole frame of a batch: the batch fails once
-                    self._settle(first_id, RemoteError(message))
+            for first_id, count, message in decode_errors(frame, widest=self._batch_size):
+                entry = self._batches.get(first_id)
+                if entry is not None:  # a whole frame of a batch: the batch fails once
+                    self._fail_batch(entry[0], RemoteError(message))
                     continue
                 for request_id in range(first_id, first_id + count):
                     self._settle(request_id, RemoteError(message))
@@ -456,16 +455,10 @@ class Client:
         for batch, offset in list(self._batches.values()):
             start = batch.first_id + offset
             if start <= request_id < start + min(self._batch_size, batch.count - offset):
-                self._in_flight -= 1
                 if isinstance(outcome, BaseException):
-                    # The whole batch fails: forget every frame of it, or their replies count again.
-                    for frame_id in range(batch.first_id, batch.first_id + batch.count, self._batch_size):
-                        self._batches.pop(frame_id, None)
-                    self._in_flight -= batch.remaining - 1
-                    batch.remaining = 0
-                    if not batch.future.done():
-                        batch.future.set_exception(outcome)
+                    self._fail_batch(batch, outcome)
                 else:
+                    self._in_flight -= 1
                     batch.fill(request_id - batch.first_id, [outcome])
                 return
         self.late_replies += 1
@@ -491,14 +484,17 @@ class Client:
         self._wake_waiters()
 
     def _expire_batch(self, batch: _Batch, timeout: float) -> None:
-        for first_id, (entry, _) in list(self._batches.items()):
-            if entry is batch:
-                del self._batches[first_id]
+        self._fail_batch(batch, RequestTimeout(f"no reply within {timeout} s"))
+        self._wake_waiters()
+
+    def _fail_batch(self, batch: _Batch, error: BaseException) -> None:
+        """Fail a whole batch: forget its frames (their late replies are then counted) and free its window."""
+        for frame_id in range(batch.first_id, batch.first_id + batch.count, self._batch_size):
+            self._batches.pop(frame_id, None)
         self._in_flight -= batch.remaining
         batch.remaining = 0
         if not batch.future.done():
-            batch.future.set_exception(RequestTimeout(f"no reply within {timeout} s"))
-        self._wake_waiters()
+            batch.future.set_exception(error)
 
     def _lost(self, exc: BaseException) -> None:
         if self._failure is not None:

@@ -471,9 +471,7 @@ class SyncClient:
             for request_id, reply in zip(ids, replies, strict=True):
                 self._settle(request_id, [reply], woken)
         elif frame.kind == ERROR:
-            for first_id, count, message in decode_errors(frame):
-                if count > self._batch_size:  # this client's frames hold at most batch_size requests
-                    raise ProtocolError(f"ERROR entry fails {count} requests, more than one frame holds")
+            for first_id, count, message in decode_errors(frame, widest=self._batch_size):
                 self._settle(first_id, [RemoteError(message) for _ in range(count)], woken, failed=True)
         elif frame.kind == CONN_ERROR:
             raise ConnectionLost(f"server closed the connection: {frame.payload.decode('utf-8', 'replace')}")
