@@ -104,15 +104,10 @@ def _framing_problem(frame: Frame, decoded: int, used: int) -> str:
     return f"frame holds {decoded} whole requests{left_over}, its header says {frame.count}"
 
 
-def _fail_frame(out: bytearray, frame: Frame, message: str) -> None:
-    """Append an ERROR frame failing every request of ``frame`` with ``message``."""
-    encode_run_errors(out, [(frame.first_id, frame.count, message)])
-
-
 def _fail(session: _Session, frame: Frame, message: str, out: bytearray) -> None:
-    """Fail every request of ``frame`` with ``message`` into ``out``, counted for the session's log line."""
+    """Fail every request of ``frame`` with ``message`` (one ERROR run), counted for the log line."""
     session.note_failed(frame.count, message)
-    _fail_frame(out, frame, message)
+    encode_run_errors(out, [(frame.first_id, frame.count, message)])
 
 
 class ReqRepHandler(Handler):
