@@ -61,8 +61,13 @@ def _listen_unix(path: str, backlog: int) -> socket.socket:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise BindError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+        raise _cannot_listen(path, exc) from exc
     return sock
+
+
+def _cannot_listen(path: str, exc: OSError) -> BindError:
+    """Return the BindError for an OSError met while setting up the Unix socket ``path``."""
+    return BindError(f"cannot listen on {path}: {exc.strerror or exc}")
 
 
 def _remove_stale_unix_socket(path: str) -> None:
@@ -72,7 +77,7 @@ def _remove_stale_unix_socket(path: str) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise BindError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+        raise _cannot_listen(path, exc) from exc
     if not stat.S_ISSOCK(mode):
         raise BindError(f"cannot listen on {path}: a file that is not a socket is in the way")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -86,9 +91,9 @@ def _remove_stale_unix_socket(path: str) -> None:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise BindError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+            raise _cannot_listen(path, exc) from exc
     except OSError as exc:
-        raise BindError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+        raise _cannot_listen(path, exc) from exc
     else:
         raise BindError(f"cannot listen on {path}: address already in use")
     finally:
