@@ -321,7 +321,6 @@ def stress_command(
             )
         )
     if failed is not None:
-        click.echo(f"railcar: error: {failed}", err=True)
-        sys.exit(2)
+        raise failed  # after the table: main() prints it as every error, one line, exit 2
     if result.interrupted:
         sys.exit(130)
