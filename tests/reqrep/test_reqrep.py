@@ -384,7 +384,13 @@ def test_server_lost_mid_batch_fails_every_pending_call_fast(silent: SilentServe
         results = await asyncio.wait_for(asyncio.gather(*pending, batch, return_exceptions=True), 2)
         assert all(isinstance(r, ConnectionLost) for r in results)
         assert client.in_flight == 0
-        with pytest.raises(ConnectionLost):
+        assert not client.connected
+        assert not client.closed  # reconnecting: a new call waits for the connection, within its timeout
+        with pytest.raises(RequestTimeout, match="not connected"):
+            await client.call(1, timeout=0.2)
+        await client.close()
+        assert client.closed
+        with pytest.raises(ConnectionLost, match="client closed"):
             await client.call(1)
 
     run(main())
@@ -575,8 +581,8 @@ def test_sync_client_timeout_and_lost_server(silent: SilentServer) -> None:
         waiter.join(5)
         assert len(outcome) == 1
         assert isinstance(outcome[0], ConnectionLost)
-        with pytest.raises(ConnectionLost):
-            client.call(1)
+        with pytest.raises(RequestTimeout, match="not connected"):
+            client.call(1, timeout=0.2)
 
 
 def _raises(fn: Callable[[], Any]) -> BaseException:
