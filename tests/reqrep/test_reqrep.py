@@ -253,6 +253,16 @@ def test_protocol_violation_gets_conn_error_and_close(
         assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
 
 
+def test_an_async_service_needs_an_engine_with_an_event_loop(engine: str) -> None:
+    if engine in ("asyncio", "uvloop"):
+        create_reqrep_server(echo_later, "jsonl", engine=engine)  # made, not started: nothing to stop
+        return
+    with pytest.raises(
+        ValueError, match=f"an async service needs an engine with an event loop, not '{engine}'"
+    ):
+        create_reqrep_server(echo_later, "jsonl", engine=engine)
+
+
 def test_item_service_runs_once_per_request_when_one_of_them_raises(serve_reqrep: Serve) -> None:
     calls: list[int] = []
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from railcar.reqrep.answering import MODES, Mode
 from railcar.reqrep.client import Client, ClientPool
-from railcar.reqrep.server import MODES, Mode, ReqRepHandler, create_reqrep_server
+from railcar.reqrep.server import ReqRepHandler, create_reqrep_server
 
 __all__ = ["MODES", "Client", "ClientPool", "Mode", "ReqRepHandler", "create_reqrep_server"]
