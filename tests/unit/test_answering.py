@@ -11,12 +11,15 @@ from railcar.codecs import codec_factory
 from railcar.proto.reqrep import (
     ERROR,
     HEADER,
+    HELLO,
     REPLY,
     REQUEST,
     Frame,
     FrameReader,
     append_frame,
     decode_errors,
+    decode_hello,
+    encode_hello,
 )
 from railcar.reqrep.answering import Answerer, Session
 
@@ -31,11 +34,27 @@ def request(first_id: int, *numbers: int) -> bytes:
     return bytes(out)
 
 
+def test_receive_answers_an_opening_hello_and_fails_an_oversized_frame() -> None:
+    hello = bytearray()
+    encode_hello(hello)
+    oversized = request(2, *range(2000))  # 8 kB of requests
+    reading, out = session(), bytearray()
+    frames, error = reading.receive(bytes(hello) + request(1, 5) + oversized + request(2002, 6), out)
+    assert error is None
+    assert [(f.first_id, f.count) for f in frames] == [(1, 1), (2002, 1)]
+    answer, failed = FrameReader().feed(out)
+    assert (answer.kind, decode_hello(answer)) == (HELLO, 4096)
+    assert decode_errors(failed) == [
+        (2, 2000, "request frame of 8013 bytes is over the server's limit of 4096 bytes")
+    ]
+    assert reading.failed == 2000
+
+
 def test_receive_returns_the_frames_before_the_one_that_breaks_the_stream() -> None:
     reading, out = session(), bytearray()
-    frames, error = reading.receive(request(1, 5) + HEADER.pack(13, REPLY, 0, 0) + request(2, 6), out)
+    frames, error = reading.receive(request(1, 5) + HEADER.pack(13, HELLO, 0, 0) + request(2, 6), out)
     assert [f.first_id for f in frames] == [1]
-    assert str(error) == "expected REQUEST frames, got kind 2"
+    assert str(error) == "HELLO after the first frame"
     assert out == b""
 
 

@@ -16,16 +16,20 @@ from typing import Any, Literal
 from railcar.codecs import Codec
 from railcar.errors import CodecError, ProtocolError
 from railcar.proto.reqrep import (
+    HELLO,
+    MIN_LENGTH,
     REPLY,
     REPLY_IDS,
     Frame,
     FrameReader,
     begin_frame,
     encode_errors,
+    encode_hello,
     encode_run_errors,
     end_frame,
     frame_header,
     framing_problem,
+    hello_problem,
     pack_ids,
     request_problem,
 )
@@ -50,23 +54,53 @@ class Session:
 
     reader: FrameReader
     codec: Codec[Any]
+    fresh: bool = True  # no frame received yet: the only place for a HELLO
     failed: int = 0
     first_failure: str = ""
 
     def receive(self, data: bytes | memoryview, out: bytearray) -> tuple[list[Frame], ProtocolError | None]:
         """Return the REQUEST frames ``data`` completed, and the error that breaks the stream if one does.
 
-        The frames before a broken one are returned, to be answered before the connection closes.
+        A HELLO opening the connection is answered into ``out``, and a REQUEST frame over
+        the reader's limit fails its ids there (one ERROR run); the frames before a broken
+        one are returned, to be answered before the connection closes.
         """
         try:
             frames = self.reader.feed(data)
         except ProtocolError as exc:
             return [], exc
         for index, frame in enumerate(frames):
-            problem = request_problem(frame)
-            if problem is not None:
-                return frames[:index], ProtocolError(problem)
+            if frame.skipped or request_problem(frame) is not None:
+                return self._sort_out(frames, index, out)
+        if frames:
+            self.fresh = False
         return frames, None
+
+    def _sort_out(
+        self, frames: list[Frame], start: int, out: bytearray
+    ) -> tuple[list[Frame], ProtocolError | None]:
+        """``receive`` from ``frames[start]`` on, where a frame is not a REQUEST to answer as usual."""
+        requests = frames[:start]
+        for index in range(start, len(frames)):
+            frame = frames[index]
+            if frame.kind == HELLO:
+                problem = hello_problem(frame, first=self.fresh and not index)
+                if problem is None:
+                    encode_hello(out, self.reader.max_frame)
+                    continue
+            else:
+                problem = request_problem(frame)
+            if problem is not None:
+                self.fresh = False
+                return requests, ProtocolError(problem)
+            if frame.skipped:
+                size, limit = MIN_LENGTH + frame.skipped, self.reader.max_frame
+                message = f"request frame of {size} bytes is over the server's limit of {limit} bytes"
+                self.fail(frame, message, out)
+            else:
+                requests.append(frame)
+        self.fresh = False
+        return requests, None
 
     def fail(self, frame: Frame, message: str, out: bytearray) -> None:
         """Fail every request of ``frame`` with ``message`` (one ERROR run), counted for the log line."""

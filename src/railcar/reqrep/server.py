@@ -14,11 +14,14 @@ from typing import Any, cast
 from railcar.codecs import CodecFactory, FixedSizeCodec, codec_factory
 from railcar.engine import create_server, server_class
 from railcar.engine.api import Conn, Handler, Server
-from railcar.proto.reqrep import DEFAULT_MAX_FRAME, FrameReader, encode_conn_error
+from railcar.proto.reqrep import DEFAULT_MAX_FRAME, REQUEST, FrameReader, encode_conn_error
 from railcar.reqrep.answering import MODES, Answerer, Mode, Session
 from railcar.reqrep.async_service import DEFAULT_MAX_IN_PROGRESS, AsyncAnswerer, AsyncSession
 
 log = logging.getLogger("railcar.reqrep")
+
+#: The server skips the payload of a REQUEST frame over its limit and fails the frame's ids.
+_SKIP_KINDS = frozenset({REQUEST})
 
 
 class ReqRepHandler(Handler):
@@ -67,7 +70,7 @@ class ReqRepHandler(Handler):
     def on_open(self, conn: Conn) -> None:
         """Give the connection its own frame reader and codec."""
         session = Session if self._async is None else AsyncSession
-        conn.context["reqrep"] = session(FrameReader(self._max_frame), self._factory())
+        conn.context["reqrep"] = session(FrameReader(self._max_frame, _SKIP_KINDS), self._factory())
 
     def on_data(self, conn: Conn, data: memoryview) -> None:
         """Answer every complete request frame in ``data`` with one write."""
@@ -79,7 +82,7 @@ class ReqRepHandler(Handler):
                 self._async.start(conn, cast(AsyncSession, session), frames)
             else:
                 self._answer(session, frames, out)
-            session.log_failed(conn.peer)
+        session.log_failed(conn.peer)
         if error is not None:
             log.warning("protocol error from %s: %s", conn.peer, error)
             encode_conn_error(out, f"protocol error: {error}")
