@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from railcar.reqrep.answering import MODES, Mode
 from railcar.reqrep.client import Client, Dial
 from railcar.reqrep.pool import ClientPool, SyncClientPool
-from railcar.reqrep.server import MODES, Mode, ReqRepHandler, create_reqrep_server
+from railcar.reqrep.server import ReqRepHandler, create_reqrep_server
 from railcar.reqrep.sync import SyncClient, SyncDial
 
 __all__ = [

@@ -177,6 +177,11 @@ class Client:
         return self._core.late_replies
 
     @property
+    def frame_limit(self) -> int:
+        """The largest frame this client sends: its ``max_frame``, or the server's limit if lower."""
+        return self._core.send_limit
+
+    @property
     def connected(self) -> bool:
         """True while a connection is up (False while reconnecting and once closed)."""
         return self._connection is not None
@@ -425,7 +430,7 @@ class Client:
         if connection.lost or connection.transport is None:
             raise ConnectionLost("connection closed while connecting")
         connection.transport.set_write_buffer_limits(self._write_buffer)
-        self._core.connection_made()
+        connection.transport.write(self._core.connection_made())
         self._connection = connection
         self._wake_waiters()
 

@@ -26,6 +26,8 @@ from railcar.proto.reqrep import (
     ERROR,
     HEADER,
     HEADER_SIZE,
+    HELLO,
+    MIN_LENGTH,
     REPLY,
     REPLY_IDS,
     REQUEST,
@@ -33,6 +35,8 @@ from railcar.proto.reqrep import (
     FrameReader,
     begin_frame,
     decode_errors,
+    decode_hello,
+    encode_hello,
     end_frame,
     frame_header,
     split_ids,
@@ -113,7 +117,7 @@ class ClientCore:
         self.batches: dict[int, tuple[Batch, int, int]] = {}
         self.queued: list[Any] = []
         self.queued_ids: list[int] = []
-        self.reader = FrameReader(max_frame)
+        self.reader = self._new_reader()
 
     # -- the window ------------------------------------------------------------------------
 
@@ -121,9 +125,17 @@ class ClientCore:
         """True when ``count`` more requests fit the window; a larger batch fits an empty window."""
         return self.in_flight + count <= self.max_in_flight or not self.in_flight
 
-    def connection_made(self) -> None:
-        """Start reading a new connection from a frame boundary."""
-        self.reader = FrameReader(self.max_frame)
+    def connection_made(self) -> bytearray:
+        """Start a new connection; return its first bytes: a HELLO asking the server for its limit."""
+        self.reader = self._new_reader()
+        self.send_limit = self.max_frame  # until this server says otherwise
+        hello = bytearray()
+        encode_hello(hello)
+        return hello
+
+    def _new_reader(self) -> FrameReader:
+        # A REPLY frame over the limit names its ids in its header: they fail, the connection stays.
+        return FrameReader(self.max_frame, skip_kinds=frozenset({REPLY}))
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -279,7 +291,7 @@ class ClientCore:
         while end - offset >= HEADER_SIZE:
             length, kind, count, first_id = unpack(view, offset)
             stop = offset + 4 + length
-            if kind != REPLY or stop > end or not HEADER_SIZE - 4 <= length <= limit:
+            if kind != REPLY or stop > end or not MIN_LENGTH <= length <= limit:
                 break
             self._on_reply(first_id, count, view[offset + HEADER_SIZE : stop])
             offset = stop
@@ -288,12 +300,21 @@ class ClientCore:
     def _on_frame(self, frame: Frame) -> None:
         kind = frame.kind
         if kind == REPLY:
-            self._on_reply(frame.first_id, frame.count, frame.payload)
+            if frame.skipped:
+                size = frame.skipped + HEADER_SIZE
+                error = FrameTooLarge(
+                    f"reply frame of {size} bytes is over max_frame ({self.max_frame} bytes)"
+                )
+                self.fail_ids(frame.first_id, frame.count, error)
+            else:
+                self._on_reply(frame.first_id, frame.count, frame.payload)
         elif kind == REPLY_IDS:
             self._on_reply_ids(frame)
         elif kind == ERROR:
             for first_id, count, message in decode_errors(frame, widest=self.batch_size):
                 self.fail_ids(first_id, count, RemoteError(message))
+        elif kind == HELLO:
+            self.send_limit = min(self.max_frame, decode_hello(frame))
         elif kind == CONN_ERROR:
             raise ConnectionLost(f"server closed the connection: {frame.payload.decode('utf-8', 'replace')}")
         else:

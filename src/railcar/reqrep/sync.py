@@ -228,7 +228,11 @@ class SyncClient:
         self._reader_wake = _ReaderWake()
         self.reconnects = 0
         sock = self._dial(connect_timeout)
-        sock.setblocking(False)
+        try:
+            self._start(sock)
+        except BaseException:
+            sock.close()
+            raise
         self._sock: socket.socket | None = sock
         self._thread = threading.Thread(target=self._run, args=(sock,), name="railcar-reqrep-io", daemon=True)
         self._thread.start()
@@ -242,6 +246,11 @@ class SyncClient:
     def late_replies(self) -> int:
         """Replies that came after their call had timed out or failed: dropped."""
         return self._core.late_replies
+
+    @property
+    def frame_limit(self) -> int:
+        """The largest frame this client sends: its ``max_frame``, or the server's limit if lower."""
+        return self._core.send_limit
 
     @property
     def connected(self) -> bool:
@@ -477,12 +486,16 @@ class SyncClient:
                 log.info("reconnect attempt %d failed: %s", attempts, exc)
                 error = exc
                 continue
-            sock.setblocking(False)
             with self._lock:
                 if self._closed:
                     sock.close()
                     return None
-                self._core.connection_made()
+                try:
+                    self._start(sock)
+                except OSError as exc:
+                    sock.close()
+                    error = exc
+                    continue
                 self._sock = sock
                 self._awake = True
                 self._room.notify_all()
@@ -495,6 +508,11 @@ class SyncClient:
             )
             self._room.notify_all()
         return None
+
+    def _start(self, sock: socket.socket) -> None:
+        """Begin a new connection (lock held, or before the I/O thread runs): its HELLO, then no blocking."""
+        sock.sendall(self._core.connection_made())  # a few bytes to a fresh socket: never blocks
+        sock.setblocking(False)
 
     def _serve(self, sock: socket.socket, buffer: bytearray) -> BaseException:
         """Read and settle replies until the connection ends; return why it ended."""
