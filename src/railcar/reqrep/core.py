@@ -268,8 +268,8 @@ class ClientCore:
 
     def _too_large(self, size: int, what: str = "") -> FrameTooLarge:
         limit = self.send_limit
-        whose = "the server's" if limit < self.max_frame else "max_frame,"
-        return FrameTooLarge(f"{what}needs a frame of {size} bytes, over {whose} limit of {limit} bytes")
+        whose = "the server's limit" if limit < self.max_frame else "max_frame"
+        return FrameTooLarge(f"{what}needs a frame of {size} bytes, over {whose} of {limit} bytes")
 
     # -- receiving -------------------------------------------------------------------------
 

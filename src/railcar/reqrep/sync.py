@@ -153,6 +153,7 @@ class _ReaderWake:
     """Wakes the I/O thread from its park (a poll of the socket and this): an eventfd, or a pipe."""
 
     def __init__(self) -> None:
+        self.read_fd = self.write_fd = -1  # for __del__, should creating them fail
         if hasattr(os, "eventfd"):
             self.read_fd = self.write_fd = os.eventfd(0, os.EFD_NONBLOCK)
         else:
@@ -169,9 +170,8 @@ class _ReaderWake:
 
     def __del__(self) -> None:
         # Closed with the client object, never earlier: a late set() must not write to a reused fd.
-        os.close(self.read_fd)
-        if self.write_fd != self.read_fd:
-            os.close(self.write_fd)
+        for fd in {self.read_fd, self.write_fd} - {-1}:
+            os.close(fd)
 
 
 class SyncClient:
