@@ -68,7 +68,17 @@ class Batch:
     A raw batch (call_array) keeps reply payloads undecoded and resolves to their bytes.
     """
 
-    __slots__ = ("count", "first_id", "frame_ids", "parts", "raw", "remaining", "results", "waiter")
+    __slots__ = (
+        "answered",
+        "count",
+        "first_id",
+        "frame_ids",
+        "parts",
+        "raw",
+        "remaining",
+        "results",
+        "waiter",
+    )
 
     def __init__(self, waiter: Waiter, first_id: int, count: int, raw: bool) -> None:
         self.waiter = waiter
@@ -79,6 +89,7 @@ class Batch:
         self.results: list[Any] = [] if raw else [None] * count
         self.parts: list[tuple[int, bytes]] = []
         self.frame_ids: list[int] = []
+        self.answered: set[int] = set()  # offsets answered one by one (REPLY_IDS): a repeat is late
 
     def fill(self, offset: int, values: Sequence[Any]) -> None:
         """Store decoded replies from ``offset``; complete the waiter with the last."""
@@ -321,11 +332,19 @@ class ClientCore:
             raise ProtocolError(f"unexpected frame kind {kind} from server")
 
     def _on_reply(self, first_id: int, count: int, payload: bytes | memoryview) -> None:
-        entry = self.batches.pop(first_id, None)
+        entry = self.batches.get(first_id)
         if entry is not None:
             batch, offset, requests = entry
             if count != requests:
                 raise ProtocolError(f"reply frame holds {count} replies for a frame of {requests} requests")
+            if batch.answered:  # some members came one by one (rare): settle each, repeats are late
+                replies = self._decode(payload, count)
+                size = self.fixed.itemsize if batch.raw and self.fixed is not None else 0
+                for index, reply in enumerate(replies):
+                    record = bytes(payload[index * size : (index + 1) * size]) if size else None
+                    self._settle_stray(first_id + index, reply, record)
+                return
+            del self.batches[first_id]
             self.in_flight -= count
             if batch.raw:
                 assert self.fixed is not None  # only call_array makes raw batches
@@ -377,13 +396,22 @@ class ClientCore:
             self.late_replies += 1
             return
         batch, offset = found
+        frame_id = max(frame for frame in batch.frame_ids if frame <= request_id)
+        if offset in batch.answered or frame_id not in self.batches:  # answered already
+            self.late_replies += 1
+            return
+        if batch.raw and record is None:
+            raise ProtocolError("a record of a call_array answered in a frame of its own kind")
+        batch.answered.add(offset)
         self.in_flight -= 1
         if batch.raw:
-            if record is None:
-                raise ProtocolError("a record of a call_array answered in a frame of its own kind")
+            assert record is not None
             batch.fill_raw(offset, 1, record)
         else:
             batch.fill(offset, [reply])
+        if not batch.remaining:
+            for frame in batch.frame_ids:
+                self.batches.pop(frame, None)
 
     def _batch_of(self, request_id: int) -> tuple[Batch, int] | None:
         """The pending batch holding ``request_id`` and its offset there (rare: a partial or error reply)."""
@@ -440,6 +468,7 @@ class ClientCore:
                 waiter.set_exception(renewed(error))
         batches, self.batches = self.batches, {}
         for batch, _, _ in batches.values():
+            batch.remaining = 0  # a timeout or cancellation after the loss frees nothing twice
             if not batch.waiter.done():
                 batch.waiter.set_exception(renewed(error))
         self.queued, self.queued_ids = [], []
