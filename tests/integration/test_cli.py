@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -62,9 +63,10 @@ def test_serve_echo_prints_port_echoes_and_stops_on_signal(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_second_signal_while_stopping_still_exits_by_the_deadline(engine: str) -> None:
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_aborts_what_is_left_at_once(engine: str, second: signal.Signals) -> None:
     with subprocess.Popen(
-        [*RAILCAR, "serve", "echo", "--engine", engine, "--port", "0", "--deadline", "2"],
+        [*RAILCAR, "serve", "echo", "--engine", engine, "--port", "0", "--deadline", "60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -72,22 +74,28 @@ def test_a_second_signal_while_stopping_still_exits_by_the_deadline(engine: str)
         assert proc.stdout is not None
         port = int(proc.stdout.readline().rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.setblocking(False)
-            with contextlib.suppress(BlockingIOError):  # never read: the echo's output gets stuck
-                for _ in range(4096):
-                    sock.send(bytes(65536))
+            sending = threading.Thread(target=_send_until_closed, args=(sock,), daemon=True)
+            sending.start()  # and never read: the echo's output gets stuck
+            time.sleep(1)
             proc.send_signal(signal.SIGINT)
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGINT)  # used to leave the loop thread running forever
+            time.sleep(0.5)
+            assert proc.poll() is None  # the first signal waits (up to 60 s) for the stuck echo
+            proc.send_signal(second)  # once used to leave the loop thread running forever
             started = time.monotonic()
             try:
-                proc.wait(timeout=10)
+                assert proc.wait(timeout=10) == 0
             finally:
                 if proc.poll() is None:
                     proc.kill()
             assert time.monotonic() - started < 5
         _, err = proc.communicate(timeout=5)
     assert "Traceback" not in err
+
+
+def _send_until_closed(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            sock.sendall(bytes(65536))
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
