@@ -100,7 +100,7 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default="one per CPU, minus one when the server is on this machine",
             help="Worker processes the users are spread over. Each can keep a CPU busy: on the "
             "server's machine a worker on the server's CPU slows the server down (p99 against "
-            "redis-server doubled with one worker per CPU); each also takes about 0.3 s to start.",
+            "redis-server doubled with one worker per CPU); each also takes about 50 MiB of memory.",
         ),
         click.option(
             "--timeout",
@@ -192,8 +192,8 @@ _EXIT_STATUS = f"""Exit status:
 
 \b
   0    the run completed within --max-failures
-  2    bad input, the server cannot be reached, or --out/--plot could not be written
-       (the report is printed all the same)
+  2    bad input or the server cannot be reached (nothing is run), or --out/--plot
+       could not be written after the run (the report is printed all the same)
   {EXIT_FAILED}    the run completed over --max-failures, or no request was answered
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the partial report is printed
 """
