@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import click
 import pytest
 
 from railcar import ENGINES
@@ -321,3 +322,85 @@ def test_stress_steps_report_each_step(tmp_path: os.PathLike[str]) -> None:
 )
 def test_stress_and_bench_load_bad_arguments_are_one_line(args: list[str], needle: str) -> None:
     assert needle in one_line_error(run(*args))
+
+
+def _options(command: click.Command, path: str) -> Iterator[tuple[str, click.Option]]:
+    """Every option of ``command`` and of every command under it, with the command line that reaches it."""
+    for param in command.params:
+        if isinstance(param, click.Option):
+            yield path, param
+    if isinstance(command, click.Group):
+        with click.Context(command) as ctx:
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                yield from _options(sub, f"{path} {name}")
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    from railcar.cli import cli  # noqa: PLC0415
+
+    options = list(_options(cli, "railcar"))
+    assert len(options) > 50  # the walk reached the lazily imported commands
+    assert [(path, option.opts) for path, option in options if not option.help] == []
+
+
+def test_the_cli_imports_a_command_only_to_run_it() -> None:
+    # Importing every command's modules took 0.2 s in which a Ctrl-C printed a traceback.
+    code = (
+        "import sys, railcar.cli;"
+        "print(sorted(m for m in sys.modules if m.startswith(('railcar.load', 'railcar.bench'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout == "[]\n"
+
+
+def test_the_library_prints_nothing_unless_the_application_configures_logging() -> None:
+    # Without a handler on the "railcar" logger, Python's last-resort handler prints warnings on stderr.
+    code = """
+import socket
+import railcar
+
+class Failing(railcar.Handler):
+    def on_data(self, conn, data):
+        raise RuntimeError("handler bug")
+
+with railcar.create_server(Failing(), "epoll", port=0) as server:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b""  # the failing connection was closed, and the failure logged
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize(("options", "logged"), [([], True), (["--log-level", "error"], False)])
+def test_the_cli_logs_warnings_on_one_line_unless_told_otherwise(options: list[str], logged: bool) -> None:
+    with subprocess.Popen(
+        [*RAILCAR, *options, "serve", "reqrep", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"\xff" * 64)  # a frame length no server accepts
+            assert b"protocol error" in sock.recv(4096)
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    warning = "railcar: WARNING railcar.reqrep: protocol error from ('127.0.0.1', "
+    if logged:
+        assert err.startswith(warning), err
+        assert len(err.splitlines()) == 1, err
+    else:
+        assert err == ""

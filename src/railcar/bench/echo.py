@@ -177,7 +177,13 @@ common_engines = click.option(
     help="Measured seconds per run.",
 )
 @rounds_option
-@click.option("--conns", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option(
+    "--conns",
+    type=click.IntRange(1, 10000),
+    default=50,
+    show_default=True,
+    help="Connections, each with one message in flight.",
+)
 @click.option(
     "--size",
     type=click.IntRange(1, 1 << 20),
@@ -185,7 +191,13 @@ common_engines = click.option(
     show_default=True,
     help="Message size in bytes.",
 )
-@click.option("--warmup", type=FiniteFloatRange(0), default=0.5, show_default=True)
+@click.option(
+    "--warmup",
+    type=FiniteFloatRange(0),
+    default=0.5,
+    show_default=True,
+    help="Seconds of load before each measured run.",
+)
 @click.option(
     "--load-procs",
     type=click.IntRange(1, 64),
@@ -270,7 +282,13 @@ def _ping(sock: socket.socket) -> None:
 
 @click.command("idle")
 @common_engines
-@click.option("--connections", type=click.IntRange(1, 100000), default=10000, show_default=True)
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 100000),
+    default=10000,
+    show_default=True,
+    help="Idle connections opened to each server.",
+)
 @click.option(
     "--settle",
     type=FiniteFloatRange(0),

@@ -155,7 +155,13 @@ def _markdown(doc: dict[str, Any]) -> str:
     "--seconds", type=FiniteFloatRange(0.1), default=3.0, show_default=True, help="Measured seconds per run."
 )
 @rounds_option
-@click.option("--warmup", type=FiniteFloatRange(0), default=0.5, show_default=True)
+@click.option(
+    "--warmup",
+    type=FiniteFloatRange(0),
+    default=0.5,
+    show_default=True,
+    help="Seconds of load before each measured run.",
+)
 @no_peers_option
 @json_option
 @md_option
