@@ -22,6 +22,7 @@ from railcar.load.plan import (
     FAILURE_KINDS,
     MIN_RATE_WINDOW,
     TICK,
+    TIMER_RESOLUTION,
     Plan,
     new_histogram,
     request_failures,
@@ -101,7 +102,7 @@ class LoadResult:
         unanswered at the end makes it last up to the grace period, and dividing by it
         would understate the throughput severalfold.
         """
-        if self.loaded < MIN_RATE_WINDOW:
+        if self.loaded < MIN_RATE_WINDOW - TIMER_RESOLUTION:
             return None
         return self.received / self.loaded
 

@@ -24,12 +24,11 @@ from typing import Any, Final, cast
 
 from railcar.errors import ProtocolError
 from railcar.load.latency import LatencyLog
-from railcar.load.plan import FAILURE_KINDS, TICK, Plan, new_histogram
+from railcar.load.plan import FAILURE_KINDS, TICK, TIMER_RESOLUTION, Plan, new_histogram
 from railcar.load.workloads import Session
 
-# A timer of the event loop fires up to about a millisecond late (libuv counts in ms);
-# lateness within this is the generator's own timer resolution, not a stalled server.
-TIMER_SLACK_NS: Final = 1_000_000
+# Lateness within the event loop's timer resolution is the generator's own, not a stalled server's.
+TIMER_SLACK_NS: Final = round(TIMER_RESOLUTION * 1e9)
 # Open loop: batches a connection may have in flight before it waits for replies.
 MAX_IN_FLIGHT_BATCHES: Final = 1024
 RETRY_DELAY: Final = 0.05
