@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from railcar.bench.prime import ECHO
 from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load, running_server
 from railcar.engine import ENGINES, server_class
 from railcar.errors import EngineUnavailable
@@ -94,6 +95,7 @@ def _measure_echo(
     shares = [conns // load_procs + (i < conns % load_procs) for i in range(load_procs)]
     loads, server_cpu, load_cpu = measure_load(
         system.argv,
+        ECHO,
         [
             [
                 "railcar.bench.echo_load",
@@ -249,7 +251,7 @@ def bench_echo(
 
 def _idle_rss(system: System, connections: int, settle: float) -> dict[str, float]:
     """Open ``connections`` idle connections to one system; return its RSS growth per connection."""
-    with running_server(system.argv) as server:
+    with running_server(system.argv, prime=ECHO) as server:
         warm = socket.create_connection((server.host, server.port))
         _ping(warm)
         time.sleep(settle)

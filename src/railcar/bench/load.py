@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from railcar.bench.external import nginx_server, redis_server, tool
+from railcar.bench.prime import ECHO
 from railcar.bench.procs import cpu_seconds, cpu_split, running_server
 from railcar.errors import RailcarError
 from railcar.load.plan import MIN_RATE_WINDOW
@@ -201,7 +202,7 @@ def _server(kind: str, cpus: set[int]) -> Iterator[tuple[int, int]]:
             yield server
     else:
         argv = ("railcar", "serve", "echo", "--engine", "epoll", "--port", "0")
-        with running_server(argv, cpus=cpus) as echo:
+        with running_server(argv, cpus=cpus, prime=ECHO) as echo:
             yield echo.port, echo.pid
 
 
