@@ -128,6 +128,9 @@ def test_a_window_too_short_to_measure_reports_the_counts_and_no_rate() -> None:
     assert text.returncode == 0, text.stderr
     assert "Throughput: n/a (loaded 0.2" in text.stdout
     assert "a rate needs at least 0.5 s)" in text.stdout
+    with serving(echo) as port:
+        just_enough = railcar("load", "--port", str(port), "--duration", "0.5s", "--json")
+    assert json.loads(just_enough.stdout)["results"][0]["ops_per_s"] > 0
 
 
 def test_by_default_a_local_server_keeps_a_cpu() -> None:

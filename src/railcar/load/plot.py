@@ -70,6 +70,8 @@ def draw(result: LoadResult) -> Figure:
     latency_axis.plot(times, [_or_nan(s.p99_us) for s in result.series], color="tab:red", label="p99")
     latency_axis.set_ylabel("latency (µs)")
     latency_axis.legend(loc="upper right")
+    if result.series:  # after this line, only the replies to the last requests arrive
+        over_time.axvline(result.loaded, color="grey", linestyle="--", linewidth=1)
     over_time.grid(visible=True, alpha=0.3)
     # from 0: an axis that starts at the lowest value draws a small dip as a collapse
     for axis in (by_percentile, over_time, latency_axis):

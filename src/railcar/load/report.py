@@ -95,7 +95,7 @@ def entry(result: LoadResult, scenario: str, system: str = "railcar-load") -> di
         "series": [
             {
                 "t": round(s.t, 3),
-                "seconds": round(s.seconds, 3),
+                "seconds": round(s.seconds, 6),
                 "replies": s.replies,
                 "ops_per_s": round(s.rate, 1),
                 "p50_us": s.p50_us,
