@@ -148,7 +148,7 @@ def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: fl
     type=click.IntRange(64),
     default=64 * 1024 * 1024,
     show_default=True,
-    help="Largest frame accepted, in bytes; larger ones close the connection with an error.",
+    help="Largest frame accepted, in bytes; a larger request frame fails its requests, the connection stays.",
 )
 @listen_options(default_port=7001)
 def serve_reqrep(

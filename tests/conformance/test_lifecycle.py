@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -23,6 +24,31 @@ def test_port_zero_reports_the_bound_port_and_calls_on_start(serve: ServerFactor
     assert server.port > 0
     assert server.address[:2] == ("127.0.0.1", server.port)
     assert recorder.started.wait(5)
+
+
+class LoopProbe(Handler):
+    """Records, in on_start, the server's ``loop`` and the asyncio loop running the handler, if any."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[asyncio.AbstractEventLoop | None, asyncio.AbstractEventLoop | None]] = []
+
+    def on_start(self, server: Server) -> None:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        self.seen.append((server.loop, running))
+
+
+def test_server_loop_is_the_loop_the_handlers_run_on(serve: ServerFactory) -> None:
+    probe = LoopProbe()
+    server = serve(probe)
+    assert wait_until(lambda: bool(probe.seen))
+    [(loop, running)] = probe.seen
+    assert loop is running
+    assert (loop is not None) is type(server).has_loop
+    server.stop(deadline=1.0)
+    assert server.loop is None
 
 
 def test_graceful_stop_closes_open_connections(engine: str) -> None:

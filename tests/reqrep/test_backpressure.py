@@ -63,11 +63,17 @@ def test_server_process_killed_mid_batch_fails_pending_calls_fast() -> None:
     with running_server(("railcar", "serve", "reqrep", "--codec", "int32", "--port", "0")) as server:
 
         async def main() -> float:
-            client = await Client.connect(server.host, server.port)
+            # Room for everything: calls still waiting for room or for the transport to take
+            # writes are not sent yet, so a loss does not fail them (they wait to be sent on
+            # the next connection, within their timeout).
+            client = await Client.connect(
+                server.host, server.port, max_in_flight=10_000_000, write_buffer=64 * 1024 * 1024
+            )
             assert await client.call(1) == 2
             big = asyncio.ensure_future(client.call_many(range(5_000_000)))
-            small = [asyncio.ensure_future(client.call(i)) for i in range(100)]
-            await asyncio.sleep(0.1)
+            small = [asyncio.ensure_future(client.call(i)) for i in range(100)]  # behind the batch
+            while client.in_flight <= 100:  # kill once all is sent, not while the batch is encoded
+                await asyncio.sleep(0.01)
             os.kill(server.pid, signal.SIGKILL)
             killed = time.monotonic()
             for pending in (big, *small):

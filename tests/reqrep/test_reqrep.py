@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import struct
 import threading
@@ -29,18 +28,24 @@ from railcar.proto.reqrep import (
     CONN_ERROR,
     ERROR,
     HEADER,
+    HELLO,
     REPLY,
     REPLY_IDS,
     REQUEST,
     FrameReader,
+    append_frame,
     decode_errors,
+    decode_hello,
     decode_replies,
+    encode_conn_error,
+    encode_hello,
     encode_run_errors,
 )
 from railcar.reqrep import Client, ClientPool, create_reqrep_server, sync
 from railcar.reqrep.sync import SyncClient
 from tests.conftest import ServerFactory
-from tests.helpers import connect
+from tests.helpers import connect, recv_until_eof
+from tests.reqrep.conftest import SilentServer
 
 Serve = Callable[..., int]
 
@@ -230,12 +235,27 @@ def test_array_frames_of_one_read_are_answered_frame_by_frame(serve_reqrep: Serv
     [
         b"\xff" * 64,
         HEADER.pack(13, 42, 0, 0),
-        HEADER.pack(100_000, REQUEST, 1, 1),
+        HEADER.pack(100_000, REPLY, 1, 1),  # over the limit, and no kind a client sends
+        HEADER.pack(100_000, REQUEST, 200_000, 1),  # over the limit, and its header lies: not skipped
+        HEADER.pack(100_000, REQUEST, 0, 1),  # over the limit, and no id to fail it with
         HEADER.pack(13, REQUEST, 0xFFFFFFFF, 1),  # 17 bytes asking for 4 billion (error) replies
         HEADER.pack(13 + 8, REQUEST, 2, 2**64 - 1) + struct.pack("<2i", 1, 2),
         HEADER.pack(13 + 4, REQUEST, 0, 1) + struct.pack("<i", 1),  # bytes no id could answer
+        HEADER.pack(13 + 4, HELLO, 0, 0) + b"hi!!",  # a client's HELLO carries nothing
+        HEADER.pack(13, HELLO, 1, 0),
     ],
-    ids=["noise", "unknown-kind", "oversized", "count-over-bytes", "ids-past-2**64", "zero-count-bytes"],
+    ids=[
+        "noise",
+        "unknown-kind",
+        "oversized-reply",
+        "oversized-count-over-bytes",
+        "oversized-zero-count",
+        "count-over-bytes",
+        "ids-past-2**64",
+        "zero-count-bytes",
+        "hello-with-payload",
+        "hello-with-count",
+    ],
 )
 def test_protocol_violation_gets_conn_error_and_close(
     serve_reqrep: Serve, garbage: bytes, caplog: pytest.LogCaptureFixture
@@ -251,6 +271,16 @@ def test_protocol_violation_gets_conn_error_and_close(
         assert any(r.getMessage().startswith("protocol error from") for r in caplog.records)
         raw_request(bystander, struct.pack("<i", 1), count=1)
         assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
+
+
+def test_an_async_service_needs_an_engine_with_an_event_loop(engine: str) -> None:
+    if engine in ("asyncio", "uvloop"):
+        create_reqrep_server(echo_later, "jsonl", engine=engine)  # made, not started: nothing to stop
+        return
+    with pytest.raises(
+        ValueError, match=f"an async service needs an engine with an event loop, not '{engine}'"
+    ):
+        create_reqrep_server(echo_later, "jsonl", engine=engine)
 
 
 def test_item_service_runs_once_per_request_when_one_of_them_raises(serve_reqrep: Serve) -> None:
@@ -325,6 +355,71 @@ def test_an_error_entry_wider_than_any_frame_sent_is_a_protocol_error() -> None:
         server.join(5)
 
 
+async def plus_one_later(number: int) -> int:
+    await asyncio.sleep(0)
+    return number + 1
+
+
+@pytest.mark.parametrize("mode", ["item", "array", "async"])
+def test_oversized_request_fails_alone_and_the_connection_goes_on(
+    serve_reqrep: Serve, engine: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if mode == "async":
+        if engine not in ("asyncio", "uvloop"):
+            pytest.skip("async services run on the asyncio engines")
+        port = serve_reqrep(plus_one_later, max_frame=4096)
+    else:
+        port = serve_reqrep(increment_service("int32", mode), mode=mode, max_frame=4096)  # type: ignore[arg-type]
+    stream = bytearray()
+    append_frame(stream, REQUEST, 1, 1, struct.pack("<i", 10))
+    append_frame(stream, REQUEST, 25_000, 2, struct.pack("<25000i", *range(25_000)))  # 100 kB
+    append_frame(stream, REQUEST, 2, 25_002, struct.pack("<2i", 20, 30))
+    with connect(port) as sock:
+        for whole_or_trickled in (bytes(stream), *(stream[i : i + 997] for i in range(0, len(stream), 997))):
+            sock.sendall(whole_or_trickled)  # first all at once, then in small writes: the same answers
+        frames = read_frames(sock, 6)
+        raw_request(sock, struct.pack("<i", 40), count=1, first_id=30_000)
+        (last,) = read_frames(sock, 1)
+    errors = [run for f in frames if f.kind == ERROR for run in decode_errors(f)]
+    message = "request frame of 100013 bytes is over the server's limit of 4096 bytes"
+    assert errors == [(2, 25_000, message)] * 2
+    replies = sorted((f.first_id, f.payload) for f in frames if f.kind == REPLY)  # async: out of order
+    assert replies == sorted([(1, struct.pack("<i", 11)), (25_002, struct.pack("<2i", 21, 31))] * 2)
+    assert (last.kind, last.payload) == (REPLY, struct.pack("<i", 41))
+    lines = [r.getMessage() for r in caplog.records if r.name == "railcar.reqrep"]
+    assert len(lines) == 2  # one per 100 kB frame, however many reads it took
+    assert all(line.endswith(f"failed: 25000; the first: {message}") for line in lines)
+
+
+def test_hello_first_learns_the_servers_limit(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"), max_frame=4096)
+    hello = bytearray()
+    encode_hello(hello)
+    with connect(port) as sock:
+        sock.sendall(hello[:5])  # a HELLO cut across reads is still the first frame
+        sock.sendall(hello[5:] + HEADER.pack(13 + 4, REQUEST, 1, 1) + struct.pack("<i", 1))
+        answer, reply = read_frames(sock, 2)
+        assert decode_hello(answer) == 4096
+        assert (reply.kind, reply.payload) == (REPLY, struct.pack("<i", 2))
+        sock.sendall(hello)  # a HELLO after the first frame breaks the protocol
+        (frame,) = read_frames(sock, 1)
+        assert frame.kind == CONN_ERROR
+        assert b"HELLO after the first frame" in frame.payload
+        assert sock.recv(10) == b""
+
+
+def test_connection_ending_inside_a_skipped_frame_says_how_much_came(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"), max_frame=4096)
+    with connect(port) as sock:
+        sock.sendall(HEADER.pack(13 + 10_000, REQUEST, 1, 1) + bytes(6_000))
+        (error,) = read_frames(sock, 1)
+        assert error.kind == ERROR
+        sock.shutdown(socket.SHUT_WR)
+        (frame,) = read_frames(sock, 1)
+        assert frame.kind == CONN_ERROR
+        assert b"ended inside a frame (6017 bytes of it received)" in frame.payload
+
+
 def test_frame_cut_short_by_the_peer_gets_conn_error(serve_reqrep: Serve) -> None:
     port = serve_reqrep(increment_service("int32", "item"))
     with connect(port) as bystander, connect(port) as sock:
@@ -336,58 +431,6 @@ def test_frame_cut_short_by_the_peer_gets_conn_error(serve_reqrep: Serve) -> Non
         assert sock.recv(10) == b""
         raw_request(bystander, struct.pack("<i", 1), count=1)
         assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
-
-
-class SilentServer:
-    """Accepts and reads, never answers; ``reset()`` drops every connection with RST."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.received = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.listener.accept()
-        self.conns.append(conn)
-        while chunk := conn.recv(1 << 20):
-            self.received += len(chunk)
-        conn.close()  # with SO_LINGER 0 set by reset(): a reset, as when a server process dies
-
-    def reset(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):  # the client may have closed first
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.shutdown(socket.SHUT_RD)  # wakes the reading thread, which closes
-        self.listener.close()
-        self.thread.join(5)
-
-
-@pytest.fixture
-def silent() -> Iterator[SilentServer]:
-    server = SilentServer()
-    yield server
-    server.reset()
-
-
-def test_server_lost_mid_batch_fails_every_pending_call_fast(silent: SilentServer) -> None:
-
-    async def main() -> None:
-        client = await Client.connect(port=silent.port)
-        pending = [asyncio.ensure_future(client.call(i)) for i in range(100)]
-        batch = asyncio.ensure_future(client.call_many(list(range(5000))))
-        while silent.received < 100 * 4 + 5000 * 4:
-            await asyncio.sleep(0.01)
-        silent.reset()
-        results = await asyncio.wait_for(asyncio.gather(*pending, batch, return_exceptions=True), 2)
-        assert all(isinstance(r, ConnectionLost) for r in results)
-        assert client.in_flight == 0
-        with pytest.raises(ConnectionLost):
-            await client.call(1)
-
-    run(main())
 
 
 def test_timeouts_and_the_in_flight_window(silent: SilentServer) -> None:
@@ -480,41 +523,42 @@ def test_pool_closes_the_connections_it_made_when_one_fails() -> None:
             conn, _ = listener.accept()
             with conn:
                 conn.settimeout(5)
-                assert conn.recv(10) == b""  # closed by the pool, not left open
+                hello = bytearray()
+                encode_hello(hello)
+                assert recv_until_eof(conn) == hello  # the client's first frame, then closed by the pool
 
 
-def test_server_closing_the_connection_fails_calls_with_connection_lost(serve_reqrep: Serve) -> None:
-    port = serve_reqrep(increment_service("int32", "item"), max_frame=64)  # 20 ints do not fit
+def test_server_closing_the_connection_fails_calls_with_connection_lost() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
 
-    async def main() -> None:
-        async with await Client.connect(port=port) as client:
-            with pytest.raises(
-                ConnectionLost, match="server closed the connection: protocol error: frame length"
-            ):
-                await client.call_many(list(range(20)))
+        def refuse_twice() -> None:
+            for _ in range(2):  # the async client, then the sync one
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(1 << 16)
+                    out = bytearray()
+                    encode_conn_error(out, "protocol error: no thanks")
+                    conn.sendall(out)
 
-    run(main())
-    with SyncClient(port=port) as client, pytest.raises(ConnectionLost, match="server closed the connection"):
-        client.call_many(list(range(20)))
+        server = threading.Thread(target=refuse_twice)
+        server.start()
+        port = listener.getsockname()[1]
 
+        async def main() -> None:
+            async with await Client.connect(port=port) as client:
+                with pytest.raises(
+                    ConnectionLost, match="server closed the connection: protocol error: no thanks"
+                ):
+                    await client.call_many(list(range(20)))
 
-def test_sync_close_fails_waiting_calls_as_closed_by_the_client(silent: SilentServer) -> None:
-    client = SyncClient(port=silent.port)
-    outcome: list[BaseException] = []
-
-    def waiting_call() -> None:
-        try:
-            client.call(1)
-        except ConnectionLost as exc:
-            outcome.append(exc)
-
-    caller = threading.Thread(target=waiting_call)
-    caller.start()
-    while not silent.received:
-        threading.Event().wait(0.01)
-    client.close()
-    caller.join(5)
-    assert [str(exc) for exc in outcome] == ["client closed"]
+        run(main())
+        with (
+            SyncClient(port=port) as client,
+            pytest.raises(ConnectionLost, match="server closed the connection"),
+        ):
+            client.call_many(list(range(20)))
+        server.join(5)
 
 
 def test_pool_spreads_calls(serve_reqrep: Serve, engine: str) -> None:
@@ -562,23 +606,6 @@ def test_sync_client_from_many_threads(
     assert results == {t: [2 * (t * 1000 + i) for i in range(200) if i != 13] for t in range(8)}
 
 
-def test_sync_client_timeout_and_lost_server(silent: SilentServer) -> None:
-    with SyncClient(port=silent.port) as client:
-        with pytest.raises(RequestTimeout):
-            client.call(1, timeout=0.1)
-        outcome: list[BaseException] = []
-        waiter = threading.Thread(target=lambda: outcome.append(_raises(lambda: client.call_many([1, 2]))))
-        waiter.start()
-        while silent.received < 8 + 17 + 4:
-            threading.Event().wait(0.01)
-        silent.reset()
-        waiter.join(5)
-        assert len(outcome) == 1
-        assert isinstance(outcome[0], ConnectionLost)
-        with pytest.raises(ConnectionLost):
-            client.call(1)
-
-
 def _raises(fn: Callable[[], Any]) -> BaseException:
     try:
         fn()
@@ -592,7 +619,7 @@ def test_invalid_reply_closes_the_client(engine: str, serve: ServerFactory) -> N
 
     async def main() -> None:
         async with await Client.connect(port=echo.port) as client:
-            with pytest.raises(ProtocolError, match="unexpected frame kind 1"):
+            with pytest.raises(ProtocolError, match="invalid reply from server: bad HELLO answer"):
                 await client.call(1)
 
     run(main())

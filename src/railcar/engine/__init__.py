@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
 from railcar.engine.api import Handler, Server, ServerOptions
@@ -32,8 +31,9 @@ def default_engine() -> str:
     return "uvloop" if _uvloop_importable() else "asyncio"
 
 
-def server_class(engine: str) -> Callable[[Handler, ServerOptions], Server]:
-    """Return the Server class of ``engine``; raises EngineUnavailable if unknown or missing here."""
+def server_class(engine: str | None = None) -> type[Server]:
+    """Return the Server class of ``engine`` (None: the default); raises EngineUnavailable."""
+    engine = engine or default_engine()
     if engine not in _MODULES:
         raise EngineUnavailable(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "uvloop" and not _uvloop_importable():
@@ -42,10 +42,10 @@ def server_class(engine: str) -> Callable[[Handler, ServerOptions], Server]:
         raise EngineUnavailable("engine 'epoll' needs Linux (select.epoll)")
     module_name, class_name = _MODULES[engine]
     module = importlib.import_module(module_name)
-    cls: Callable[[Handler, ServerOptions], Server] = getattr(module, class_name)
+    cls: type[Server] = getattr(module, class_name)
     return cls
 
 
 def create_server(handler: Handler, engine: str | None = None, **options: Any) -> Server:
     """Make an unstarted server for ``handler``; raises EngineUnavailable or ValueError (bad options)."""
-    return server_class(engine or default_engine())(handler, ServerOptions(**options))
+    return server_class(engine)(handler, ServerOptions(**options))

@@ -12,9 +12,12 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from railcar.errors import InboundOverflow
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("railcar.engine")
 
@@ -250,6 +253,8 @@ class Server:
     """A listening server on some engine: start, stop, and how many connections it has."""
 
     engine: ClassVar[str] = "?"
+    #: True for engines that run their handlers on an asyncio event loop (``loop``).
+    has_loop: ClassVar[bool] = False
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         self.handler = handler
@@ -258,6 +263,15 @@ class Server:
         # Set by abort_stop(); a plain flag, not an Event, so that a signal handler may set it
         # while the main thread waits inside stop().
         self._abort_now = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the handlers run on while the server runs, for their tasks; None without one.
+
+        Handlers get it in ``on_start`` and schedule coroutines with ``loop.create_task``;
+        engines whose ``has_loop`` is False (epoll, threads) always return None.
+        """
+        return None
 
     @property
     def address(self) -> Address:

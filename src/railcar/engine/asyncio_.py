@@ -190,6 +190,7 @@ class AsyncioServer(Server):
     """Runs an asyncio event loop on a background thread and serves the handler from it."""
 
     engine = "asyncio"
+    has_loop = True
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         super().__init__(handler, options)
@@ -212,6 +213,11 @@ class AsyncioServer(Server):
     def active_connections(self) -> int:
         """Number of open connections."""
         return len(self.conns)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the handlers run on while the server runs; None before start and after stop."""
+        return self._loop if self._thread is not None else None
 
     def start(self) -> None:
         """Bind and begin accepting in the background; raises BindError if it cannot listen."""

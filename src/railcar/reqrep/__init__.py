@@ -1,8 +1,22 @@
-"""Batched request–response: servers on any engine, asyncio and threaded clients."""
+"""Batched request–response: servers on any engine; asyncio, threaded and pooled clients that reconnect."""
 
 from __future__ import annotations
 
-from railcar.reqrep.client import Client, ClientPool
-from railcar.reqrep.server import MODES, Mode, ReqRepHandler, create_reqrep_server
+from railcar.reqrep.answering import MODES, Mode
+from railcar.reqrep.client import Client, Dial
+from railcar.reqrep.pool import ClientPool, SyncClientPool
+from railcar.reqrep.server import ReqRepHandler, create_reqrep_server
+from railcar.reqrep.sync import SyncClient, SyncDial
 
-__all__ = ["MODES", "Client", "ClientPool", "Mode", "ReqRepHandler", "create_reqrep_server"]
+__all__ = [
+    "MODES",
+    "Client",
+    "ClientPool",
+    "Dial",
+    "Mode",
+    "ReqRepHandler",
+    "SyncClient",
+    "SyncClientPool",
+    "SyncDial",
+    "create_reqrep_server",
+]

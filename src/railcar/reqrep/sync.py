@@ -1,55 +1,76 @@
 """The threaded request–response client: blocking calls, safe from many threads, no event loop.
 
-One I/O thread reads the replies.  While it is awake (handling replies, or polling briefly for
-the next ones before it blocks) it also writes the requests callers queue: the callers one read
-wakes run one after another and call again, and their requests leave in one write once they have
-all blocked, like the calls of one event-loop turn.  A caller writes itself (the first to find
-nothing being written writes everything queued, a combining writer) when the I/O thread is
-blocked in a read, or when half the requests in flight are still queued, so the server is not
-left idle while a whole round of callers runs.  Each call waits on its own wake-up, given
-without the GIL where the OS allows (an eventfd).
+The shared rules (ids, the pending table, encoding, frame limits, failing calls) live in
+``reqrep/core.py``, used under this client's lock; this module keeps how threads wait and the
+socket.  One I/O thread reads the replies and owns the connection's life (it fails the calls
+of a lost connection and dials again).  While it is awake (handling replies, or polling
+briefly for the next ones before it parks) it also writes the requests callers queue: the
+callers one read wakes run one after another and call again, and their requests leave in one
+write once they have all blocked, like the calls of one event-loop turn.  A caller writes
+itself (the first to find nothing being written writes everything queued, a combining
+writer) when the I/O thread is parked, or when half the requests in flight are still queued,
+so the server is not left idle while a whole round of callers runs.  No caller ever blocks on
+the socket: what it will not take now is handed to the I/O thread, which waits for room while
+it goes on reading.  Each call waits on its own wake-up, given without the GIL where the OS
+allows (an eventfd).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from railcar.codecs import Codec, CodecFactory, codec_factory
-from railcar.errors import CodecError, ConnectionLost, ProtocolError, RemoteError, RequestTimeout, renewed
-from railcar.proto.reqrep import (
-    CONN_ERROR,
-    DEFAULT_MAX_FRAME,
-    ERROR,
-    HEADER,
-    HEADER_SIZE,
-    REPLY,
-    REPLY_IDS,
-    REQUEST,
-    Frame,
-    FrameReader,
-    begin_frame,
-    decode_errors,
-    decode_replies,
-    end_frame,
-)
+from railcar.codecs import CodecFactory, codec_factory
+from railcar.errors import ConnectionLost, ProtocolError, RequestTimeout, renewed
+from railcar.proto.reqrep import DEFAULT_MAX_FRAME
+from railcar.reqrep.core import Batch, ClientCore, check_limits
+from railcar.reqrep.reconnect import Callback, ReconnectPolicy, notify
+
+log = logging.getLogger("railcar.reqrep")
 
 # How long the I/O thread keeps polling for replies, yielding the CPU between polls, before it
-# blocks.  On virtual machines a CPU that goes idle takes tens of microseconds to wake, and a
-# write to a blocked reader pays for that wake: a blocking round trip measured 80 µs here, one
-# whose reader polled 16 µs.  The polling needs non-blocking socket calls and sched_yield.
-_POLL_SECONDS = (
-    100e-6
-    if hasattr(socket, "MSG_DONTWAIT") and hasattr(os, "sched_yield") and hasattr(select, "poll")
-    else 0.0
-)
+# parks.  On virtual machines a CPU that goes idle takes tens of microseconds to wake, and a
+# write to a parked reader pays for that wake: a blocking round trip measured 80 µs here, one
+# whose reader polled 16 µs.
+_POLL_SECONDS = 100e-6 if hasattr(os, "sched_yield") else 0.0
+
+#: Opens one connection within the given seconds: what ``SyncClient`` swaps on every reconnection.
+SyncDial = Callable[[float], socket.socket]
+
+
+def tcp_dial(host: str, port: int, nodelay: bool = True) -> SyncDial:
+    """Return a SyncDial for a TCP server (TCP_NODELAY on unless ``nodelay`` is False)."""
+
+    def dial(timeout: float) -> socket.socket:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+        return sock
+
+    return dial
+
+
+def unix_dial(path: str) -> SyncDial:
+    """Return a SyncDial for a server on the Unix socket ``path``."""
+
+    def dial(timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return dial
 
 
 class _EventFd:
@@ -96,43 +117,70 @@ class _LockWakeup:
         self.lock.release()
 
     def wait(self, timeout: float | None) -> bool:
-        return self.lock.acquire(timeout=-1 if timeout is None else timeout)
+        return self.lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
 
 
 _Wakeup: type[_EventFd] | type[_LockWakeup] = _EventFd if hasattr(os, "eventfd") else _LockWakeup
 
 
 class _Waiter:
-    """Where one call (or one call_many) waits: a wake-up set once its outcome is known."""
+    """Where one call (or one call_many) waits: the core sets its outcome, a thread then sets its wake-up."""
 
-    __slots__ = ("count", "error", "first_id", "remaining", "value", "wakeup")
+    __slots__ = ("error", "finished", "value", "wakeup", "woken")
 
-    def __init__(self, first_id: int, count: int, wakeup: _EventFd | _LockWakeup) -> None:
+    def __init__(self, wakeup: _EventFd | _LockWakeup, woken: list[_Waiter]) -> None:
         self.wakeup = wakeup
-        self.first_id = first_id
-        self.count = count
-        self.remaining = count
-        self.value: list[Any] = [None] * count
+        self.woken = woken  # the client's list of waiters to wake once its lock is released
+        self.finished = False
+        self.value: Any = None
         self.error: BaseException | None = None
 
-    def fill(self, request_id: int, values: Sequence[Any]) -> int:
-        """Store replies starting at ``request_id``; return how many were new."""
-        offset = request_id - self.first_id
-        self.value[offset : offset + len(values)] = values
-        self.remaining -= len(values)
-        return len(values)
+    def done(self) -> bool:
+        return self.finished
 
-    def fail(self, error: BaseException) -> int:
-        """Fail the whole wait; return how many requests it still held."""
-        if self.remaining <= 0:
-            return 0
-        held, self.remaining = self.remaining, 0
+    def set_result(self, value: Any, /) -> None:
+        self.value = value
+        self.finished = True
+        self.woken.append(self)
+
+    def set_exception(self, error: BaseException, /) -> None:
         self.error = error
-        return held
+        self.finished = True
+        self.woken.append(self)
+
+
+class _ReaderWake:
+    """Wakes the I/O thread from its park (a poll of the socket and this): an eventfd, or a pipe."""
+
+    def __init__(self) -> None:
+        self.read_fd = self.write_fd = -1  # for __del__, should creating them fail
+        if hasattr(os, "eventfd"):
+            self.read_fd = self.write_fd = os.eventfd(0, os.EFD_NONBLOCK)
+        else:
+            self.read_fd, self.write_fd = os.pipe()
+            os.set_blocking(self.read_fd, False)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.write_fd, (1).to_bytes(8, "little"))
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.read_fd, 4096)
+
+    def __del__(self) -> None:
+        # Closed with the client object, never earlier: a late set() must not write to a reused fd.
+        for fd in {self.read_fd, self.write_fd} - {-1}:
+            os.close(fd)
 
 
 class SyncClient:
-    """A blocking request–response client over one connection; every method is thread-safe."""
+    """A blocking request–response client over one connection; every method is thread-safe.
+
+    A call's ``timeout`` covers all of its waits: for the connection, for room in the
+    in-flight window, and for the reply.  A lost connection is dialled again (see
+    ``Client.connect`` for the reconnect options; the callbacks run on the I/O thread).
+    """
 
     def __init__(
         self,
@@ -141,109 +189,138 @@ class SyncClient:
         codec: str | CodecFactory = "int32",
         *,
         unix: str | None = None,
+        dial: SyncDial | None = None,
         max_in_flight: int = 100_000,
         batch_size: int = 1000,
         max_frame: int = DEFAULT_MAX_FRAME,
         connect_timeout: float = 10.0,
         nodelay: bool = True,
+        reconnect: bool = True,
+        reconnect_wait: float = 1.0,
+        max_reconnects: int | None = None,
+        on_disconnect: Callback | None = None,
+        on_reconnect: Callback | None = None,
     ) -> None:
         """Connect; raises OSError if the server cannot be reached, ValueError for bad options."""
-        if max_in_flight < 1 or batch_size < 1 or max_frame < 64 or not connect_timeout > 0:
-            raise ValueError(
-                "need max_in_flight >= 1, batch_size >= 1, max_frame >= 64 and connect_timeout > 0"
-            )
+        check_limits(max_in_flight, batch_size, max_frame)
+        if not connect_timeout > 0:
+            raise ValueError(f"need connect_timeout > 0 (got {connect_timeout})")
+        self._policy = ReconnectPolicy(reconnect, reconnect_wait, max_reconnects, on_disconnect, on_reconnect)
         factory = codec_factory(codec) if isinstance(codec, str) else codec
-        self._codec: Codec[Any] = factory()
-        self._decoder: Codec[Any] = factory()  # the reader thread's own instance
-        self._max_in_flight = max_in_flight
-        self._batch_size = batch_size
-        self._max_frame = max_frame
-        if unix:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self._sock.settimeout(connect_timeout)
-                self._sock.connect(unix)
-            except BaseException:
-                self._sock.close()
-                raise
-        else:
-            self._sock = socket.create_connection((host, port), timeout=connect_timeout)
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
-        self._sock.settimeout(None)
+        self._core = ClientCore(
+            factory, max_in_flight=max_in_flight, batch_size=batch_size, max_frame=max_frame
+        )
+        self._dial = dial or (unix_dial(unix) if unix else tcp_dial(host, port, nodelay))
+        self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self._next_id = 1
-        self._in_flight = 0
-        self._waiters: dict[int, _Waiter] = {}
+        self._room_waiters = 0
+        self._woken: list[_Waiter] = []
         self._wakeups: list[_EventFd | _LockWakeup] = []  # free ones, reused by later calls
-        self._queued: list[Any] = []
-        self._queued_ids: list[int] = []
-        self._frames: list[bytes] = []
-        self._sending = False
-        self._awake = False  # the reader is not blocked in a read, so it writes what is queued
-        self._unsent: memoryview | None = None  # what the reader took to write and has not written
-        self._failure: BaseException | None = None
-        self._reader = FrameReader(max_frame)
-        self._thread = threading.Thread(target=self._read_loop, name="railcar-reqrep-reader", daemon=True)
+        self._frames: list[bytes] = []  # batches' frames waiting to be written
+        self._sending = False  # someone (a caller, or the I/O thread) writes what is queued
+        self._awake = True  # the I/O thread is not parked, so it writes what is queued
+        self._unsent: memoryview | None = None  # what the I/O thread took to write and has not written
+        self._generation = 0  # which connection the state above belongs to
+        self._closed = False
+        self._failure: BaseException = ConnectionLost("client closed")
+        self._closing = threading.Event()
+        self._reader_wake = _ReaderWake()
+        self.reconnects = 0
+        sock = self._dial(connect_timeout)
+        try:
+            self._start(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock: socket.socket | None = sock
+        self._thread = threading.Thread(target=self._run, args=(sock,), name="railcar-reqrep-io", daemon=True)
         self._thread.start()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent or queued that have no reply yet (timed-out ones excluded)."""
+        return self._core.in_flight
+
+    @property
+    def late_replies(self) -> int:
+        """Replies that came after their call had timed out or failed: dropped."""
+        return self._core.late_replies
+
+    @property
+    def frame_limit(self) -> int:
+        """The largest frame this client sends: its ``max_frame``, or the server's limit if lower."""
+        return self._core.send_limit
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up (False while reconnecting and once closed)."""
+        return self._sock is not None
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called, or the connection was lost for good."""
+        return self._closed
+
     def call(self, request: Any, timeout: float | None = None) -> Any:
-        """Send one request and return its reply; raises RemoteError, RequestTimeout or ConnectionLost."""
+        """Return the reply to one request; raises RemoteError, RequestTimeout, ConnectionLost, CodecError."""
+        core = self._core
+        deadline = None
         with self._lock:
-            if self._failure is None and self._in_flight < self._max_in_flight:
-                request_id = self._next_id  # _reserve's common case, spelled out for speed
-                self._next_id += 1
-                self._in_flight += 1
-            else:
-                request_id = self._reserve(1, timeout)
-            waiter = _Waiter(request_id, 1, self._wakeups.pop() if self._wakeups else _Wakeup())
-            self._waiters[request_id] = waiter
-            self._queued.append(request)
-            self._queued_ids.append(request_id)
-            # Leave the write to the awake reader until half the requests in flight wait in
+            if self._sock is None or core.in_flight >= core.max_in_flight:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                self._await_room(1, deadline, timeout)
+            waiter = _Waiter(self._wakeups.pop() if self._wakeups else _Wakeup(), self._woken)
+            request_id = core.queue_call(request, waiter)
+            # Leave the write to the awake I/O thread until half the requests in flight wait in
             # the queue: callers woken together then share one write, yet the server gets the
             # first half while the others still run.
-            lead = not self._sending and (not self._awake or 2 * len(self._queued) >= self._in_flight)
+            lead = not self._sending and (not self._awake or 2 * len(core.queued) >= core.in_flight)
             self._sending = self._sending or lead
+            generation = self._generation
         if lead:
-            self._send_queued()
-        return self._wait(waiter, timeout)[0]
+            self._send_queued(generation)
+        return self._wait(waiter, deadline, timeout, request_id)
 
     def call_many(self, requests: Sequence[Any], timeout: float | None = None) -> list[Any]:
-        """Send requests as one batch and return their replies in order; raises like ``call``."""
+        """Send requests as one batch, return the replies in order; raises like ``call`` or FrameTooLarge."""
         count = len(requests)
         if not count:
             return []
+        core = self._core
+        payloads = core.encode_batch(requests)
+        deadline = None
         with self._lock:
-            first_id = self._reserve(count, timeout)
-        out = bytearray()
-        try:
-            for offset in range(0, count, self._batch_size):
-                chunk = requests[offset : offset + self._batch_size]
-                start = begin_frame(out)
-                self._encode(chunk, out)
-                end_frame(out, start, REQUEST, len(chunk), first_id + offset)
-        except CodecError:
-            with self._lock:
-                self._release(count)
-            raise
-        with self._lock:
-            waiter = _Waiter(first_id, count, self._wakeups.pop() if self._wakeups else _Wakeup())
-            for offset in range(0, count, self._batch_size):
-                self._waiters[first_id + offset] = waiter
-            self._frames.append(bytes(out))
+            if self._sock is None or not core.has_room(count):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                self._await_room(count, deadline, timeout)
+            waiter = _Waiter(self._wakeups.pop() if self._wakeups else _Wakeup(), self._woken)
+            batch, chunks = core.start_batch(payloads, waiter)
+            self._frames.append(b"".join(chunks))
             lead, self._sending = not self._sending, True  # a batch's own thread writes it if it can
+            generation = self._generation
         if lead:
-            self._send_queued()
-        return list(self._wait(waiter, timeout))
+            self._send_queued(generation)
+        result: list[Any] = self._wait(waiter, deadline, timeout, batch)
+        return result
 
     def close(self) -> None:
-        """Close the connection; calls still waiting fail with ConnectionLost."""
-        self._fail(ConnectionLost("client closed"))
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(10)
-        self._sock.close()
+        """Close for good; calls still waiting fail with ConnectionLost. Raises nothing."""
+        with self._lock:
+            self._closed = True
+            self._failure = ConnectionLost("client closed")
+            self._core.fail_all(self._failure)
+            self._room.notify_all()
+            woken = self._woken_now()
+            sock = self._sock
+        self._wake(woken)
+        self._closing.set()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._reader_wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(10)
 
     def __enter__(self) -> SyncClient:
         """Use as a context manager that closes the client."""
@@ -253,304 +330,279 @@ class SyncClient:
         """Close the client."""
         self.close()
 
-    # -- sending ---------------------------------------------------------------------------
+    # -- callers ---------------------------------------------------------------------------
 
-    def _reserve(self, count: int, timeout: float | None) -> int:
-        """Take ``count`` consecutive ids once the in-flight window has room; lock held."""
-        limit = max(self._max_in_flight, count)
-        if (
-            self._failure is None
-            and self._in_flight + count > limit
-            and not self._room.wait_for(
-                lambda: self._failure is not None or self._in_flight + count <= limit, timeout
-            )
-        ):
-            raise RequestTimeout(f"no room in the in-flight window within {timeout} s")
-        if self._failure is not None:
-            raise renewed(self._failure)
-        first_id = self._next_id
-        self._next_id += count
-        self._in_flight += count
-        return first_id
-
-    def _release(self, count: int) -> None:
-        self._in_flight -= count
-        self._room.notify_all()
-
-    def _send_queued(self) -> None:
-        """Write everything queued, including what other threads add meanwhile; the lead is held."""
-        while (out := self._take_queued()) is not None:
-            try:
-                self._sock.sendall(out)
-            except OSError as exc:
-                self._fail(ConnectionLost(f"connection lost: {exc}"))
-                with self._lock:
-                    self._sending = False
-                return
-
-    def _take_queued(self) -> bytearray | None:
-        """Encode and return everything queued; with nothing queued, give up the lead and return None."""
-        with self._lock:
-            requests, ids, frames = self._queued, self._queued_ids, self._frames
-            if not requests and not frames:
-                self._sending = False
-                return None
-            self._queued, self._queued_ids, self._frames = [], [], []
-        out = bytearray().join(frames) if frames else bytearray()
-        unencodable: list[_Waiter] = []
-        for start, stop in _runs(ids, self._batch_size):
-            self._encode_frame(requests[start:stop], ids[start:stop], out, unencodable)
-        for waiter in unencodable:
-            waiter.wakeup.set()
-        return out
-
-    def _encode_frame(
-        self, requests: list[Any], ids: list[int], out: bytearray, unencodable: list[_Waiter]
-    ) -> None:
-        start = begin_frame(out)
+    def _await_room(self, count: int, deadline: float | None, timeout: float | None) -> None:
+        """Wait (lock held) until connected with room for ``count``; raises RequestTimeout, ConnectionLost."""
+        self._room_waiters += 1
         try:
-            self._encode(requests, out)
-        except CodecError:
-            del out[start:]
-            for request_id, request in zip(ids, requests, strict=True):
-                start = begin_frame(out)
-                try:
-                    self._encode([request], out)
-                except CodecError as exc:
-                    del out[start:]
-                    self._settle(request_id, [exc], unencodable, failed=True)
-                else:
-                    end_frame(out, start, REQUEST, 1, request_id)
-        else:
-            end_frame(out, start, REQUEST, len(requests), ids[0])
+            while True:
+                if self._closed:
+                    raise renewed(self._failure)
+                if self._sock is not None and self._core.has_room(count):
+                    return
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    what = (
+                        "not connected (reconnecting)"
+                        if self._sock is None
+                        else f"no room in the in-flight window (max_in_flight={self._core.max_in_flight})"
+                    )
+                    raise RequestTimeout(f"{what} within {timeout} s")
+                self._room.wait(remaining)
+        finally:
+            self._room_waiters -= 1
 
-    def _encode(self, requests: Sequence[Any], out: bytearray) -> None:
+    def _wait(self, waiter: _Waiter, deadline: float | None, timeout: float | None, key: int | Batch) -> Any:
+        remaining = timeout if deadline is None else deadline - time.monotonic()
         try:
-            self._codec.encode_batch(requests, out)
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, CodecError):
-                raise
-            raise CodecError(f"cannot encode request: {exc}") from exc
-
-    # -- waiting (caller threads) -------------------------------------------------------------
-
-    def _wait(self, waiter: _Waiter, timeout: float | None) -> Any:
-        try:
-            woken = waiter.wakeup.wait(timeout)
+            woken = waiter.wakeup.wait(remaining)
         except BaseException as exc:  # interrupted: still give the wait up cleanly
-            self._abandon(waiter, exc)
+            self._abandon(waiter, key, exc)
             raise
         if not woken:
-            self._abandon(waiter, RequestTimeout(f"no reply within {timeout} s"))
+            self._abandon(waiter, key, RequestTimeout(f"no reply within {timeout} s"))
         self._wakeups.append(waiter.wakeup)  # set once and consumed: ready for another call
         if waiter.error is not None:
             raise waiter.error
         return waiter.value
 
-    def _abandon(self, waiter: _Waiter, error: BaseException) -> None:
-        """Give up a wait that ended early, unless its outcome arrived meanwhile."""
+    def _abandon(self, waiter: _Waiter, key: int | Batch, error: BaseException) -> None:
+        """Give up a wait that ended early (its slots freed at once), unless its outcome arrived meanwhile."""
         with self._lock:
-            settled = waiter.remaining <= 0
-            if not settled:
-                for offset in range(0, waiter.count, self._batch_size):
-                    self._waiters.pop(waiter.first_id + offset, None)
-                self._release(waiter.fail(error))
-        if settled:
-            waiter.wakeup.wait(None)  # whoever settled it sets its wake-up next
+            if isinstance(key, Batch):
+                self._core.fail_batch(key, error)
+            else:
+                self._core.fail_call(key, error)
+            self._room.notify_all()
+            woken = self._woken_now()
+        self._wake(woken)
+        waiter.wakeup.wait(None)  # set exactly once: just above, or by whoever settled it
 
-    # -- receiving (the reader thread) ----------------------------------------------------
+    def _woken_now(self) -> list[_Waiter]:
+        """Take the waiters whose outcome is set (lock held); wake them once it is released."""
+        woken = self._woken[:]
+        self._woken.clear()
+        return woken
 
-    def _read_loop(self) -> None:
+    @staticmethod
+    def _wake(woken: list[_Waiter]) -> None:
+        for waiter in woken:
+            waiter.wakeup.set()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _send_queued(self, generation: int) -> None:
+        """Write everything queued, including what others add meanwhile; the lead is held.
+
+        What the socket will not take now is handed, with the lead, to the I/O thread.
+        """
+        while (taken := self._take_output(generation)) is not None:
+            sock, out = taken
+            try:
+                sent = sock.send(out)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                with contextlib.suppress(OSError):  # the I/O thread sees it, fails the calls, reconnects
+                    sock.shutdown(socket.SHUT_RDWR)
+                with self._lock:
+                    if self._generation == generation:
+                        self._sending = False
+                return
+            if sent < len(out):
+                with self._lock:
+                    if self._generation != generation:
+                        return  # that connection is gone, and with it the calls these bytes carried
+                    self._unsent = memoryview(out)[sent:]
+                    parked = not self._awake
+                if parked:
+                    self._reader_wake.set()
+                return
+
+    def _take_output(self, generation: int) -> tuple[socket.socket, bytearray] | None:
+        """Take and encode what is queued for connection ``generation``; None (lead given up) if nothing."""
+        core = self._core
+        with self._lock:
+            sock = self._sock
+            if self._generation != generation or sock is None:
+                return None  # the lead went with that connection
+            if not core.queued and not self._frames:
+                self._sending = False
+                return None
+            requests, ids, frames = core.queued, core.queued_ids, self._frames
+            core.queued, core.queued_ids, self._frames = [], [], []
+        out = bytearray().join(frames) if frames else bytearray()
+        if requests:
+            encoded, failed = core.encode_calls(requests, ids)  # outside the lock: callers keep calling
+            out += encoded
+            if failed:
+                with self._lock:
+                    for request_id, error in failed:
+                        core.fail_call(request_id, error)
+                    woken = self._woken_now()
+                self._wake(woken)
+        return sock, out
+
+    # -- the I/O thread --------------------------------------------------------------------
+
+    def _run(self, sock: socket.socket) -> None:
+        """Serve connections until the client closes or gives up reconnecting."""
         buffer = bytearray(256 * 1024)
+        while True:
+            error = self._serve(sock, buffer)
+            with self._lock:
+                self._generation += 1
+                self._sock = None
+                self._sending, self._unsent, self._frames = False, None, []
+                self._core.fail_all(error)
+                woken = self._woken_now()
+                self._room.notify_all()
+                ending = self._closed or not self._policy.reconnect
+                if not self._closed and not self._policy.reconnect:
+                    self._closed, self._failure = True, error
+            self._wake(woken)
+            sock.close()
+            if ending:
+                return
+            notify(self._policy.on_disconnect, error)
+            new_sock = self._redial(error)
+            if new_sock is None:
+                return
+            sock = new_sock
+            self.reconnects += 1
+            notify(self._policy.on_reconnect)
+
+    def _redial(self, error: BaseException) -> socket.socket | None:
+        """Dial until connected (and install it), closed or given up; None unless connected."""
+        attempts = 0
+        while not self._policy.gave_up(attempts):
+            if self._closing.wait(self._policy.pause()):
+                return None
+            attempts += 1
+            try:
+                sock = self._dial(self._connect_timeout)
+            except OSError as exc:
+                log.info("reconnect attempt %d failed: %s", attempts, exc)
+                error = exc
+                continue
+            with self._lock:
+                if self._closed:
+                    sock.close()
+                    return None
+                try:
+                    self._start(sock)
+                except OSError as exc:
+                    sock.close()
+                    error = exc
+                    continue
+                self._sock = sock
+                self._awake = True
+                self._room.notify_all()
+            log.info("reconnected after %d attempts", attempts)
+            return sock
+        with self._lock:
+            self._closed = True
+            self._failure = ConnectionLost(
+                f"gave up reconnecting after {attempts} attempts; last error: {error}"
+            )
+            self._room.notify_all()
+        return None
+
+    def _start(self, sock: socket.socket) -> None:
+        """Begin a new connection (lock held, or before the I/O thread runs): its HELLO, then no blocking."""
+        sock.sendall(self._core.connection_made())  # a few bytes to a fresh socket: never blocks
+        sock.setblocking(False)
+
+    def _serve(self, sock: socket.socket, buffer: bytearray) -> BaseException:
+        """Read and settle replies until the connection ends; return why it ended."""
         view = memoryview(buffer)
-        woken: list[_Waiter] = []
+        generation = self._generation
         try:
             while True:
-                received = self._receive(buffer) if _POLL_SECONDS else self._sock.recv_into(buffer)
+                received = self._receive(sock, buffer, generation)
                 if not received:
-                    raise ConnectionLost("connection closed by peer")
-                try:
-                    start = 0 if self._reader.buffered else self._settle_replies(view, received, woken)
-                    for frame in self._reader.feed(view[start:received]):
-                        self._on_frame(frame, woken)
-                finally:
-                    for waiter in woken:
-                        waiter.wakeup.set()
-                    woken.clear()
-        except ConnectionLost as exc:
-            self._fail(exc)
+                    return ConnectionLost("connection closed by peer")
+                failure: BaseException | None = None
+                with self._lock:
+                    try:
+                        self._core.receive(view[:received])
+                    except ConnectionLost as exc:
+                        failure = exc
+                    except ProtocolError as exc:
+                        failure = ProtocolError(f"invalid reply from server: {exc}")
+                        log.warning("closing connection: %s", failure)
+                    woken = self._woken_now()
+                    if self._room_waiters:
+                        self._room.notify_all()
+                self._wake(woken)
+                if failure is not None:
+                    return failure
         except OSError as exc:
-            self._fail(ConnectionLost(f"connection lost: {exc}"))
-        except (ProtocolError, CodecError) as exc:
-            self._fail(ProtocolError(f"invalid reply from server: {exc}"))
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-        except BaseException as exc:  # a bug, say in a codec writing for callers: fail, not strand, them
-            self._fail(ConnectionLost(f"reader thread failed: {exc!r}"))
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-            raise
+            return ConnectionLost(f"connection lost: {exc}")
+        except Exception as exc:  # a bug, say in a codec: fail the calls, never strand them
+            log.exception("reqrep I/O thread failed")
+            return ConnectionLost(f"I/O thread failed: {exc!r}")
 
-    def _settle_replies(self, view: memoryview, end: int, woken: list[_Waiter]) -> int:
-        """Settle the REPLY frames wholly within ``view[:end]`` in place; return where they stop.
-
-        The usual read holds nothing else, and decoding it here spares a copy and a Frame per
-        frame.  Whatever does not fit (another kind, a frame cut short, one that breaks a
-        rule) is left to FrameReader and ``_on_frame``, which raise the errors it deserves.
-        """
-        offset = 0
-        decode = self._decoder.decode_batch
-        while end - offset >= HEADER_SIZE:
-            length, kind, count, first_id = HEADER.unpack_from(view, offset)
-            stop = offset + 4 + length
-            if kind != REPLY or stop > end or not HEADER_SIZE - 4 <= length <= self._max_frame:
-                break
-            replies, used = decode(view[offset + HEADER_SIZE : stop])
-            if used != stop - offset - HEADER_SIZE or len(replies) != count:
-                break
-            self._settle(first_id, replies, woken)
-            offset = stop
-        return offset
-
-    def _receive(self, buffer: bytearray) -> int:
+    def _receive(self, sock: socket.socket, buffer: bytearray, generation: int) -> int:
         """Read the next bytes from the server, writing what callers queue until they come.
 
-        The reader polls, yielding the CPU to the callers between polls, for up to
-        ``_POLL_SECONDS`` after its last progress, then blocks in a read and leaves the
-        writing to the callers.  Its writes never block: a reader stuck in a write could not
-        read the replies the server needs to send before it reads more.
+        The I/O thread polls, yielding the CPU to the callers between polls, for up to
+        ``_POLL_SECONDS`` after its last progress, then parks in a poll of the socket and its
+        wake-up and leaves the writing to the callers.  Its writes never block: a thread
+        stuck in a write could not read the replies the server must send before it reads more.
         """
         deadline = time.perf_counter() + _POLL_SECONDS
         while True:
             # Unlocked peek first: the lock is needed only to take the queue, or to park.
-            if self._unsent is None and (self._queued or self._frames or time.perf_counter() > deadline):
+            if self._unsent is None and (self._core.queued or self._frames or time.perf_counter() > deadline):
                 with self._lock:
-                    lead = not self._sending and bool(self._queued or self._frames)
+                    lead = not self._sending and bool(self._core.queued or self._frames)
                     self._sending = self._sending or lead
-                    if not lead and time.perf_counter() > deadline:
+                    park = not lead and self._unsent is None and time.perf_counter() > deadline
+                    if park:
                         self._awake = False
-                        break
-                if lead and (out := self._take_queued()) is not None:
-                    self._unsent = memoryview(out)
-            if self._unsent is not None and self._write_some(self._unsent):
+                if park:  # then read (or write what a caller handed over)
+                    self._park(sock)
+                    deadline = time.perf_counter() + _POLL_SECONDS
+                elif lead and (taken := self._take_output(generation)) is not None:
+                    self._unsent = memoryview(taken[1])
+            if self._unsent is not None and self._write_some(sock, self._unsent, generation):
                 deadline = time.perf_counter() + _POLL_SECONDS
             try:
-                return self._sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+                return sock.recv_into(buffer)
             except BlockingIOError:
                 pass  # nothing yet
             if self._unsent is not None and time.perf_counter() > deadline:
-                poller = select.poll()  # the server reads nothing for now: wait until it does, or replies
-                poller.register(self._sock, select.POLLIN | select.POLLOUT)
-                poller.poll()
-            else:
+                # The server reads nothing for now: wait until it does, or replies.
+                _poll(sock.fileno(), select.POLLIN | select.POLLOUT, self._reader_wake.read_fd)
+            elif _POLL_SECONDS:
                 os.sched_yield()  # let woken callers run and queue their next requests
-        received = self._sock.recv_into(buffer)
+
+    def _park(self, sock: socket.socket) -> None:
+        """Wait until the socket has bytes, or a caller hands over what it could not write, or close."""
+        _poll(sock.fileno(), select.POLLIN, self._reader_wake.read_fd)
+        self._reader_wake.clear()
         with self._lock:
             self._awake = True
-        return received
 
-    def _write_some(self, unsent: memoryview) -> bool:
+    def _write_some(self, sock: socket.socket, unsent: memoryview, generation: int) -> bool:
         """Write what the socket takes now, then take what was queued meanwhile; False if nothing went."""
         try:
-            written = self._sock.send(unsent, socket.MSG_DONTWAIT)
+            written = sock.send(unsent)
         except BlockingIOError:
             return False
         if written < len(unsent):
             self._unsent = unsent[written:]
         else:
-            out = self._take_queued()
-            self._unsent = None if out is None else memoryview(out)
+            taken = self._take_output(generation)
+            self._unsent = None if taken is None else memoryview(taken[1])
         return True
 
-    def _on_frame(self, frame: Frame, woken: list[_Waiter]) -> None:
-        if frame.kind == REPLY:
-            _, replies = decode_replies(frame, self._decoder.decode_batch)
-            self._settle(frame.first_id, replies, woken)
-        elif frame.kind == REPLY_IDS:
-            ids, replies = decode_replies(frame, self._decoder.decode_batch)
-            for request_id, reply in zip(ids, replies, strict=True):
-                self._settle(request_id, [reply], woken)
-        elif frame.kind == ERROR:
-            for first_id, count, message in decode_errors(frame, widest=self._batch_size):
-                self._settle(first_id, [RemoteError(message) for _ in range(count)], woken, failed=True)
-        elif frame.kind == CONN_ERROR:
-            raise ConnectionLost(f"server closed the connection: {frame.payload.decode('utf-8', 'replace')}")
-        else:
-            raise ProtocolError(f"unexpected frame kind {frame.kind} from server")
 
-    def _settle(
-        self, first_id: int, outcomes: Sequence[Any], woken: list[_Waiter], *, failed: bool = False
-    ) -> None:
-        """Resolve consecutive requests from ``first_id``, each in whichever call waits for it.
-
-        With ``failed``, the single outcome is an exception that fails the whole call it belongs to.
-        Calls this completes are added to ``woken``; the caller sets their wake-ups, outside the lock.
-        """
-        waiters = self._waiters
-        with self._lock:
-            index = 0
-            while index < len(outcomes):
-                request_id = first_id + index
-                waiter = waiters.get(request_id) or self._find(request_id)
-                if waiter is None:  # a late reply to a call that timed out
-                    index += 1
-                    continue
-                if waiter.count == 1:  # a single call, the usual case: settled outright
-                    del waiters[request_id]
-                    if failed:
-                        waiter.error = outcomes[index]
-                    else:
-                        waiter.value[0] = outcomes[index]
-                    waiter.remaining = 0
-                    woken.append(waiter)
-                    self._in_flight -= 1
-                    index += 1
-                    continue
-                span = min(len(outcomes) - index, waiter.first_id + waiter.count - request_id)
-                if failed:
-                    done = waiter.fail(outcomes[index])
-                else:
-                    done = waiter.fill(request_id, outcomes[index : index + span])
-                if waiter.remaining <= 0:
-                    for offset in range(0, waiter.count, self._batch_size):
-                        self._waiters.pop(waiter.first_id + offset, None)
-                    woken.append(waiter)
-                self._in_flight -= done
-                index += span
-            if self._in_flight + self._batch_size > self._max_in_flight:
-                self._room.notify_all()
-
-    def _find(self, request_id: int) -> _Waiter | None:
-        """Find the batch holding ``request_id`` (rare: partial or error replies to a batch)."""
-        for waiter in self._waiters.values():
-            if waiter.first_id <= request_id < waiter.first_id + waiter.count:
-                return waiter
-        return None
-
-    def _fail(self, error: BaseException) -> None:
-        with self._lock:
-            if self._failure is None:
-                self._failure = error
-            waiters = set(self._waiters.values())
-            self._waiters.clear()
-            for waiter in waiters:
-                waiter.fail(renewed(error))
-            self._queued.clear()
-            self._queued_ids.clear()
-            self._frames.clear()
-            self._in_flight = 0
-            self._room.notify_all()
-        for waiter in waiters:
-            waiter.wakeup.set()
-
-
-def _runs(ids: list[int], limit: int) -> list[tuple[int, int]]:
-    """Split queued ids into (start, stop) index ranges of consecutive ids, at most ``limit`` long."""
-    if 0 < len(ids) <= limit and ids[-1] - ids[0] == len(ids) - 1:
-        return [(0, len(ids))]  # the usual case (ids only grow): one run, found without a loop
-    runs, start = [], 0
-    for index in range(1, len(ids) + 1):
-        if index == len(ids) or ids[index] != ids[index - 1] + 1 or index - start == limit:
-            runs.append((start, index))
-            start = index
-    return runs
+def _poll(fd: int, events: int, wake_fd: int) -> None:
+    """Block until ``fd`` is ready for ``events`` (or fails), or ``wake_fd`` is readable."""
+    poller = select.poll()
+    poller.register(fd, events)
+    poller.register(wake_fd, select.POLLIN)
+    poller.poll()

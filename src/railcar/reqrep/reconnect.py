@@ -1,0 +1,60 @@
+"""When and how often a client dials again after losing its connection, and whom it tells."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("railcar.reqrep")
+
+#: ``on_disconnect(error)`` or ``on_reconnect()``: a plain function, or one returning an awaitable.
+Callback = Callable[..., Any]
+
+#: Each pause is ``reconnect_wait`` less up to this share, so clients of one restarted server spread out.
+JITTER = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """Whether to reconnect, the pause between attempts, how many attempts in a row, and the callbacks."""
+
+    reconnect: bool = True
+    reconnect_wait: float = 1.0
+    max_reconnects: int | None = None
+    on_disconnect: Callback | None = None
+    on_reconnect: Callback | None = None
+
+    def __post_init__(self) -> None:
+        """Raises ValueError for a negative or non-finite wait, or a negative attempt limit."""
+        if not (self.reconnect_wait >= 0 and math.isfinite(self.reconnect_wait)):
+            raise ValueError(f"need a finite reconnect_wait >= 0 (got {self.reconnect_wait})")
+        if self.max_reconnects is not None and self.max_reconnects < 0:
+            raise ValueError(f"need max_reconnects >= 0 or None (got {self.max_reconnects})")
+
+    def pause(self) -> float:
+        """Seconds to wait before the next attempt: ``reconnect_wait`` less up to 20% jitter."""
+        return self.reconnect_wait * (1.0 - JITTER * random.random())
+
+    def gave_up(self, attempts: int) -> bool:
+        """True once ``attempts`` failed attempts in a row use up ``max_reconnects``."""
+        return self.max_reconnects is not None and attempts >= self.max_reconnects
+
+
+def notify(callback: Callback | None, *args: Any) -> Awaitable[Any] | None:
+    """Call a connection callback; return what it returned if that must be awaited.
+
+    A callback that raises is logged, never raised: the connection's life goes on.
+    """
+    if callback is None:
+        return None
+    try:
+        result = callback(*args)
+    except Exception:
+        log.exception("connection callback %r failed", callback)
+        return None
+    return result if inspect.isawaitable(result) else None
