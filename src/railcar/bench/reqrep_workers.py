@@ -319,7 +319,7 @@ CLIENTS: dict[str, ClientFactory] = {
 
 def _prime_railcar(codec: str, request: Any) -> Prime:
     def prime(host: str, port: int) -> None:
-        with SyncClient(host, port, codec) as client:
+        with SyncClient(host, port, codec, reconnect=False) as client:
             client.call(request, timeout=TIMEOUT)
 
     return prime
