@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from railcar.engine import ENGINES, create_server, default_engine
 from railcar.engine.api import Conn, Handler, Server, ServerOptions
 from railcar.errors import (
@@ -13,6 +15,9 @@ from railcar.errors import (
 )
 
 __version__ = "0.1.0"
+
+# The library logs and never prints: an application that wants the messages configures logging.
+logging.getLogger("railcar").addHandler(logging.NullHandler())
 
 __all__ = [
     "ENGINES",

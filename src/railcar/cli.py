@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Callable
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import click
 
@@ -20,10 +21,46 @@ from railcar.report import FiniteFloatRange
 EXIT_USAGE = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands named in ``lazy`` ("module:attribute") are imported only when used.
+
+    Importing every command's modules took 0.2 s before main() could handle a Ctrl-C:
+    one pressed meanwhile printed a KeyboardInterrupt traceback.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, imported or not."""
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, importing its module on first use."""
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    lazy={"load": "railcar.load.command:load_command", "stress": "railcar.load.command:stress_command"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="railcar")
-def cli() -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="Least severe message of the library's log to print on stderr.",
+)
+def cli(log_level: str) -> None:
     """railcar: fast TCP services and clients that move messages in batches."""
+    # The one place logging is configured: the library only logs (to a NullHandler).
+    logging.basicConfig(level=log_level.upper(), format="railcar: %(levelname)s %(name)s: %(message)s")
 
 
 @cli.group()
@@ -142,31 +179,21 @@ def serve_reqrep(
     run_until_signalled(server, deadline)
 
 
-@cli.group()
+@cli.group(
+    cls=_LazyGroup,
+    lazy={
+        "echo": "railcar.bench.echo:bench_echo",
+        "idle": "railcar.bench.echo:bench_idle",
+        "reqrep": "railcar.bench.reqrep:bench_reqrep",
+        "load": "railcar.bench.load:bench_load",
+    },
+)
 def bench() -> None:
     """Measure railcar against its peers, side by side in one run."""
 
 
-def _register_commands() -> None:
-    from railcar.bench.echo import bench_echo, bench_idle  # noqa: PLC0415
-    from railcar.bench.load import bench_load  # noqa: PLC0415
-    from railcar.bench.reqrep import bench_reqrep  # noqa: PLC0415
-    from railcar.load.command import load_command, stress_command  # noqa: PLC0415
-
-    bench.add_command(bench_echo)
-    bench.add_command(bench_idle)
-    bench.add_command(bench_reqrep)
-    bench.add_command(bench_load)
-    cli.add_command(load_command)
-    cli.add_command(stress_command)
-
-
-_register_commands()
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; usage and start-up errors print one line and exit with status 2."""
-    logging.basicConfig(level=logging.WARNING, format="railcar: %(levelname)s %(message)s")
     try:
         cli.main(args=argv, prog_name="railcar", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -178,7 +205,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except (RailcarError, ValueError) as exc:
         click.echo(f"railcar: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # KeyboardInterrupt: outside a command
         click.echo("railcar: interrupted", err=True)
         sys.exit(130)
     sys.exit(0)

@@ -111,8 +111,8 @@ class FiniteFloatRange(click.FloatRange):
         return result
 
 
-def _writable_md(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """Refuse a ``--md`` path that cannot be written before a benchmark spends minutes measuring."""
+def writable_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Click callback: refuse an output file that cannot be written before a run spends minutes measuring."""
     if value is None:
         return None
     folder = value.parent
@@ -135,7 +135,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 md_option = click.option(
     "--md",
     type=click.Path(dir_okay=False, path_type=Path),
-    callback=_writable_md,
+    callback=writable_file,
     help="Also write the figures into this Markdown file (e.g. BENCHMARKS.md).",
 )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from railcar.bench.prime import ECHO
 from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load, running_server
 from railcar.engine import ENGINES, server_class
 from railcar.errors import EngineUnavailable
@@ -94,6 +95,7 @@ def _measure_echo(
     shares = [conns // load_procs + (i < conns % load_procs) for i in range(load_procs)]
     loads, server_cpu, load_cpu = measure_load(
         system.argv,
+        ECHO,
         [
             [
                 "railcar.bench.echo_load",
@@ -177,7 +179,13 @@ common_engines = click.option(
     help="Measured seconds per run.",
 )
 @rounds_option
-@click.option("--conns", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option(
+    "--conns",
+    type=click.IntRange(1, 10000),
+    default=50,
+    show_default=True,
+    help="Connections, each with one message in flight.",
+)
 @click.option(
     "--size",
     type=click.IntRange(1, 1 << 20),
@@ -185,7 +193,13 @@ common_engines = click.option(
     show_default=True,
     help="Message size in bytes.",
 )
-@click.option("--warmup", type=FiniteFloatRange(0), default=0.5, show_default=True)
+@click.option(
+    "--warmup",
+    type=FiniteFloatRange(0),
+    default=0.5,
+    show_default=True,
+    help="Seconds of load before each measured run.",
+)
 @click.option(
     "--load-procs",
     type=click.IntRange(1, 64),
@@ -237,7 +251,7 @@ def bench_echo(
 
 def _idle_rss(system: System, connections: int, settle: float) -> dict[str, float]:
     """Open ``connections`` idle connections to one system; return its RSS growth per connection."""
-    with running_server(system.argv) as server:
+    with running_server(system.argv, prime=ECHO) as server:
         warm = socket.create_connection((server.host, server.port))
         _ping(warm)
         time.sleep(settle)
@@ -270,7 +284,13 @@ def _ping(sock: socket.socket) -> None:
 
 @click.command("idle")
 @common_engines
-@click.option("--connections", type=click.IntRange(1, 100000), default=10000, show_default=True)
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 100000),
+    default=10000,
+    show_default=True,
+    help="Idle connections opened to each server.",
+)
 @click.option(
     "--settle",
     type=FiniteFloatRange(0),

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from railcar.bench.prime import RESP, http_get, prime_server
 from railcar.bench.procs import stop_process
 from railcar.errors import RailcarError
 
@@ -56,7 +57,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10
 
 @contextlib.contextmanager
 def redis_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
-    """Run redis-server (no persistence) on a free loopback port; yield (port, pid)."""
+    """Run redis-server (no persistence) on a free loopback port, primed; yield (port, pid)."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -76,6 +77,7 @@ def redis_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
     try:
         _pin(proc.pid, cpus)
         wait_listening(port, proc)
+        prime_server("redis-server", "127.0.0.1", port, RESP)
         yield port, proc.pid
     finally:
         stop_process(proc)
@@ -83,7 +85,7 @@ def redis_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
 
 @contextlib.contextmanager
 def nginx_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
-    """Run nginx (one worker, plaintext reply, no logs) on a free loopback port; yield (port, worker pid)."""
+    """Run nginx (one worker, plaintext reply, no logs) on a free port, primed; yield (port, worker pid)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="railcar-nginx-") as prefix:
         config = Path(prefix, "nginx.conf")
@@ -97,6 +99,7 @@ def nginx_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
             wait_listening(port, proc)
             (worker,) = _workers(proc.pid)
             _pin(worker, cpus)
+            prime_server("nginx", "127.0.0.1", port, http_get)
             yield port, worker
         finally:
             stop_process(proc)

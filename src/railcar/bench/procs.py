@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from railcar.bench.prime import Prime, prime_server
 from railcar.errors import RailcarError
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -35,9 +36,12 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def running_server(
-    argv: Sequence[str], cpus: set[int] | None = None, timeout: float = 20.0
+    argv: Sequence[str], cpus: set[int] | None = None, timeout: float = 20.0, prime: Prime | None = None
 ) -> Iterator[ServerProcess]:
-    """Run ``python -m <argv>`` until the block ends; raises RuntimeError if it does not start."""
+    """Run ``python -m <argv>`` until the block ends, primed by ``prime`` (see ``bench.prime``) if given.
+
+    Raises RailcarError if the server does not start or fails its prime.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", *argv],
         stdout=subprocess.PIPE,
@@ -53,7 +57,10 @@ def running_server(
             _, err = proc.communicate(timeout=5)
             raise RailcarError(f"{' '.join(argv)} did not start: {line.strip()} {err.strip()}")
         host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
-        yield ServerProcess(proc, host.strip("[]"), int(port))
+        server = ServerProcess(proc, host.strip("[]"), int(port))
+        if prime is not None:
+            prime_server(" ".join(argv), server.host, server.port, prime)
+        yield server
     finally:
         stop_process(proc)
 
@@ -79,16 +86,16 @@ def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 def measure_load(
-    server_argv: Sequence[str], client_argvs: list[list[str]], timeout: float
+    server_argv: Sequence[str], prime: Prime, client_argvs: list[list[str]], timeout: float
 ) -> tuple[list[dict[str, Any]], float, float]:
-    """Run load processes against a pinned server; return their JSON results, the server's and the load's CPU.
+    """Run loads against a pinned, primed server; return their JSON results, the server's and the load's CPU.
 
     Each load process prints ``start`` when its measured window opens and then one JSON
     object; CPU times are sampled between the last start and the first result, in CPUs busy.
     Raises RailcarError if the server or a load process fails.
     """
     server_cpus, load_cpus = cpu_split()
-    with running_server(server_argv, cpus=server_cpus) as server:
+    with running_server(server_argv, cpus=server_cpus, prime=prime) as server:
         loads = [
             subprocess.Popen(
                 [sys.executable, "-m", *argv, "--host", server.host, "--port", str(server.port)],

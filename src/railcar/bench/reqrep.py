@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load
+from railcar.bench.reqrep_workers import PRIMES
 from railcar.report import (
     FiniteFloatRange,
     Result,
@@ -81,6 +82,7 @@ WHAT = {
 def _measure(run: Run, seconds: float, warmup: float) -> dict[str, float]:
     loads, server_cpu, load_cpu = measure_load(
         run.server,
+        PRIMES[run.client],
         [
             [
                 "railcar.bench.reqrep_workers",
@@ -155,7 +157,13 @@ def _markdown(doc: dict[str, Any]) -> str:
     "--seconds", type=FiniteFloatRange(0.1), default=3.0, show_default=True, help="Measured seconds per run."
 )
 @rounds_option
-@click.option("--warmup", type=FiniteFloatRange(0), default=0.5, show_default=True)
+@click.option(
+    "--warmup",
+    type=FiniteFloatRange(0),
+    default=0.5,
+    show_default=True,
+    help="Seconds of load before each measured run.",
+)
 @no_peers_option
 @json_option
 @md_option

@@ -2,7 +2,9 @@
 
 ``python -m railcar.bench.reqrep_workers server NAME --port 0`` prints ``listening on HOST:PORT``;
 ``python -m railcar.bench.reqrep_workers client NAME --port P --seconds S`` prints ``start`` when
-its measured window opens, then one JSON object: requests answered, errors, seconds.
+its measured window opens, then one JSON object: requests answered, errors, seconds;
+``python -m railcar.bench.reqrep_workers prime NAME --port P`` makes one call to the server that
+client NAME loads (see ``railcar.bench.prime``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import asyncio
 import json
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -21,8 +25,9 @@ from typing import Any
 import numpy as np
 import uvloop
 
+from railcar.bench.prime import TIMEOUT, Prime, exchange
 from railcar.codecs import RECORD_276
-from railcar.errors import ConnectionLost
+from railcar.errors import ConnectionLost, RailcarError
 from railcar.reqrep import Client
 from railcar.reqrep.sync import SyncClient
 
@@ -309,6 +314,90 @@ CLIENTS: dict[str, ClientFactory] = {
 }
 
 
+# -- primes: one call on a connection of its own before a server is measured --------------
+
+
+def _prime_railcar(codec: str, request: Any) -> Prime:
+    def prime(host: str, port: int) -> None:
+        with SyncClient(host, port, codec, reconnect=False) as client:
+            client.call(request, timeout=TIMEOUT)
+
+    return prime
+
+
+def _prime_zmq(host: str, port: int) -> None:
+    import zmq  # noqa: PLC0415 - only the zmq peer needs it
+
+    with zmq.Context() as context, context.socket(zmq.DEALER) as dealer:
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.RCVTIMEO, int(TIMEOUT * 1000))
+        dealer.connect(f"tcp://{host}:{port}")
+        dealer.send(struct.pack("<i", 7))  # one int: a whole request of both zmq peers
+        dealer.recv()
+
+
+def _prime_grpc(host: str, port: int) -> None:
+    import grpc  # noqa: PLC0415 - only the grpc peer needs it
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        call = channel.unary_unary(
+            "/bench.Reqrep/Increment", request_serializer=_grpc_identity, response_deserializer=_grpc_identity
+        )
+        call(struct.pack("<i", 7), timeout=TIMEOUT)
+
+
+# Primes that load pyzmq or grpcio, run in a process of their own: their threads would
+# otherwise live on in the bench's process, which goes on to fork every later server and load.
+_PRIMES_IN_CHILD: dict[str, Prime] = {
+    "pyzmq-1": _prime_zmq,
+    "pyzmq-1000": _prime_zmq,
+    "grpc-aio": _prime_grpc,
+}
+
+
+def _in_child(name: str) -> Prime:
+    def prime(host: str, port: int) -> None:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "railcar.bench.reqrep_workers",
+                "prime",
+                name,
+                "--host",
+                host,
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 3,
+            check=False,
+        )
+        if done.returncode:
+            raise RailcarError(done.stderr.strip()[-300:] or f"exit status {done.returncode}")
+
+    return prime
+
+
+_raw_prime = exchange(_LENGTH.pack(4) + struct.pack("<i", 7), _LENGTH.pack(4) + struct.pack("<i", 8))
+_int32_prime = _prime_railcar("int32", 7)
+
+# The prime of the server each client of CLIENTS loads.
+PRIMES: dict[str, Prime] = {
+    "int32": _int32_prime,
+    "int32-vec": _int32_prime,
+    "struct276": _prime_railcar("struct276", np.zeros(1, dtype=RECORD_276).tolist()[0]),
+    "jsonl": _prime_railcar("jsonl", {"prime": True}),
+    "call": _int32_prime,
+    "sync": _int32_prime,
+    "sync-many": _int32_prime,
+    "raw-item": _raw_prime,
+    "raw-numpy": _raw_prime,
+    **{name: _in_child(name) for name in _PRIMES_IN_CHILD},
+}
+
+
 async def _serve_raw(protocol: type[asyncio.Protocol], port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(protocol, "127.0.0.1", port)
@@ -346,7 +435,7 @@ async def run_client(name: str, host: str, port: int, warmup: float, seconds: fl
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the worker processes."""
     parser = argparse.ArgumentParser(prog="railcar.bench.reqrep_workers")
-    parser.add_argument("role", choices=("server", "client"))
+    parser.add_argument("role", choices=("server", "client", "prime"))
     parser.add_argument("name")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -355,6 +444,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.role == "server":
         serve_peer(args.name, args.port)
+        return
+    if args.role == "prime":
+        _PRIMES_IN_CHILD[args.name](args.host, args.port)
         return
     runner = asyncio.run if args.name == "grpc-aio" else uvloop.run
     result = runner(run_client(args.name, args.host, args.port, args.warmup, args.seconds))

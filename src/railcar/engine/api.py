@@ -260,6 +260,9 @@ class Server:
         self.handler = handler
         self.options = options
         self._address: Address | None = None
+        # Set by abort_stop(); a plain flag, not an Event, so that a signal handler may set it
+        # while the main thread waits inside stop().
+        self._abort_now = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -296,6 +299,13 @@ class Server:
         """Stop accepting, flush and close every connection, abort what remains after ``deadline`` s."""
         raise NotImplementedError
 
+    def abort_stop(self) -> None:
+        """Make a stop under way (or the next one) abort what remains now, not at its deadline.
+
+        Safe to call from a signal handler or from any thread; a stop notices it within 50 ms.
+        """
+        self._abort_now = True
+
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the engine's thread, where Conn methods may be called."""
         raise NotImplementedError
@@ -303,12 +313,15 @@ class Server:
     def serve_forever(self, deadline: float = 5.0, ready: Callable[[], None] | None = None) -> None:
         """Start, block until SIGINT or SIGTERM, then stop within ``deadline``; main thread only.
 
-        ``ready`` is called once the server listens and the signals are handled, so a
-        signal sent by whoever it tells can no longer kill the process unstopped.
+        A second signal aborts what remains at once. ``ready`` is called once the server
+        listens and the signals are handled, so a signal sent by whoever it tells can no
+        longer kill the process unstopped.
         """
         stop_requested = threading.Event()
 
         def on_signal(signum: int, frame: object) -> None:
+            if stop_requested.is_set():
+                self.abort_stop()  # the user insists: no more waiting for slow readers
             stop_requested.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -283,7 +283,7 @@ class AsyncioServer(Server):
         give_up = loop.time() + deadline
         # Connections accepted before the listener closed may reach connection_made only now;
         # it sees ``stopping`` and closes them.
-        while (self.conns or self.opening) and loop.time() < give_up:
+        while (self.conns or self.opening) and loop.time() < give_up and not self._abort_now:
             await asyncio.sleep(0.005)
         while self.conns:  # connection_lost runs on the next loop iterations
             for conn in list(self.conns):  # each turn: one made after the deadline only closed itself

@@ -37,6 +37,7 @@ _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
 _IOV_MAX = 1024  # buffers per sendmsg call (Linux UIO_MAXIOV)
 _ACCEPTS_PER_TURN = 256  # keep accept storms from starving established connections
+_STOP_POLL = 0.05  # while stopping, how often the reactor looks whether abort_stop() was called
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 
 
@@ -309,7 +310,7 @@ class EpollServer(Server):
     def _poll_timeout(self) -> float:
         waits = []
         if self._stop_at is not None:
-            waits.append(self._stop_at - time.monotonic())
+            waits.append(min(self._stop_at - time.monotonic(), _STOP_POLL))
         if self._accept_paused_until:
             waits.append(self._accept_paused_until - time.monotonic())
             if waits[-1] <= 0:
@@ -317,7 +318,9 @@ class EpollServer(Server):
         return max(0.0, min(waits)) if waits else -1
 
     def _finished(self) -> bool:
-        return self._stop_at is not None and (not self._conns or time.monotonic() >= self._stop_at)
+        return self._stop_at is not None and (
+            not self._conns or time.monotonic() >= self._stop_at or self._abort_now
+        )
 
     def _accept(self) -> None:
         listener = self._listener

@@ -152,7 +152,9 @@ class ThreadsServer(Server):
             conn.close()
         give_up = time.monotonic() + deadline
         for thread in conns.values():
-            thread.join(max(0.0, give_up - time.monotonic()))
+            # in short joins, to notice abort_stop()
+            while thread.is_alive() and not self._abort_now and (left := give_up - time.monotonic()) > 0:
+                thread.join(min(left, 0.05))
         for conn, thread in conns.items():
             if thread.is_alive():
                 conn.abort()

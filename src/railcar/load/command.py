@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -16,9 +15,14 @@ from railcar import report
 from railcar.errors import RailcarError
 from railcar.limits import rss_bytes
 from railcar.load import runner
+from railcar.load.budget import EXIT_FAILED, FailureBudget, FailureBudgetType
 from railcar.load.plan import Plan
+from railcar.load.plot import check_available as check_plot_available
+from railcar.load.plot import write_png
 from railcar.load.report import entry, text
+from railcar.load.target import check_target, default_procs
 from railcar.load.workloads import PROTOCOLS, Workload
+from railcar.report import writable_file
 
 _UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m|h|)\s*")
@@ -93,9 +97,10 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--procs",
             type=click.IntRange(1, 256),
-            default=len(os.sched_getaffinity(0)),
-            show_default="number of CPUs",
-            help="Worker processes the users are spread over.",
+            show_default="one per CPU, minus one when the server is on this machine",
+            help="Worker processes the users are spread over. Each can keep a CPU busy: on the "
+            "server's machine a worker on the server's CPU slows the server down (p99 against "
+            "redis-server doubled with one worker per CPU); each also takes about 50 MiB of memory.",
         ),
         click.option(
             "--timeout",
@@ -104,7 +109,13 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="A request unanswered this long fails and its connection is replaced.",
         ),
-        click.option("--connect-timeout", type=Duration(), default="5s", show_default=True),
+        click.option(
+            "--connect-timeout",
+            type=Duration(),
+            default="5s",
+            show_default=True,
+            help="A connect unanswered this long fails (and is retried while the load runs).",
+        ),
         click.option("--quiet", is_flag=True, help="No live progress line."),
     ]
     for option in reversed(options):
@@ -175,41 +186,95 @@ class _LiveLine:
             self.status.stop()
 
 
-@click.command("load")
+EXIT_INTERRUPTED = 130
+
+_EXIT_STATUS = f"""Exit status:
+
+\b
+  0    the run completed within --max-failures
+  2    bad input or the server cannot be reached (nothing is run), or --out/--plot
+       could not be written after the run (the report is printed all the same)
+  {EXIT_FAILED}    the run completed over --max-failures, or no request was answered
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the partial report is printed
+"""
+
+
+@click.command("load", epilog=_EXIT_STATUS)
 @load_options
 @click.option("--users", type=click.IntRange(1, 100_000), default=50, show_default=True, help="Connections.")
 @click.option("--duration", type=Duration(), default="10s", show_default=True, help="How long to load.")
+@click.option(
+    "--max-failures",
+    type=FailureBudgetType(),
+    default="0",
+    show_default=True,
+    help="Failed requests plus failed connects the run may have and still pass (exit status 0): "
+    "a count, or a share of the attempts such as 0.5%.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the text report.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON here.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of the run here.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable_file,
+    help="Also write the JSON here.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable_file,
+    help="Write a PNG of the run here (needs matplotlib).",
+)
 def load_command(
     users: int,
     duration: float,
+    max_failures: FailureBudget,
     as_json: bool,
     out: Path | None,
     plot: Path | None,
-    procs: int,
+    procs: int | None,
     quiet: bool,
     **settings: Any,
 ) -> None:
     """Load a TCP server with many connections and report throughput and latency percentiles."""
     plan = _plan(users=users, duration=duration, **settings)
-    runner.check_target(plan.host, plan.port, plan.connect_timeout)
-    with _LiveLine(not quiet and not as_json, duration) as live:
-        result = runner.run(plan, procs, live)
-    doc = report.document([entry(result, plan.workload.protocol)], duration)
-    if out is not None:
-        out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     if plot is not None:
-        from railcar.load.plot import write_png  # noqa: PLC0415 - matplotlib is slow to import
-
-        write_png(result, plot)
+        check_plot_available()  # before the load, not after it
+    check_target(plan.host, plan.port, plan.connect_timeout)
+    with _LiveLine(not quiet and not as_json, duration) as live:
+        result = runner.run(plan, procs or default_procs(plan.host), live)
+    doc = report.document([entry(result, plan.workload.protocol)], duration)
+    unwritten = _write_files(doc, result, out, plot)
     if as_json:
         report.print_json(doc)
     else:
         click.echo(text(result))
+    if unwritten:
+        # after the report, which is worth having even when a file could not be written
+        raise RailcarError("; ".join(unwritten) + " (the report is on stdout)")
     if result.interrupted:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    failed = max_failures.verdict(result)
+    if failed is not None:
+        click.echo(f"railcar: load failed: {failed}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _write_files(
+    doc: dict[str, Any], result: runner.LoadResult, out: Path | None, plot: Path | None
+) -> list[str]:
+    """Write the JSON and the PNG asked for; return why each one that could not be written was not."""
+    unwritten = []
+    if out is not None:
+        try:
+            out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            unwritten.append(f"cannot write {out}: {exc.strerror or exc}")
+    if plot is not None:
+        try:
+            write_png(result, plot)
+        except RailcarError as exc:
+            unwritten.append(str(exc))
+    return unwritten
 
 
 def _steps(value: str) -> list[int]:
@@ -257,25 +322,35 @@ def stress_command(
     step_duration: float,
     server_pid: int | None,
     as_json: bool,
-    procs: int,
+    procs: int | None,
     quiet: bool,
     **settings: Any,
 ) -> None:
-    """Step a server through growing connection counts; report throughput, p99, errors and memory per step."""
+    """Step a server through growing connection counts; report throughput, p99, errors and memory per step.
+
+    Ctrl-C ends the run with the steps finished so far (and the one under way), exit status 130.
+    """
     counts = _steps(steps)
     if server_pid is not None and not Path(f"/proc/{server_pid}").exists():
         raise click.BadParameter(f"no process with pid {server_pid}", param_hint="--server-pid")
     plans = [_plan(users=users, duration=step_duration, **settings) for users in counts]
+    procs = procs or default_procs(plans[0].host)
     runner.ensure_file_limit(max(plans, key=lambda plan: plan.users), procs)
-    runner.check_target(plans[0].host, plans[0].port, plans[0].connect_timeout)
+    check_target(plans[0].host, plans[0].port, plans[0].connect_timeout)
     results: list[dict[str, Any]] = []
     rows: list[list[str]] = []
     failed: RailcarError | None = None
+    interrupted = False
     for plan in plans:
         with _LiveLine(not quiet and not as_json, step_duration) as live:
             sampler = _PeakRss(server_pid, live)
             try:
                 result = runner.run(plan, procs, sampler)
+            except KeyboardInterrupt:
+                if not results:
+                    raise
+                interrupted = True  # before this step measured anything: report the steps finished
+                break
             except RailcarError as exc:
                 if not results:
                     raise
@@ -285,21 +360,9 @@ def stress_command(
         item = entry(result, f"users={plan.users}")
         item["server_rss_bytes"] = sampler.peak or None
         results.append(item)
-        latency = result.latency_us()
-        rows.append(
-            [
-                f"{plan.users:,}",
-                f"{result.connected:,}",
-                f"{result.throughput:,.0f}",
-                f"{latency['p50']:,.0f}",
-                f"{latency['p99']:,.0f}",
-                f"{result.failures:,}",
-                f"{result.failure_kinds['connect']:,}",
-                f"{sampler.peak / 2**20:,.1f}" if sampler.peak else "-",
-                f"{result.generator_rss / 2**20:,.0f}",
-            ]
-        )
+        rows.append(_row(result, sampler.peak))
         if result.interrupted:
+            interrupted = True
             break
     if as_json:
         report.print_json(report.document(results, step_duration))
@@ -322,5 +385,26 @@ def stress_command(
         )
     if failed is not None:
         raise failed  # after the table: main() prints it as every error, one line, exit 2
-    if result.interrupted:
-        sys.exit(130)
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _row(result: runner.LoadResult, server_rss: int) -> list[str]:
+    """One step of ``railcar stress`` as a row of its table."""
+    latency = result.latency_us()
+    rate = result.throughput
+    return [
+        f"{result.plan.users:,}",
+        f"{result.connected:,}",
+        "n/a" if rate is None else f"{rate:,.0f}",
+        _us(latency["p50"]),
+        _us(latency["p99"]),
+        f"{result.failures:,}",
+        f"{result.failure_kinds['connect']:,}",
+        f"{server_rss / 2**20:,.1f}" if server_rss else "-",
+        f"{result.generator_rss / 2**20:,.0f}",
+    ]
+
+
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"

@@ -6,7 +6,7 @@ import contextlib
 import math
 import multiprocessing
 import signal
-import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,16 +18,21 @@ from hdrh.histogram import HdrHistogram
 
 from railcar.errors import RailcarError
 from railcar.limits import raise_open_file_limit
-from railcar.load.plan import FAILURE_KINDS, TICK, Plan, new_histogram, request_failures
+from railcar.load.plan import (
+    FAILURE_KINDS,
+    MIN_RATE_WINDOW,
+    TICK,
+    TIMER_RESOLUTION,
+    Plan,
+    new_histogram,
+    request_failures,
+)
+from railcar.load.target import TargetUnreachable
 
 # Open files a worker needs besides its connections (pipes, epoll, stdio, imports).
 FILES_PER_WORKER: Final = 64
 READY_TIMEOUT_PER_USER: Final = 0.05
 STOP_TIMEOUT: Final = 10.0
-
-
-class TargetUnreachable(RailcarError, ConnectionError):
-    """The load's target cannot be resolved or connected to."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,21 @@ class Progress:
 
 @dataclass(frozen=True)
 class Sample:
-    """One tick of the run: replies per second and their latency percentiles."""
+    """One bin of the run's time series: the good replies the workers counted in it, and their latency."""
 
-    t: float
-    rate: float
-    p50_us: float
-    p99_us: float
+    t: float  # start of the bin, in seconds from the start of the load
+    seconds: float  # its length: ``TICK``, or less for the last bin
+    replies: int
+    p50_us: float | None  # None when no reply was timed in the bin
+    p99_us: float | None
+
+    @property
+    def rate(self) -> float:
+        """Good replies per second in this bin."""
+        return self.replies / self.seconds if self.seconds > 0 else 0.0
+
+
+LATENCY_FIELDS: Final = ("min", "avg", "p50", "p90", "p95", "p99", "p999", "max")
 
 
 @dataclass
@@ -76,38 +90,32 @@ class LoadResult:
         return request_failures(self.failure_kinds)
 
     @property
-    def throughput(self) -> float:
-        """Good replies per second while the load ran (the drain of the last replies not counted).
+    def errors(self) -> int:
+        """Failures of every kind: the failed requests and the failed connects."""
+        return self.failures + self.failure_kinds["connect"]
 
-        A server that leaves a request unanswered at the end makes the drain last up to
-        the grace period; dividing by it would understate the throughput severalfold.
+    @property
+    def throughput(self) -> float | None:
+        """Good replies per second while the load ran; None when it ran under ``MIN_RATE_WINDOW``.
+
+        The drain of the last replies is not counted: a server that leaves a request
+        unanswered at the end makes it last up to the grace period, and dividing by it
+        would understate the throughput severalfold.
         """
-        seconds = self.loaded or self.elapsed
-        return self.received / seconds if seconds else 0.0
+        if self.loaded < MIN_RATE_WINDOW - TIMER_RESOLUTION:
+            return None
+        return self.received / self.loaded
 
-    def latency_us(self) -> dict[str, float]:
-        """Latency summary in microseconds: min, avg, p50 … p99.9, max (zeros when nothing replied)."""
+    def latency_us(self) -> dict[str, float | None]:
+        """Latency summary in microseconds: min, avg, p50 … p99.9, max (all None when nothing replied)."""
         hist = self.histogram
         if not hist.get_total_count():
-            return dict.fromkeys(("min", "avg", "p50", "p90", "p95", "p99", "p999", "max"), 0.0)
+            return dict.fromkeys(LATENCY_FIELDS, None)
         summary = {"min": hist.get_min_value(), "avg": hist.get_mean_value()}
         for name, pct in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("p999", 99.9)):
             summary[name] = hist.get_value_at_percentile(pct)
         summary["max"] = hist.get_max_value()
         return {name: round(value / 1000, 1) for name, value in summary.items()}
-
-
-def check_target(host: str, port: int, timeout: float) -> None:
-    """Connect once to host:port; raises TargetUnreachable naming the reason."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except socket.gaierror as exc:
-        raise TargetUnreachable(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    except TimeoutError:
-        raise TargetUnreachable(f"cannot connect to {host}:{port}: no answer within {timeout:g} s") from None
-    except OSError as exc:
-        raise TargetUnreachable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
 
 def split(plan: Plan, procs: int) -> list[Plan]:
@@ -134,52 +142,78 @@ def ensure_file_limit(plan: Plan, procs: int) -> None:
         )
 
 
+@dataclass
+class _Bin:
+    """A bin of the time series still open: replies and latencies added as the workers' ticks come in."""
+
+    replies: int = 0
+    end: float = 0.0  # the latest elapsed time a tick into this bin was sent at
+    histogram: HdrHistogram = field(default_factory=new_histogram)
+
+
 class _Merge:
-    """Folds the workers' ticks into totals, a merged histogram and a time series."""
+    """Folds the workers' ticks into totals, a merged histogram and a time series.
+
+    A worker's tick says which bin its replies since the previous tick belong to
+    (its ticks number the bins 0, 1, 2, … from the start), so every reply is counted
+    in exactly one bin and the series adds up to the totals. A bin is closed once
+    every worker has moved past it.
+    """
 
     def __init__(self, result: LoadResult, workers: int) -> None:
         self.result = result
         self.latest: list[tuple[int, int, dict[str, int]]] = [(0, 0, {})] * workers
-        self.last_bin = [-1] * workers
-        self.last_elapsed = [0.0] * workers
-        # per tick: replies per second (summed over workers, each over its own interval), histogram
-        self.bins: dict[int, tuple[list[float], HdrHistogram]] = {}
-        self.closed_upto = -1
+        self.next_bin = [0] * workers  # the lowest bin each worker can still add to
+        self.bins: dict[int, _Bin] = {}
         self.last_rate = 0.0
         self.last_p99 = 0.0
 
     def tick(
-        self, k: int, elapsed: float, sent: int, received: int, failures: dict[str, int], hist: bytes
+        self,
+        k: int,
+        index: int,
+        elapsed: float,
+        sent: int,
+        received: int,
+        failures: dict[str, int],
+        hist: bytes,
     ) -> None:
-        previous, span = self.latest[k][1], elapsed - self.last_elapsed[k]
+        previous = self.latest[k][1]
         self.latest[k] = (sent, received, failures)
-        self.last_elapsed[k] = elapsed
+        target = self.bins.setdefault(index, _Bin())
+        target.replies += received - previous
+        target.end = max(target.end, elapsed)
         if hist:
             self.result.histogram.decode_and_add(hist)
-        index = round(elapsed / TICK)
-        if index > self.closed_upto:  # else a worker's last, short tick after its regular one
-            rate, bin_hist = self.bins.setdefault(index, ([0.0], new_histogram()))
-            if span > 0:
-                rate[0] += (received - previous) / span
-            if hist:
-                bin_hist.decode_and_add(hist)
-        self.last_bin[k] = index
-        self.close_bins(min(self.last_bin))
+            target.histogram.decode_and_add(hist)
+        self.next_bin[k] = index + 1
+        self.close_bins(min(self.next_bin))
         self.result.elapsed = max(self.result.elapsed, elapsed)
 
+    def done(self, k: int) -> None:
+        """Worker ``k`` has sent its last tick."""
+        self.next_bin[k] = sys.maxsize
+        self.close_bins(min(self.next_bin))
+
     def close_bins(self, below: int) -> None:
-        for index in sorted(i for i in self.bins if i <= below):
-            rates, hist = self.bins.pop(index)
-            rate = rates[0]
-            p50 = hist.get_value_at_percentile(50) / 1000 if hist.get_total_count() else 0.0
-            p99 = hist.get_value_at_percentile(99) / 1000 if hist.get_total_count() else 0.0
-            self.result.series.append(Sample(index * TICK, rate, p50, p99))
-            self.last_rate, self.last_p99 = rate, p99
-            self.closed_upto = index
+        for index in sorted(i for i in self.bins if i < below):
+            closed = self.bins.pop(index)
+            start = index * TICK
+            hist = closed.histogram
+            counted = hist.get_total_count() > 0
+            sample = Sample(
+                start,
+                min(TICK, closed.end - start),
+                closed.replies,
+                hist.get_value_at_percentile(50) / 1000 if counted else None,
+                hist.get_value_at_percentile(99) / 1000 if counted else None,
+            )
+            self.result.series.append(sample)
+            self.last_rate, self.last_p99 = sample.rate, sample.p99_us or 0.0
 
     def totals(self) -> None:
         result = self.result
-        self.close_bins(max(self.bins, default=-1))
+        self.close_bins(sys.maxsize)
         progress = self.progress()
         result.sent, result.received = progress.sent, progress.received
         result.failure_kinds = {
@@ -292,6 +326,7 @@ def _collect(pipes: list[Connection], waiting: set[int], merge: _Merge, index: d
         else:
             merge.result.generator_rss += message[1]
             merge.result.loaded = max(merge.result.loaded, message[2])
+            merge.done(k)
             waiting.discard(k)
 
 

@@ -2,9 +2,11 @@
 
 The parent sends ``("go", start)`` once every worker has connected its users and
 ``("stop",)`` to end early; the worker sends ``("ready", connected, error)``, then
-a ``("tick", ...)`` four times a second with its counters and the histogram of the
-replies since the previous tick, and a last tick followed by ``("done", max_rss, loaded_s)``
-(``loaded_s``: how long it loaded the server, without the drain that follows).
+a ``("tick", bin, ...)`` every ``TICK`` seconds from the start with its counters and
+the histogram of the replies since the previous tick, and a last tick followed by
+``("done", max_rss, loaded_s)`` (``loaded_s``: how long it loaded the server, without
+the drain that follows). ``bin`` numbers the ticks from 0: the replies a tick reports
+belong to that bin of the run's time series and to no other.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from typing import Any, Final, cast
 
 from railcar.errors import ProtocolError
 from railcar.load.latency import LatencyLog
-from railcar.load.plan import FAILURE_KINDS, TICK, Plan, new_histogram
+from railcar.load.plan import FAILURE_KINDS, TICK, TIMER_RESOLUTION, Plan, new_histogram
 from railcar.load.workloads import Session
 
-# A timer of the event loop fires up to about a millisecond late (libuv counts in ms);
-# lateness within this is the generator's own timer resolution, not a stalled server.
-TIMER_SLACK_NS: Final = 1_000_000
+# Lateness within the event loop's timer resolution is the generator's own, not a stalled server's.
+TIMER_SLACK_NS: Final = round(TIMER_RESOLUTION * 1e9)
 # Open loop: batches a connection may have in flight before it waits for replies.
 MAX_IN_FLIGHT_BATCHES: Final = 1024
 RETRY_DELAY: Final = 0.05
@@ -230,6 +231,7 @@ class Load:
         self.stop_requested = asyncio.Event()
         self.go = asyncio.Event()
         self.start_at = 0.0
+        self.bin = 0  # the time-series bin the replies since the last tick belong to
         self.loaded = 0.0  # seconds from the start to the end of sending (the drain not included)
 
     def queue_write(self, user: User, data: bytes, count: int, due_ns: int | None) -> None:
@@ -304,6 +306,7 @@ class Load:
         self.parent.send(
             (
                 "tick",
+                self.bin,
                 time.perf_counter() - self.started,
                 counters.sent,
                 counters.received,
@@ -342,6 +345,7 @@ class Load:
         self.parent.send(("ready", len(self.users), first_error))
         await self.go.wait()
         if self.stop_requested.is_set():
+            self.started = time.perf_counter()  # nothing was loaded: the last tick says 0 s
             await self.finish()
             return
         await asyncio.sleep(max(0.0, self.start_at - time.perf_counter()))
@@ -374,11 +378,16 @@ class Load:
         await self.finish()
 
     async def keep_ticking(self) -> None:
-        """Tick four times a second and fail requests older than the timeout."""
+        """Tick every ``TICK`` seconds from the start and fail requests older than the timeout.
+
+        Ticks are due at fixed times from the start, not ``TICK`` after the previous
+        one, so the bins of every worker stay aligned however late a tick runs.
+        """
         timeout_ns = int(self.plan.timeout * 1e9)
         while True:
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(self.started + (self.bin + 1) * TICK - time.perf_counter())
             self.tick()
+            self.bin += 1
             oldest = time.perf_counter_ns() - timeout_ns
             for user in list(self.users.values()):
                 if user.pending and user.pending[0][0] < oldest:

@@ -58,7 +58,8 @@ class Workload:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-        if isinstance(self.message, int) and self.message < 1:
+        size = self.message if isinstance(self.message, int) else len(self.message)
+        if size < 1:
             raise ValueError("message size must be at least 1 byte")
 
     def session(self, user: int) -> Session:
