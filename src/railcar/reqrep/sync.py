@@ -581,8 +581,8 @@ class SyncClient:
 
     def _park(self, sock: socket.socket) -> None:
         """Wait until the socket has bytes, or a caller hands over what it could not write, or close."""
-        _poll(sock.fileno(), select.POLLIN, self._reader_wake.read_fd)
-        self._reader_wake.clear()
+        if _poll(sock.fileno(), select.POLLIN, self._reader_wake.read_fd):
+            self._reader_wake.clear()
         with self._lock:
             self._awake = True
 
@@ -600,9 +600,9 @@ class SyncClient:
         return True
 
 
-def _poll(fd: int, events: int, wake_fd: int) -> None:
-    """Block until ``fd`` is ready for ``events`` (or fails), or ``wake_fd`` is readable."""
+def _poll(fd: int, events: int, wake_fd: int) -> bool:
+    """Block until ``fd`` is ready for ``events`` (or fails), or ``wake_fd`` is readable; True if it is."""
     poller = select.poll()
     poller.register(fd, events)
     poller.register(wake_fd, select.POLLIN)
-    poller.poll()
+    return any(ready == wake_fd for ready, _ in poller.poll())
