@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from railcar.codecs import CodecFactory, codec_factory
 from railcar.errors import ConnectionLost, InFlightLimit, ProtocolError, RequestTimeout, renewed
 from railcar.proto.reqrep import DEFAULT_MAX_FRAME
-from railcar.reqrep.core import Batch, ClientCore, check_limits
+from railcar.reqrep.core import Batch, ClientCore, ClientState, check_limits
 from railcar.reqrep.reconnect import Callback, ReconnectPolicy, notify
 
 log = logging.getLogger("railcar.reqrep")
@@ -84,7 +84,7 @@ class _Connection(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-class Client:
+class Client(ClientState):
     """One connection to a request–response server; use ``await Client.connect(...)``.
 
     ``call`` and ``call_many`` from many tasks share frames: requests made in the same
@@ -167,29 +167,9 @@ class Client:
         return client
 
     @property
-    def in_flight(self) -> int:
-        """Requests sent or queued that have no reply yet (timed-out and cancelled ones excluded)."""
-        return self._core.in_flight
-
-    @property
-    def late_replies(self) -> int:
-        """Replies that came after their call had timed out, been cancelled or failed: dropped."""
-        return self._core.late_replies
-
-    @property
-    def frame_limit(self) -> int:
-        """The largest frame this client sends: its ``max_frame``, or the server's limit if lower."""
-        return self._core.send_limit
-
-    @property
     def connected(self) -> bool:
         """True while a connection is up (False while reconnecting and once closed)."""
         return self._connection is not None
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` was called, or the connection was lost for good."""
-        return self._closed
 
     async def call(self, request: Any, timeout: float | None = None) -> Any:
         """Return the reply to one request; raises RemoteError, RequestTimeout, ConnectionLost, CodecError."""

@@ -475,6 +475,33 @@ class ClientCore:
         self.in_flight = 0
 
 
+class ClientState:
+    """What both clients report the same way: their core's window, late replies, send limit, and closing."""
+
+    _core: ClientCore
+    _closed: bool
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent or queued that have no reply yet (timed-out and cancelled ones excluded)."""
+        return self._core.in_flight
+
+    @property
+    def late_replies(self) -> int:
+        """Replies that came after their call had timed out, been cancelled or failed: dropped."""
+        return self._core.late_replies
+
+    @property
+    def frame_limit(self) -> int:
+        """The largest frame this client sends: its ``max_frame``, or the server's limit if lower."""
+        return self._core.send_limit
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called, or the connection was lost for good."""
+        return self._closed
+
+
 def check_limits(max_in_flight: int, batch_size: int, max_frame: int) -> None:
     """Raise ValueError unless the window, batch size and frame limit are in range."""
     if max_in_flight < 1 or batch_size < 1 or max_frame < MIN_FRAME:

@@ -31,7 +31,7 @@ from typing import Any
 from railcar.codecs import CodecFactory, codec_factory
 from railcar.errors import ConnectionLost, ProtocolError, RequestTimeout, renewed
 from railcar.proto.reqrep import DEFAULT_MAX_FRAME
-from railcar.reqrep.core import Batch, ClientCore, check_limits
+from railcar.reqrep.core import Batch, ClientCore, ClientState, check_limits
 from railcar.reqrep.reconnect import Callback, ReconnectPolicy, notify
 
 log = logging.getLogger("railcar.reqrep")
@@ -174,7 +174,7 @@ class _ReaderWake:
             os.close(fd)
 
 
-class SyncClient:
+class SyncClient(ClientState):
     """A blocking request–response client over one connection; every method is thread-safe.
 
     A call's ``timeout`` covers all of its waits: for the connection, for room in the
@@ -238,29 +238,9 @@ class SyncClient:
         self._thread.start()
 
     @property
-    def in_flight(self) -> int:
-        """Requests sent or queued that have no reply yet (timed-out ones excluded)."""
-        return self._core.in_flight
-
-    @property
-    def late_replies(self) -> int:
-        """Replies that came after their call had timed out or failed: dropped."""
-        return self._core.late_replies
-
-    @property
-    def frame_limit(self) -> int:
-        """The largest frame this client sends: its ``max_frame``, or the server's limit if lower."""
-        return self._core.send_limit
-
-    @property
     def connected(self) -> bool:
         """True while a connection is up (False while reconnecting and once closed)."""
         return self._sock is not None
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` was called, or the connection was lost for good."""
-        return self._closed
 
     def call(self, request: Any, timeout: float | None = None) -> Any:
         """Return the reply to one request; raises RemoteError, RequestTimeout, ConnectionLost, CodecError."""
