@@ -140,6 +140,7 @@ class Client(ClientState):
         max_reconnects: int | None = None,
         on_disconnect: Callback | None = None,
         on_reconnect: Callback | None = None,
+        retry_on_failed_connect: bool = False,
     ) -> Client:
         """Connect and return a client; raises OSError (unreachable, timed out) or ValueError (bad options).
 
@@ -147,7 +148,10 @@ class Client(ClientState):
         With ``reconnect``, a lost connection is dialled again every ``reconnect_wait``
         seconds (less up to 20% jitter), at most ``max_reconnects`` times in a row (None: no
         limit); ``on_disconnect(error)`` and ``on_reconnect()`` (plain or async functions) are
-        told.  Calls pending at the loss fail with ConnectionLost, never re-sent.
+        told.  Calls pending at the loss fail with ConnectionLost, never re-sent.  With
+        ``retry_on_failed_connect``, a first connection that fails does not raise: the client
+        is returned and dials in the background the same way (its first connection then
+        counts as a reconnect and calls ``on_reconnect``); calls wait for it within their timeout.
         """
         check_limits(max_in_flight, batch_size, max_frame)
         if not window >= 0 or write_buffer < 0 or not connect_timeout > 0:
@@ -155,7 +159,9 @@ class Client(ClientState):
                 f"need window >= 0, write_buffer >= 0 and connect_timeout > 0 "
                 f"(got {window}, {write_buffer}, {connect_timeout})"
             )
-        policy = ReconnectPolicy(reconnect, reconnect_wait, max_reconnects, on_disconnect, on_reconnect)
+        policy = ReconnectPolicy(
+            reconnect, reconnect_wait, max_reconnects, on_disconnect, on_reconnect, retry_on_failed_connect
+        )
         factory = codec_factory(codec) if isinstance(codec, str) else codec
         core = ClientCore(factory, max_in_flight=max_in_flight, batch_size=batch_size, max_frame=max_frame)
         if dial is None:
@@ -163,7 +169,14 @@ class Client(ClientState):
         client = cls(
             core, dial, policy, window=window, write_buffer=write_buffer, connect_timeout=connect_timeout
         )
-        await client._open()
+        try:
+            await client._open()
+        except OSError as exc:  # ConnectionLost and TimeoutError included
+            if not retry_on_failed_connect:
+                raise
+            log.info("first connection failed, dialling again in the background: %s", exc)
+            client.last_error = exc
+            client._reconnecting = client._loop.create_task(client._reconnect(exc))
         return client
 
     @property
@@ -419,6 +432,7 @@ class Client(ClientState):
         if connection is not self._connection:
             return  # an old connection, already replaced, or the client closed
         self._connection = None
+        self.last_error = error
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -440,7 +454,7 @@ class Client(ClientState):
                 await self._open()
             except OSError as exc:  # ConnectionLost and TimeoutError included
                 log.info("reconnect attempt %d failed: %s", attempts, exc)
-                error = exc
+                error = self.last_error = exc
                 continue
             self._reconnecting = None
             self.reconnects += 1

@@ -481,6 +481,9 @@ class ClientState:
     _core: ClientCore
     _closed: bool
 
+    #: Why the last connection attempt failed or the last connection was lost; None if neither happened yet.
+    last_error: BaseException | None = None
+
     @property
     def in_flight(self) -> int:
         """Requests sent or queued that have no reply yet (timed-out and cancelled ones excluded)."""

@@ -2,7 +2,8 @@
 
 Each connection reconnects on its own in the background; while it is down the pool passes it
 over, so calls keep going to the others.  Only when none is up does a call go to one that is
-reconnecting (and wait for it within the call's timeout).
+reconnecting (and wait for it within the call's timeout).  A pool starts when at least one of
+its connections can be made; the others are dialled in the background from the start.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class _Member(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    last_error: BaseException | None
 
 
 M = TypeVar("M", bound=_Member)
@@ -55,6 +58,11 @@ def _addresses(
     return [targets[index % len(targets)] for index in range(size)]
 
 
+def _first_error(members: Sequence[_Member]) -> BaseException:
+    """Why the first member of a pool that could not connect at all failed."""
+    return next(member.last_error for member in members if member.last_error is not None)
+
+
 class ClientPool:
     """Asyncio connections to one or several servers; use ``await ClientPool.connect(...)``."""
 
@@ -74,17 +82,23 @@ class ClientPool:
     ) -> ClientPool:
         """Open ``size`` connections over ``servers`` (default: host, port); raises like ``Client.connect``.
 
-        ``options`` are ``Client.connect``'s; if one connection fails, those made are closed.
+        ``options`` are ``Client.connect``'s.  Connections that fail are dialled again in the
+        background; only if none can be made does this raise (the first connection's error).
         """
-        addresses = _addresses(host, port, servers, size)
+        options = {**options, "retry_on_failed_connect": True}
         outcomes = await asyncio.gather(
-            *(Client.connect(address, number, **options) for address, number in addresses),
+            *(
+                Client.connect(address, number, **options)
+                for address, number in _addresses(host, port, servers, size)
+            ),
             return_exceptions=True,
         )
         clients = [outcome for outcome in outcomes if isinstance(outcome, Client)]
-        if len(clients) < size:
+        if len(clients) < size or not any(client.connected for client in clients):
             await asyncio.gather(*(client.close() for client in clients))  # no half-made pool left open
-            raise next(outcome for outcome in outcomes if isinstance(outcome, BaseException))
+            if len(clients) < size:
+                raise next(outcome for outcome in outcomes if isinstance(outcome, BaseException))
+            raise _first_error(clients)
         return cls(clients)
 
     @property
@@ -136,15 +150,20 @@ class SyncClientPool:
     ) -> None:
         """Open ``size`` connections over ``servers`` (default: host, port); raises like ``SyncClient``.
 
-        ``options`` are ``SyncClient``'s; if one connection fails, those made are closed.
+        ``options`` are ``SyncClient``'s.  Connections that fail are dialled again in the
+        background; only if none can be made does this raise (the first connection's error).
         """
+        options = {**options, "retry_on_failed_connect": True}
         self._clients: list[SyncClient] = []
         try:
             for address, number in _addresses(host, port, servers, size):
                 self._clients.append(SyncClient(address, number, **options))
         except BaseException:
-            self.close()
+            self.close()  # no half-made pool left open
             raise
+        if not self.connected:
+            self.close()
+            raise _first_error(self._clients)
         self._turn = itertools.count()
 
     @property

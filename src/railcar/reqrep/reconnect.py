@@ -21,13 +21,18 @@ JITTER = 0.2
 
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
-    """Whether to reconnect, the pause between attempts, how many attempts in a row, and the callbacks."""
+    """Whether to reconnect, the pause between attempts, how many attempts in a row, and the callbacks.
+
+    ``retry_on_failed_connect`` extends the same attempts to a first connection that fails:
+    the client is returned at once and dials in the background (as nats-py's option does).
+    """
 
     reconnect: bool = True
     reconnect_wait: float = 1.0
     max_reconnects: int | None = None
     on_disconnect: Callback | None = None
     on_reconnect: Callback | None = None
+    retry_on_failed_connect: bool = False
 
     def __post_init__(self) -> None:
         """Raises ValueError for a negative or non-finite wait, or a negative attempt limit."""

@@ -200,12 +200,15 @@ class SyncClient(ClientState):
         max_reconnects: int | None = None,
         on_disconnect: Callback | None = None,
         on_reconnect: Callback | None = None,
+        retry_on_failed_connect: bool = False,
     ) -> None:
-        """Connect; raises OSError if the server cannot be reached, ValueError for bad options."""
+        """Connect; raises OSError if unreachable (unless retrying) or ValueError for bad options."""
         check_limits(max_in_flight, batch_size, max_frame)
         if not connect_timeout > 0:
             raise ValueError(f"need connect_timeout > 0 (got {connect_timeout})")
-        self._policy = ReconnectPolicy(reconnect, reconnect_wait, max_reconnects, on_disconnect, on_reconnect)
+        self._policy = ReconnectPolicy(
+            reconnect, reconnect_wait, max_reconnects, on_disconnect, on_reconnect, retry_on_failed_connect
+        )
         factory = codec_factory(codec) if isinstance(codec, str) else codec
         self._core = ClientCore(
             factory, max_in_flight=max_in_flight, batch_size=batch_size, max_frame=max_frame
@@ -227,14 +230,25 @@ class SyncClient(ClientState):
         self._closing = threading.Event()
         self._reader_wake = _ReaderWake()
         self.reconnects = 0
-        sock = self._dial(connect_timeout)
+        sock: socket.socket | None = None
+        failure: OSError | None = None
         try:
-            self._start(sock)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock: socket.socket | None = sock
-        self._thread = threading.Thread(target=self._run, args=(sock,), name="railcar-reqrep-io", daemon=True)
+            sock = self._dial(connect_timeout)
+            try:
+                self._start(sock)
+            except BaseException:
+                sock.close()
+                raise
+        except OSError as exc:
+            if not retry_on_failed_connect:
+                raise
+            log.info("first connection failed, dialling again in the background: %s", exc)
+            sock, failure = None, exc
+            self.last_error = exc
+        self._sock = sock
+        self._thread = threading.Thread(
+            target=self._run, args=(sock, failure), name="railcar-reqrep-io", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -426,11 +440,17 @@ class SyncClient(ClientState):
 
     # -- the I/O thread --------------------------------------------------------------------
 
-    def _run(self, sock: socket.socket) -> None:
-        """Serve connections until the client closes or gives up reconnecting."""
+    def _run(self, sock: socket.socket | None, error: BaseException | None) -> None:
+        """Serve connections until the client closes or gives up reconnecting; None: dial first."""
         buffer = bytearray(256 * 1024)
         while True:
-            error = self._serve(sock, buffer)
+            if sock is None:
+                sock = self._redial(error)
+                if sock is None:
+                    return
+                self.reconnects += 1
+                notify(self._policy.on_reconnect)
+            error = self.last_error = self._serve(sock, buffer)
             with self._lock:
                 self._generation += 1
                 self._sock = None
@@ -446,14 +466,9 @@ class SyncClient(ClientState):
             if ending:
                 return
             notify(self._policy.on_disconnect, error)
-            new_sock = self._redial(error)
-            if new_sock is None:
-                return
-            sock = new_sock
-            self.reconnects += 1
-            notify(self._policy.on_reconnect)
+            sock = None
 
-    def _redial(self, error: BaseException) -> socket.socket | None:
+    def _redial(self, error: BaseException | None) -> socket.socket | None:
         """Dial until connected (and install it), closed or given up; None unless connected."""
         attempts = 0
         while not self._policy.gave_up(attempts):
@@ -464,7 +479,7 @@ class SyncClient(ClientState):
                 sock = self._dial(self._connect_timeout)
             except OSError as exc:
                 log.info("reconnect attempt %d failed: %s", attempts, exc)
-                error = exc
+                error = self.last_error = exc
                 continue
             with self._lock:
                 if self._closed:
