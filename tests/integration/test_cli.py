@@ -276,9 +276,11 @@ def test_bench_reqrep_smoke_runs_every_scenario_and_peer() -> None:
 
 
 def test_bench_load_smoke_runs_every_scenario_and_peer() -> None:
-    result = run("bench", "load", "--seconds", "1", "--rounds", "1", "--json", timeout=300)
+    result = run("bench", "load", "--seconds", "1", "--rounds", "1", "--warmup", "0.3", "--json", timeout=300)
     assert result.returncode == 0, result.stderr
-    rows = {(r["scenario"], r["system"]): r for r in json.loads(result.stdout)["results"]}
+    doc = json.loads(result.stdout)
+    assert doc["warmup"] == 0.3
+    rows = {(r["scenario"], r["system"]): r for r in doc["results"]}
     assert set(rows) == {
         ("resp-p1", "railcar-load"),
         ("resp-p1", "redis-benchmark -P 1"),

@@ -97,7 +97,7 @@ SETTINGS = {
         "with 8 in flight: the batched way to use zmq, and so railcar's headline comparison"
     ),
     "grpc-aio": (
-        "a grpcio aio unary method on the stdlib loop (grpcio's aio supports no other), bytes in "
+        "a grpcio aio unary method on the stdlib loop (the one grpcio's aio supports), bytes in "
         "and out without protobuf, 100 concurrent calls on one channel (1,000 were no faster)"
     ),
 }
