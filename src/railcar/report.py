@@ -92,6 +92,11 @@ def update_markdown(path: Path, key: str, body: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """``1 round``, ``3 rounds``, ``2 processes`` (``plural`` when adding an s will not do)."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
 def si(value: float) -> str:
     """Format a rate compactly (e.g. 123.4k)."""
     for unit, scale in (("M", 1e6), ("k", 1e3)):

@@ -276,9 +276,11 @@ def test_bench_reqrep_smoke_runs_every_scenario_and_peer() -> None:
 
 
 def test_bench_load_smoke_runs_every_scenario_and_peer() -> None:
-    result = run("bench", "load", "--seconds", "1", "--rounds", "1", "--json", timeout=300)
+    result = run("bench", "load", "--seconds", "1", "--rounds", "1", "--warmup", "0.3", "--json", timeout=300)
     assert result.returncode == 0, result.stderr
-    rows = {(r["scenario"], r["system"]): r for r in json.loads(result.stdout)["results"]}
+    doc = json.loads(result.stdout)
+    assert doc["warmup"] == 0.3
+    rows = {(r["scenario"], r["system"]): r for r in doc["results"]}
     assert set(rows) == {
         ("resp-p1", "railcar-load"),
         ("resp-p1", "redis-benchmark -P 1"),
@@ -342,7 +344,7 @@ def _options(command: click.Command, path: str) -> Iterator[tuple[str, click.Opt
 
 
 def test_every_option_of_every_command_has_help() -> None:
-    from railcar.cli import cli  # noqa: PLC0415
+    from railcar.cli.commands import cli  # noqa: PLC0415
 
     options = list(_options(cli, "railcar"))
     assert len(options) > 50  # the walk reached the lazily imported commands
@@ -352,7 +354,7 @@ def test_every_option_of_every_command_has_help() -> None:
 def test_the_cli_imports_a_command_only_to_run_it() -> None:
     # Importing every command's modules took 0.2 s in which a Ctrl-C printed a traceback.
     code = (
-        "import sys, railcar.cli;"
+        "import sys, railcar.cli.commands;"
         "print(sorted(m for m in sys.modules if m.startswith(('railcar.load', 'railcar.bench'))))"
     )
     done = subprocess.run(
@@ -363,6 +365,37 @@ def test_the_cli_imports_a_command_only_to_run_it() -> None:
         check=True,
     )
     assert done.stdout == "[]\n"
+
+
+def test_the_entry_point_imports_nothing_before_it_can_handle_a_ctrl_c() -> None:
+    code = (
+        "import sys, railcar.cli; print(sorted(m for m in sys.modules if m.startswith(('railcar', 'click'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout == "['railcar', 'railcar.cli']\n"
+
+
+def test_a_ctrl_c_while_the_cli_imports_exits_quietly_with_status_130() -> None:
+    # The Ctrl-C lands in the middle of the commands' imports, where a real one usually does.
+    code = """
+import sys
+from railcar.cli import main
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "click":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+main(["load", "--port", "1"])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "railcar: interrupted\n")
 
 
 def test_the_library_prints_nothing_unless_the_application_configures_logging() -> None:

@@ -19,6 +19,7 @@ from railcar.limits import raise_open_file_limit, rss_bytes
 from railcar.report import (
     FiniteFloatRange,
     Result,
+    counted,
     document,
     emit,
     header,
@@ -134,6 +135,21 @@ def _echo_results(systems: list[System], runs: dict[str, list[dict[str, float]]]
     return results
 
 
+# How each system was run, and why that way (the peers as a competent user would run them).
+SETTINGS = {
+    "railcar": "`railcar serve echo --engine E`, defaults otherwise",
+    "uvloop-protocol": (
+        "the textbook `asyncio.Protocol` echo (`data_received` → `transport.write`) on uvloop "
+        "(`uvloop.run`), the fastest asyncio event loop found (rloop, a Rust loop, was no faster)"
+    ),
+    "asyncio-protocol": "the same protocol on the stdlib loop: what runs without uvloop",
+    "asyncio-streams": (
+        "`asyncio.start_server` with `reader.read(65536)`, `writer.write`, `await writer.drain()` "
+        "on the stdlib loop: the streams API the asyncio docs lead with"
+    ),
+}
+
+
 def _echo_markdown(doc: dict[str, Any]) -> str:
     rows = [
         [
@@ -145,17 +161,28 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
         ]
         for r in doc["results"]
     ]
+    systems = {"railcar" if r["system"].startswith("railcar-") else r["system"] for r in doc["results"]}
     return "\n\n".join(
         [
             "## Echo ping-pong (round trips/s)",
             header(doc),
             (
                 f"{doc['connections']} connections, {doc['message_bytes']}-byte messages, one message in "
-                f"flight per connection; server pinned to one CPU, load ({doc['load_procs']} process(es)) "
-                f"on the others; median of {doc['rounds']} rounds of {doc['seconds']} s, railcar and "
-                "peers alternating. CPU is in CPUs busy: near 100% on the server means it, not the load, "
-                "was the limit."
+                "flight per connection; server pinned to one CPU, load "
+                f"({counted(doc['load_procs'], 'process', 'processes')} on uvloop) on the others; "
+                f"median of {counted(doc['rounds'], 'round')} of {doc['seconds']} s, railcar and peers "
+                "alternating. CPU is in CPUs busy: near 100% on the server means it, not the load, was "
+                "the limit."
             ),
+            (
+                "Every server, railcar's and the peers' alike, is measured in the state a running server "
+                "is in: it first serves one connection that sends a message, reads the echo and closes "
+                "(a stdlib asyncio server pays an mmap, an mremap and a munmap per read until one "
+                "connection has closed: glibc's dynamic mmap threshold), then the load runs "
+                f"{doc['warmup']} s unmeasured before each measured window."
+            ),
+            "How each system runs (a peer as a competent user would run it: its fastest settings found):",
+            "\n".join(f"- **{name}**: {how}" for name, how in SETTINGS.items() if name in systems),
             table(["system", "round trips/s", "ratio", "server CPU", "load CPU", "errors"], rows),
         ]
     )
@@ -245,6 +272,7 @@ def bench_echo(
         connections=conns,
         message_bytes=size,
         load_procs=load_procs,
+        warmup=warmup,
     )
     emit(doc, _echo_markdown(doc), "echo", as_json, md)
 

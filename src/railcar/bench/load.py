@@ -25,6 +25,7 @@ from railcar.load.plan import MIN_RATE_WINDOW
 from railcar.report import (
     FiniteFloatRange,
     Result,
+    counted,
     document,
     emit,
     header,
@@ -239,6 +240,24 @@ def _summary(scenario: Scenario, system: str, runs: list[Measurement]) -> Result
     return result
 
 
+# How each tool and server was run, and why that way (the peers as a competent user would run them).
+SETTINGS = {
+    "railcar-load": (
+        "`railcar load --procs N` with N the load CPUs (one uvloop worker process each), "
+        "`--max-failures 100%` so that failures land in the errors column"
+    ),
+    "redis-benchmark": (
+        "`-c 50 -P N -t ping_mbulk --csv`, `-n` sized from its previous rate so that a run lasts as long "
+        "as railcar's (it runs a request count; 100,000 pipelined requests are over in ~50 ms)"
+    ),
+    "wrk": "`-t N` with N the load CPUs (one thread each), `-c 100 --latency`; whole seconds only",
+    "servers": (
+        "redis-server `--save '' --appendonly no` (no persistence to slow it); nginx with one worker, "
+        "`access_log off`, `keepalive_requests 100000000`; `railcar serve echo --engine epoll`"
+    ),
+}
+
+
 def _markdown(doc: dict[str, Any]) -> str:
     rows = []
     for r in doc["results"]:
@@ -263,12 +282,21 @@ def _markdown(doc: dict[str, Any]) -> str:
             header(doc),
             (
                 "Each scenario starts its server once, pinned to one CPU; `railcar load` and the peer "
-                "tool take turns against it, pinned to the other CPU (railcar load with one worker "
-                f"process per load CPU, wrk with one thread per load CPU); median of {doc['rounds']} "
-                f"rounds of {doc['seconds']} s. Ratio: railcar load's rate over the peer's. "
-                "Server CPU near 100% means the server, not the load tool, set the pace."
+                "tool take turns against it, pinned to the other CPU; median of "
+                f"{counted(doc['rounds'], 'round')} of {doc['seconds']} s. Ratio: railcar load's rate "
+                "over the peer's. Server CPU near 100% means the server, not the load tool, set the pace."
+            ),
+            (
+                "Every server is measured in the state a running server is in: it first answers one "
+                "request on a connection of its own that then closes, and before the first round each "
+                f"tool runs its load against it for {doc['warmup']} s unmeasured."
             ),
             "\n".join(f"- **{name}**: {SCENARIOS[name].what}" for name in scenarios),
+            (
+                "How each tool and server runs (a peer as a competent user would run it: its fastest "
+                "settings found):"
+            ),
+            "\n".join(f"- **{name}**: {how}" for name, how in SETTINGS.items()),
             table(
                 [
                     "scenario",
@@ -297,11 +325,25 @@ def _markdown(doc: dict[str, Any]) -> str:
     help="Seconds per run.",
 )
 @rounds_option
+@click.option(
+    "--warmup",
+    type=FiniteFloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Seconds each tool loads a scenario's server, unmeasured, before the first round (0: none; "
+    "wrk runs whole seconds, at least one).",
+)
 @no_peers_option
 @json_option
 @md_option
 def bench_load(
-    scenarios: tuple[str, ...], seconds: float, rounds: int, no_peers: bool, as_json: bool, md: Path | None
+    scenarios: tuple[str, ...],
+    seconds: float,
+    rounds: int,
+    warmup: float,
+    no_peers: bool,
+    as_json: bool,
+    md: Path | None,
 ) -> None:
     """Measure railcar load beside redis-benchmark (redis-server) and wrk (nginx) on the same servers."""
     server_cpus, load_cpus = cpu_split()
@@ -311,6 +353,9 @@ def bench_load(
         tools = [scenario.railcar] + ([scenario.peer] if scenario.peer and not no_peers else [])
         measured: dict[str, list[Measurement]] = {t.system: [] for t in tools}
         with _server(scenario.server, server_cpus) as (port, pid):
+            if warmup:
+                for load in tools:
+                    _measure(load, port, pid, warmup, load_cpus)
             for round_number in range(rounds):
                 for load in tools:
                     m = _measure(load, port, pid, seconds, load_cpus)
@@ -329,5 +374,5 @@ def bench_load(
             peer = _summary(scenario, scenario.peer.system, measured[scenario.peer.system])
             ours["ratio"] = round(ours["ops_per_s"] / max(peer["ops_per_s"], 1e-9), 3)
             results.append(peer)
-    doc = document(results, seconds, rounds=rounds)
+    doc = document(results, seconds, rounds=rounds, warmup=warmup)
     emit(doc, _markdown(doc), "load", as_json, md)

@@ -221,7 +221,6 @@ class Load:
         self.period_ns = int(plan.users * plan.pipeline / plan.rate * 1e9) if plan.rate else 0
         self.max_in_flight = MAX_IN_FLIGHT_BATCHES * plan.pipeline
         self.counters = Counters()
-        self.histogram = new_histogram()
         self.latencies = LatencyLog()
         self.outbox: list[tuple[User, bytes, int, int | None]] = []
         self.users: dict[int, User] = {}
@@ -300,9 +299,12 @@ class Load:
     def tick(self) -> None:
         """Send the counters and the histogram of the replies since the last tick to the parent."""
         counters = self.counters
-        self.latencies.fold_into(self.histogram)
-        encoded = self.histogram.encode() if self.histogram.get_total_count() else b""
-        self.histogram.reset()
+        encoded = b""
+        if len(self.latencies):
+            # a fresh histogram: reset() zeroes its 31,744 counts one by one in Python (2–3 ms)
+            histogram = new_histogram()
+            self.latencies.fold_into(histogram)
+            encoded = histogram.encode()
         self.parent.send(
             (
                 "tick",

@@ -1,4 +1,4 @@
-"""The ``railcar`` command line: serve, bench."""
+"""The commands of the ``railcar`` command line: serve, bench, and (imported when used) load and stress."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def bench() -> None:
     """Measure railcar against its peers, side by side in one run."""
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+def run(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; usage and start-up errors print one line and exit with status 2."""
     try:
         cli.main(args=argv, prog_name="railcar", standalone_mode=False)
@@ -205,7 +205,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except (RailcarError, ValueError) as exc:
         click.echo(f"railcar: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    except (click.exceptions.Abort, KeyboardInterrupt):  # KeyboardInterrupt: outside a command
-        click.echo("railcar: interrupted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort:  # click's word for a Ctrl-C in a command
+        raise KeyboardInterrupt from None  # railcar.cli.main reports every Ctrl-C the same way
     sys.exit(0)
