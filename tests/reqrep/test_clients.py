@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pathlib
 import signal
 import socket
 import threading
@@ -57,6 +58,15 @@ def raises_within(seconds: float, expected: type[BaseException], call: Callable[
     return caught.value
 
 
+def stopped(pid: int) -> bool:
+    """True once every thread of process ``pid`` is stopped (state T), as SIGSTOP leaves it."""
+    states = [
+        pathlib.Path(f"/proc/{pid}/task/{task}/stat").read_text().rpartition(")")[2].split()[0]
+        for task in os.listdir(f"/proc/{pid}/task")
+    ]
+    return all(state == "T" for state in states)
+
+
 def test_a_killed_server_restarted_on_its_port_is_served_again(open_client: OpenClient) -> None:
     disconnects: list[BaseException] = []
     with reqrep_process() as server:
@@ -88,6 +98,7 @@ def test_a_stopped_server_times_out_every_kind_of_call_and_frees_the_window(open
         client = open_client(server.port, max_in_flight=1000)
         assert client.call(1) == 2
         os.kill(server.pid, signal.SIGSTOP)
+        assert wait_until(lambda: stopped(server.pid))  # a group stop is not instant
         try:
             raises_within(2.0, RequestTimeout, lambda: client.call(1, timeout=0.3))
             raises_within(2.0, RequestTimeout, lambda: client.call_many(list(range(10)), timeout=0.3))
