@@ -169,7 +169,11 @@ class _Reactor:
         self.conns: dict[int, _EpollConn] = {}
         self.listener: socket.socket | None = listener
         self.core = ReactorCore(server.handler)
-        self.epoll = select.epoll()
+        try:
+            self.epoll = select.epoll()
+        except BaseException:
+            self.core.close()
+            raise
         self.epoll.register(listener.fileno(), _IN)
         self.epoll.register(self.core.calls.fileno(), _IN)
         self.thread = threading.Thread(target=self._run, name="railcar-epoll")
@@ -342,9 +346,14 @@ class EpollServer(Server):
 
     def _start(self) -> None:
         listener = listen(self.options)
+        try:
+            reactor = _Reactor(self, listener)
+        except BaseException:
+            listener.close()
+            raise
         self._address = listener.getsockname()
-        self._reactor = _Reactor(self, listener)
-        self._reactor.thread.start()
+        self._reactor = reactor
+        reactor.thread.start()
 
     def _stop(self, deadline: float) -> None:
         assert self._reactor is not None
