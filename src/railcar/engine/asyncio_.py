@@ -223,6 +223,7 @@ class AsyncioServer(Server):
         if failures:
             self._thread.join()
             self._thread = None
+            self._loop = None
             raise failures[0]
         with self._adopting:
             self._accepts_adoptions = True
@@ -285,6 +286,7 @@ class AsyncioServer(Server):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._thread = None
+        self._loop = None
 
     async def _shutdown(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -316,9 +318,10 @@ class AsyncioServer(Server):
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the engine's thread (for Conn methods); raises RuntimeError if not running."""
-        if self._loop is None:
-            raise RuntimeError("server is not started")
-        self._loop.call_soon_threadsafe(callback)
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("server is not running")
+        loop.call_soon_threadsafe(callback)  # raises RuntimeError too if the loop closed meanwhile
 
 
 class UvloopServer(AsyncioServer):

@@ -155,7 +155,7 @@ class ThreadsServer(Server):
                 thread.join()
 
     def _adopt(self, sock: socket.socket) -> None:
-        self._open(sock, sock.getpeername(), refuse=True)
+        self._open(sock, sock.getpeername())
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` now in the calling thread: this engine's Conn methods are thread-safe."""
@@ -183,20 +183,18 @@ class ThreadsServer(Server):
                         if pause.pause_for(exc):
                             poller.unregister(listener.fileno())
                         break
-                    self._open(sock, peer, refuse=False)
+                    self._open(sock, peer)
         finally:
             listener.close()
 
-    def _open(self, sock: socket.socket, peer: tuple[object, ...] | str, *, refuse: bool) -> None:
+    def _open(self, sock: socket.socket, peer: tuple[object, ...] | str) -> None:
         sock.setblocking(True)
         set_nodelay(sock, self.options.nodelay)
         conn = _ThreadConn(sock, peer or "")
         thread = threading.Thread(target=self._serve, args=(conn,), name=f"railcar-conn-{peer}", daemon=True)
         with self._conns_lock:
             if self._stopping:
-                if refuse:
-                    raise RuntimeError("server is not running")
-                sock.close()
+                sock.close()  # accepted or adopted while stopping: closed at once
                 return
             self._conns[conn] = thread
         thread.start()
