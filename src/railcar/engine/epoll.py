@@ -3,6 +3,8 @@
 Level-triggered readiness events; one ``recv_into`` a shared buffer per readable
 connection per turn (fair to every connection); writes go straight to the socket
 and only what the kernel refuses is queued, flushed with ``sendmsg`` on EPOLLOUT.
+Everything else a reactor needs (calls from other threads, deferred events, the
+stop deadline, accept pauses, the output queue) comes from the shared core.
 """
 
 from __future__ import annotations
@@ -220,42 +222,44 @@ class _Reactor:
         listen_fd = self.listener.fileno() if self.listener else -1
         calls_fd = core.calls.fileno()
         poll = self.epoll.poll
-        while stop.at is None or not stop.finished(len(conns), server.abort_requested):
-            if accepts.due():
-                self._resume_accepting()
-            timeout = core.timeout()
-            for fd, events in poll(-1 if timeout is None else timeout):
-                conn = conns.get(fd)
-                if conn is None:
-                    if fd == listen_fd:
-                        self._accept()
-                    elif fd == calls_fd:
-                        core.calls.run()
-                    continue
-                if events & _IN:
-                    try:
-                        received = conn._sock.recv_into(buffer)
-                    except BlockingIOError:
-                        received = -1
-                    except OSError as exc:
-                        self.lose(conn, exc)
+        try:
+            while stop.at is None or not stop.finished(len(conns), server.abort_requested):
+                if accepts.due():
+                    self._resume_accepting()
+                timeout = core.timeout()
+                for fd, events in poll(-1 if timeout is None else timeout):
+                    conn = conns.get(fd)
+                    if conn is None:
+                        if fd == listen_fd:
+                            self._accept()
+                        elif fd == calls_fd:
+                            core.calls.run()
                         continue
-                    if received > 0:
+                    if events & _IN:
                         try:
-                            on_data(conn, view[:received])
-                        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-                            handler_failed(conn, exc)
+                            received = conn._sock.recv_into(buffer)
+                        except BlockingIOError:
+                            received = -1
+                        except OSError as exc:
+                            self.lose(conn, exc)
                             continue
-                    elif received == 0:
-                        self._eof(conn)
-                        continue
-                if events & _OUT and conn._out.size and conn._state != _CLOSED:
-                    conn.flush()
-                if events & _ERR and not events & (_IN | _OUT):
-                    self.lose(conn, _socket_error(conn._sock))
-            if events_due.closed or events_due.writable:
-                events_due.deliver()
-        self._teardown()
+                        if received > 0:
+                            try:
+                                on_data(conn, view[:received])
+                            except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+                                handler_failed(conn, exc)
+                                continue
+                        elif received == 0:
+                            self._eof(conn)
+                            continue
+                    if events & _OUT and conn._out.size and conn._state != _CLOSED:
+                        conn.flush()
+                    if events & _ERR and not events & (_IN | _OUT):
+                        self.lose(conn, _socket_error(conn._sock))
+                if events_due.closed or events_due.writable:
+                    events_due.deliver()
+        finally:
+            self._teardown()
 
     def _accept(self) -> None:
         listener = self.listener
