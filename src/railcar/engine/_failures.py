@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from railcar.engine.api import Conn
+    from railcar.engine.api import Conn, Handler
 
 log = logging.getLogger("railcar.engine")
 
@@ -23,9 +23,12 @@ def handler_failed(conn: Conn, exc: BaseException) -> None:
     conn.abort()
 
 
-def close_failed(conn: Conn, exc: BaseException) -> None:
-    """Log an exception raised by ``on_close`` (the connection is already gone); raises nothing."""
-    log.error("handler failed in on_close of connection %s", conn.peer, exc_info=exc)
+def call_on_close(handler: Handler, conn: Conn, exc: BaseException | None) -> None:
+    """Tell ``handler`` that ``conn`` is gone; what it raises is logged (nothing is left to close)."""
+    try:
+        handler.on_close(conn, exc)
+    except Exception:
+        log.exception("handler failed in on_close of connection %s", conn.peer)
 
 
 def call_guarded(conn: Conn, callback: Callable[..., object], *args: object) -> object:

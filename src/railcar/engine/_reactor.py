@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from railcar.engine._failures import call_guarded, call_logged, close_failed
+from railcar.engine._failures import call_guarded, call_logged, call_on_close
 from railcar.engine.api import Conn, Handler
 
 log = logging.getLogger("railcar.engine")
@@ -121,10 +121,7 @@ class DeferredEvents:
         while self.closed:
             closed, self.closed = self.closed, []
             for conn, exc in closed:
-                try:
-                    handler.on_close(conn, exc)
-                except Exception as error:  # noqa: BLE001 - nothing left to close; log it
-                    close_failed(conn, error)
+                call_on_close(handler, conn, exc)
 
 
 class StopDeadline:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import cast
 
-from railcar.engine._failures import call_guarded, call_logged, close_failed, handler_failed
+from railcar.engine._failures import call_guarded, call_logged, call_on_close, handler_failed
 from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
 from railcar.engine.listen import listen, set_nodelay
 from railcar.errors import ConnectionClosed
@@ -90,10 +90,7 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
         """Unregister the connection and tell the handler why it ended."""
         self._closed = True
         self._server.conns.discard(self)
-        try:
-            self._handler.on_close(self, exc)
-        except Exception as error:  # noqa: BLE001 - nothing left to close; log it
-            close_failed(self, error)
+        call_on_close(self._handler, self, exc)
 
     # -- Conn ---------------------------------------------------------------------------------
 

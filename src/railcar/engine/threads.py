@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 
-from railcar.engine._failures import call_logged, close_failed, handler_failed
+from railcar.engine._failures import call_logged, call_on_close, handler_failed
 from railcar.engine._reactor import AcceptPause, Wakeup
 from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
 from railcar.engine.listen import listen, set_nodelay
@@ -235,7 +235,4 @@ class ThreadsServer(Server):
                 sock.close()
             with self._conns_lock:
                 self._conns.pop(conn, None)
-            try:
-                handler.on_close(conn, conn._io_error)
-            except Exception as exc:  # noqa: BLE001 - nothing left to close; log it
-                close_failed(conn, exc)
+            call_on_close(handler, conn, conn._io_error)
