@@ -235,3 +235,45 @@ def test_connect_and_reset_storm_leaves_server_serving(serve: ServerFactory) -> 
     with connect(server.port) as sock:
         sock.sendall(b"alive")
         assert recv_exactly(sock, 5) == b"alive"
+
+
+class FailsAround(EchoHandler):
+    """Echoes, but on_start, on_eof and on_close raise: the server must serve on regardless."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def on_start(self, server: Server) -> None:
+        raise RuntimeError("on_start bug")
+
+    def on_eof(self, conn: Conn) -> bool:
+        raise RuntimeError("on_eof bug")
+
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
+        self.closed += 1
+        raise RuntimeError("on_close bug")
+
+
+def test_failing_start_eof_and_close_callbacks_are_logged_and_serving_goes_on(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = FailsAround()
+    with caplog.at_level(logging.ERROR, logger="railcar.engine"):
+        server = serve(handler)
+        for _ in range(2):
+            with connect(server.port) as sock:
+                sock.sendall(b"still here")
+                assert recv_exactly(sock, 10) == b"still here"
+                sock.shutdown(socket.SHUT_WR)
+                with contextlib.suppress(ConnectionResetError):  # on_eof failed: the connection is aborted
+                    assert sock.recv(10) == b""
+        assert wait_until(lambda: server.active_connections == 0)
+
+        def failures(text: str) -> int:
+            return sum(1 for r in caplog.records if r.exc_info and str(r.exc_info[1]) == text)
+
+        # on_close counts before it raises: wait for the log lines, not for the count.
+        assert wait_until(lambda: failures("on_close bug") == 2)
+    assert handler.closed == 2
+    assert failures("on_start bug") == 1
+    assert failures("on_eof bug") == 2

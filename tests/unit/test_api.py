@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -102,3 +104,21 @@ def test_unstarted_server_has_no_address() -> None:
     server = create_server(Handler(), "epoll")
     with pytest.raises(RuntimeError, match="not started"):
         _ = server.port
+
+
+def test_reuse_port_is_only_for_tcp_sockets_the_server_binds() -> None:
+    with pytest.raises(ValueError, match="reuse_port"):
+        ServerOptions(unix="/tmp/railcar-test.sock", reuse_port=True)
+    with socket.create_server(("127.0.0.1", 0)) as listener, pytest.raises(ValueError, match="reuse_port"):
+        ServerOptions(sock=listener, reuse_port=True)
+
+
+def test_sock_must_be_a_listening_stream_socket_given_alone() -> None:
+    with socket.socket() as unbound, pytest.raises(ValueError, match="listening"):
+        ServerOptions(sock=unbound)
+    with socket.socket(type=socket.SOCK_DGRAM) as datagram, pytest.raises(ValueError, match="stream"):
+        ServerOptions(sock=datagram)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with pytest.raises(ValueError, match="not both"):
+            ServerOptions(sock=listener, port=8080)
+        assert ServerOptions(sock=listener).sock is listener

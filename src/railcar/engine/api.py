@@ -7,8 +7,8 @@ written once runs unchanged on all of them.
 
 from __future__ import annotations
 
-import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,15 +19,21 @@ from railcar.errors import InboundOverflow
 if TYPE_CHECKING:
     import asyncio
 
-log = logging.getLogger("railcar.engine")
-
 Address = tuple[Any, ...] | str
 Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
-    """Where and how a server listens; every engine honours every field."""
+    """Where and how a server listens; every engine honours every field.
+
+    ``reuse_port`` sets SO_REUSEPORT before binding, so that several servers (in one
+    process or many) listen on the same TCP port and the kernel spreads connections
+    among them.  ``sock`` is a listening socket bound elsewhere (by a parent process,
+    by socket activation): the server serves on a duplicate of it each time it
+    starts, sets it non-blocking, and never closes the caller's socket, which stays
+    the caller's to close; ``host``, ``port``, ``unix`` and ``backlog`` then do not apply.
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -38,9 +44,11 @@ class ServerOptions:
     high_water: int = 1024 * 1024
     low_water: int = 256 * 1024
     max_inbound: int = 16 * 1024 * 1024
+    reuse_port: bool = False
+    sock: socket.socket | None = None
 
     def __post_init__(self) -> None:
-        """Check that the limits are consistent; raises ValueError when they are not."""
+        """Check that the options are consistent; raises ValueError when they are not."""
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.read_buffer < 1024:
@@ -49,6 +57,18 @@ class ServerOptions:
             raise ValueError("need 0 <= low_water <= high_water")
         if self.max_inbound < self.read_buffer:
             raise ValueError("max_inbound must be at least read_buffer")
+        if self.reuse_port and (self.unix is not None or self.sock is not None):
+            raise ValueError("reuse_port applies to TCP sockets the server binds itself, not to unix or sock")
+        if self.sock is not None:
+            self._check_listening_socket(self.sock)
+
+    def _check_listening_socket(self, sock: socket.socket) -> None:
+        if self.unix is not None or self.port:
+            raise ValueError("give either sock or an address (port, unix) to listen on, not both")
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError("sock must be a stream socket")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise ValueError("sock must be listening (call its listen() first)")
 
 
 class Handler:
@@ -244,13 +264,17 @@ def data_callback(handler: Handler, options: ServerOptions) -> DataCallback:
     return feed
 
 
-def report_handler_error(conn: Conn, exc: BaseException) -> None:
-    """Log an exception raised by a handler; the engine then aborts only that connection."""
-    log.error("handler failed on connection %s; closing it", conn.peer, exc_info=exc)
-
-
 class Server:
-    """A listening server on some engine: start, stop, and how many connections it has."""
+    """A listening server on some engine: start, stop, and how many connections it has.
+
+    A server can be started again after ``stop``: each ``start`` listens anew (on
+    ``options.sock`` again, or binding ``host``/``port`` again, so a server on port 0
+    may come back on another port; ``address`` reports the new one), calls
+    ``on_start`` again and serves exactly as the first time.  Stopping releases
+    everything a run holds (listener, connections, threads, loop), so nothing of the
+    previous run can leak into the next.  Engines implement ``_start``, ``_stop`` and
+    ``_adopt``; this class keeps the state machine, so that every engine restarts alike.
+    """
 
     engine: ClassVar[str] = "?"
     #: True for engines that run their handlers on an asyncio event loop (``loop``).
@@ -260,6 +284,7 @@ class Server:
         self.handler = handler
         self.options = options
         self._address: Address | None = None
+        self._running = False
         # Set by abort_stop(); a plain flag, not an Event, so that a signal handler may set it
         # while the main thread waits inside stop().
         self._abort_now = False
@@ -275,7 +300,7 @@ class Server:
 
     @property
     def address(self) -> Address:
-        """The bound address: (host, port, ...) for TCP, the path for Unix sockets."""
+        """The bound address: (host, port, ...) for TCP, a Unix path; raises RuntimeError before start."""
         if self._address is None:
             raise RuntimeError("server is not started")
         return self._address
@@ -287,17 +312,54 @@ class Server:
         return 0 if isinstance(address, str) else int(address[1])
 
     @property
+    def running(self) -> bool:
+        """True from a successful ``start`` until ``stop`` returns."""
+        return self._running
+
+    @property
     def active_connections(self) -> int:
         """Number of open connections."""
         raise NotImplementedError
 
     def start(self) -> None:
-        """Bind and begin accepting in the background; raises BindError if it cannot listen."""
-        raise NotImplementedError
+        """Listen and accept in the background, also after a stop; raises BindError, or RuntimeError."""
+        if self._running:
+            raise RuntimeError("server already started")
+        self._abort_now = False  # an abort belongs to the run it stopped
+        self._start()
+        self._running = True
 
     def stop(self, deadline: float = 5.0) -> None:
         """Stop accepting, flush and close every connection, abort what remains after ``deadline`` s."""
-        raise NotImplementedError
+        if not self._running:
+            return
+        try:
+            self._stop(deadline)
+        finally:
+            self._running = False
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a connected stream socket accepted elsewhere as if this server had accepted it.
+
+        The server owns ``sock`` from then on (it may come from another process, through
+        SCM_RIGHTS).  Safe from any thread; the connection opens shortly after, on the
+        engine's thread.  Raises ValueError if ``sock`` is not a connected stream socket
+        and RuntimeError if the server is not running; either way ``sock`` stays the caller's.
+        """
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError("only stream sockets can be adopted")
+        try:
+            sock.getpeername()
+        except OSError as exc:
+            raise ValueError(f"only connected sockets can be adopted ({exc.strerror})") from exc
+        if not self._running:
+            raise RuntimeError("server is not running")
+        self._adopt(sock)
+
+    @property
+    def abort_requested(self) -> bool:
+        """True once ``abort_stop`` was called since the last ``start``: a stop under way ends now."""
+        return self._abort_now
 
     def abort_stop(self) -> None:
         """Make a stop under way (or the next one) abort what remains now, not at its deadline.
@@ -307,7 +369,21 @@ class Server:
         self._abort_now = True
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the engine's thread, where Conn methods may be called."""
+        """Run ``callback`` on the engine's thread (for Conn methods); raises RuntimeError if not running."""
+        raise NotImplementedError
+
+    # -- implemented by each engine -----------------------------------------------------------
+
+    def _start(self) -> None:
+        """Listen (``listen.listen``), set ``_address`` and serve in the background; raises BindError."""
+        raise NotImplementedError
+
+    def _stop(self, deadline: float) -> None:
+        """Undo ``_start`` completely, giving connections ``deadline`` seconds to flush."""
+        raise NotImplementedError
+
+    def _adopt(self, sock: socket.socket) -> None:
+        """Hand ``sock`` to the running engine; raises RuntimeError if it stopped meanwhile."""
         raise NotImplementedError
 
     def serve_forever(self, deadline: float = 5.0, ready: Callable[[], None] | None = None) -> None:
@@ -326,7 +402,7 @@ class Server:
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            if self._address is None:
+            if not self._running:
                 self.start()
             if ready is not None:
                 ready()

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import cast
 
-from railcar.engine.api import (
-    Buffer,
-    Conn,
-    Handler,
-    Server,
-    ServerOptions,
-    data_callback,
-    report_handler_error,
-)
+from railcar.engine._failures import call_guarded, call_logged, call_on_close, handler_failed
+from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
 from railcar.engine.listen import listen, set_nodelay
 from railcar.errors import ConnectionClosed
+
+log = logging.getLogger("railcar.engine.asyncio")
 
 
 class _ProtocolConn(Conn, asyncio.BufferedProtocol):
@@ -51,10 +48,8 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
         self.local = tcp.get_extra_info("sockname") or ()
         tcp.set_write_buffer_limits(options.high_water, options.low_water)
         self._server.conns.add(self)
-        try:
-            self._handler.on_open(self)
-        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            self._fail(exc)
+        call_guarded(self, self._handler.on_open, self)
+        if self._closed:
             return
         if self._server.stopping:
             # Accepted before the listener closed, made after stop() closed the others.
@@ -75,15 +70,11 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
         try:
             self._on_data(self, self._view[:nbytes])
         except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            self._fail(exc)
+            handler_failed(self, exc)
 
     def eof_received(self) -> bool:
         """Ask the handler whether to keep the write side open after the peer's EOF."""
-        try:
-            return bool(self._handler.on_eof(self))
-        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            self._fail(exc)
-            return False
+        return bool(call_guarded(self, self._handler.on_eof, self))
 
     def pause_writing(self) -> None:
         """Output crossed the high-water mark: stop reading until it drains."""
@@ -93,19 +84,13 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
         """Output drained below the low-water mark: read again and tell the handler."""
         self._set_write_paused(False)
         if not self._closed:
-            try:
-                self._handler.on_writable(self)
-            except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-                self._fail(exc)
+            call_guarded(self, self._handler.on_writable, self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Unregister the connection and tell the handler why it ended."""
         self._closed = True
         self._server.conns.discard(self)
-        try:
-            self._handler.on_close(self, exc)
-        except Exception as error:  # noqa: BLE001 - nothing left to close; log it
-            report_handler_error(self, error)
+        call_on_close(self._handler, self, exc)
 
     # -- Conn ---------------------------------------------------------------------------------
 
@@ -177,13 +162,9 @@ class _ProtocolConn(Conn, asyncio.BufferedProtocol):
         try:
             self._on_data(self, memoryview(held))
         except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            self._fail(exc)
+            handler_failed(self, exc)
             return
         self._apply_reading()
-
-    def _fail(self, exc: Exception) -> None:
-        report_handler_error(self, exc)
-        self.abort()
 
 
 class AsyncioServer(Server):
@@ -197,13 +178,18 @@ class AsyncioServer(Server):
         self.conns: set[_ProtocolConn] = set()
         self.on_data = data_callback(handler, options)
         self.read_view = memoryview(bytearray(options.read_buffer))
-        # Protocols made for accepted sockets whose connection_made has not run yet: stop()
-        # waits for them, since nothing else could close them once the loop is gone.
+        # Protocols made for accepted or adopted sockets whose connection_made has not run yet:
+        # stop() waits for them, since nothing else could close them once the loop is gone.
         self.opening = 0
         self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
+        # adopt() from any thread queues onto the loop only while this is set; stop() clears it
+        # before it stops the loop, so every adoption queued is run (and closed, if late).
+        self._adopting = threading.Lock()
+        self._accepts_adoptions = False
+        self._adoptions: set[asyncio.Task[object]] = set()
 
     def new_loop(self) -> asyncio.AbstractEventLoop:
         """Create the event loop this engine runs on."""
@@ -219,13 +205,10 @@ class AsyncioServer(Server):
         """The event loop the handlers run on while the server runs; None before start and after stop."""
         return self._loop if self._thread is not None else None
 
-    def start(self) -> None:
-        """Bind and begin accepting in the background; raises BindError if it cannot listen."""
-        if self._thread is not None:
-            raise RuntimeError("server already started")
+    def _start(self) -> None:
         sock = listen(self.options)
         self._address = sock.getsockname()
-        self.stopping = False  # a restarted server accepts again
+        self.stopping = False
         self._loop = self.new_loop()
         started = threading.Event()
         failures: list[BaseException] = []
@@ -237,7 +220,10 @@ class AsyncioServer(Server):
         if failures:
             self._thread.join()
             self._thread = None
+            self._loop = None
             raise failures[0]
+        with self._adopting:
+            self._accepts_adoptions = True
 
     def _run(self, sock: socket.socket, started: threading.Event, failures: list[BaseException]) -> None:
         loop = self._loop
@@ -254,7 +240,7 @@ class AsyncioServer(Server):
             started.set()
             return
         started.set()
-        loop.call_soon(self.handler.on_start, self)
+        loop.call_soon(call_logged, partial(self.handler.on_start, self))
         try:
             loop.run_forever()
         finally:
@@ -264,14 +250,40 @@ class AsyncioServer(Server):
         self.opening += 1
         return _ProtocolConn(self)
 
-    def stop(self, deadline: float = 5.0) -> None:
-        """Stop accepting, flush and close every connection, abort what remains after ``deadline`` s."""
-        if self._thread is None or self._loop is None:
+    def _adopt(self, sock: socket.socket) -> None:
+        with self._adopting:
+            if not self._accepts_adoptions or self._loop is None:
+                raise RuntimeError("server is not running")
+            self._loop.call_soon_threadsafe(self._adopt_now, sock)
+
+    def _adopt_now(self, sock: socket.socket) -> None:
+        if self.stopping:
+            sock.close()  # adopted while stopping: closed at once, like a connection accepted then
             return
+        loop = asyncio.get_running_loop()
+        conn = self._new_conn()
+        task = loop.create_task(loop.connect_accepted_socket(lambda: conn, sock))
+        self._adoptions.add(task)
+        task.add_done_callback(partial(self._adopted, conn, sock))
+
+    def _adopted(self, conn: _ProtocolConn, sock: socket.socket, task: asyncio.Task[object]) -> None:
+        self._adoptions.discard(task)
+        if conn._transport is None:  # never reached connection_made: nobody else will close it
+            self.opening -= 1
+            error = None if task.cancelled() else task.exception()
+            log.warning("cannot serve an adopted socket (%s); closing it", error)
+            sock.close()
+
+    def _stop(self, deadline: float) -> None:
+        assert self._thread is not None
+        assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._shutdown(deadline), self._loop).result()
+        with self._adopting:
+            self._accepts_adoptions = False
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._thread = None
+        self._loop = None
 
     async def _shutdown(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -302,10 +314,11 @@ class AsyncioServer(Server):
         server.close()
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the engine's thread, where Conn methods may be called."""
-        if self._loop is None:
-            raise RuntimeError("server is not started")
-        self._loop.call_soon_threadsafe(callback)
+        """Run ``callback`` on the engine's thread (for Conn methods); raises RuntimeError if not running."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("server is not running")
+        loop.call_soon_threadsafe(callback)  # raises RuntimeError too if the loop closed meanwhile
 
 
 class UvloopServer(AsyncioServer):

@@ -3,30 +3,25 @@
 Level-triggered readiness events; one ``recv_into`` a shared buffer per readable
 connection per turn (fair to every connection); writes go straight to the socket
 and only what the kernel refuses is queued, flushed with ``sendmsg`` on EPOLLOUT.
+Everything else a reactor needs (calls from other threads, deferred events, the
+stop deadline, accept pauses, the output queue) comes from the shared core.
 """
 
 from __future__ import annotations
 
-import collections
 import errno
 import logging
 import os
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
-from itertools import islice
+from functools import partial
 
-from railcar.engine.api import (
-    Buffer,
-    Conn,
-    Handler,
-    Server,
-    ServerOptions,
-    data_callback,
-    report_handler_error,
-)
+from railcar.engine._failures import call_guarded, call_logged, handler_failed
+from railcar.engine._output import IOV_MAX, OutputQueue, unsent
+from railcar.engine._reactor import ReactorCore
+from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
 from railcar.engine.listen import listen, set_nodelay
 from railcar.errors import ConnectionClosed
 
@@ -35,22 +30,19 @@ log = logging.getLogger("railcar.engine.epoll")
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
-_IOV_MAX = 1024  # buffers per sendmsg call (Linux UIO_MAXIOV)
 _ACCEPTS_PER_TURN = 256  # keep accept storms from starving established connections
-_STOP_POLL = 0.05  # while stopping, how often the reactor looks whether abort_stop() was called
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 
 
 class _EpollConn(Conn):
-    __slots__ = ("_eof", "_events", "_fd", "_out", "_out_size", "_reactor", "_sock", "_state")
+    __slots__ = ("_eof", "_events", "_fd", "_out", "_reactor", "_sock", "_state")
 
-    def __init__(self, reactor: EpollServer, sock: socket.socket, peer: tuple[object, ...] | str):
+    def __init__(self, reactor: _Reactor, sock: socket.socket, peer: tuple[object, ...] | str):
         super().__init__(peer, sock.getsockname())
         self._reactor = reactor
         self._sock = sock
         self._fd = sock.fileno()
-        self._out: collections.deque[bytes | memoryview] = collections.deque()
-        self._out_size = 0
+        self._out = OutputQueue()
         self._state = _OPEN
         self._events = _IN
         self._eof = False
@@ -61,7 +53,7 @@ class _EpollConn(Conn):
         """Send bytes now, queueing what the kernel does not take; raises ConnectionClosed."""
         if self._state != _OPEN:
             raise ConnectionClosed(f"connection {self.peer} is closed")
-        if self._out:
+        if self._out.size:
             self._enqueue(bytes(data))
             return
         try:
@@ -79,55 +71,46 @@ class _EpollConn(Conn):
         if self._state != _OPEN:
             raise ConnectionClosed(f"connection {self.peer} is closed")
         pending = list(chunks)
-        if not self._out:
+        if not self._out.size:
             try:
-                sent = self._sock.sendmsg(pending[:_IOV_MAX]) if pending else 0
+                sent = self._sock.sendmsg(pending[:IOV_MAX]) if pending else 0
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
                 self._reactor.lose(self, exc)
                 return
-            pending = _skip(pending, sent)
+            pending = unsent(pending, sent)
         for chunk in pending:
             self._enqueue(bytes(chunk))
 
     def _enqueue(self, data: bytes | memoryview) -> None:
-        if not data:
-            return
-        self._out.append(data)
-        self._out_size += len(data)
-        if len(self._out) == 1:
+        out = self._out
+        was_empty = not out.size
+        out.append(data)
+        if was_empty and out.size:
             self._update_events()
-        if self._out_size > self._reactor.options.high_water:
+        if out.size > self._reactor.options.high_water:
             self._set_write_paused(True)
 
     def flush(self) -> None:
         """Send queued output now that the socket is writable."""
         out = self._out
         try:
-            sent = self._sock.sendmsg(list(islice(out, _IOV_MAX)))
+            sent = self._sock.sendmsg(out.batch())
         except BlockingIOError:
             return
         except OSError as exc:
             self._reactor.lose(self, exc)
             return
-        self._out_size -= sent
-        while sent:
-            head = out[0]
-            if sent >= len(head):
-                sent -= len(head)
-                out.popleft()
-            else:
-                out[0] = memoryview(head)[sent:]
-                sent = 0
-        if not out:
+        out.consume(sent)
+        if not out.size:
             if self._state == _CLOSING:
                 self._reactor.finish(self, None)
                 return
             self._update_events()
-        if self._write_paused and self._out_size <= self._reactor.options.low_water:
+        if self._write_paused and out.size <= self._reactor.options.low_water:
             self._set_write_paused(False)
-            self._reactor.notify_writable(self)
+            self._reactor.core.events.writable.append(self)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -135,7 +118,7 @@ class _EpollConn(Conn):
         """Close after the queued output has been sent; a no-op if already closing."""
         if self._state != _OPEN:
             return
-        if self._out:
+        if self._out.size:
             self._state = _CLOSING
             self._update_events()
         else:
@@ -145,7 +128,6 @@ class _EpollConn(Conn):
         """Close at once, discarding queued output."""
         if self._state != _CLOSED:
             self._out.clear()
-            self._out_size = 0
             self._reactor.finish(self, None)
 
     def fileno(self) -> int:
@@ -155,7 +137,7 @@ class _EpollConn(Conn):
     @property
     def write_buffer_size(self) -> int:
         """Bytes accepted by ``write`` that the kernel has not taken yet."""
-        return self._out_size
+        return self._out.size
 
     @property
     def closed(self) -> bool:
@@ -168,7 +150,7 @@ class _EpollConn(Conn):
     def _update_events(self) -> None:
         if self._state == _CLOSED:
             return
-        wanted = _OUT if self._out else 0
+        wanted = _OUT if self._out.size else 0
         if self._state == _OPEN and not self._eof and self.reading:
             wanted |= _IN
         if wanted != self._events:
@@ -176,76 +158,42 @@ class _EpollConn(Conn):
             self._reactor.epoll.modify(self._fd, wanted)
 
 
-def _skip(chunks: list[Buffer], count: int) -> list[Buffer]:
-    """Return what remains of ``chunks`` after the first ``count`` bytes were sent."""
-    for index, chunk in enumerate(chunks):
-        size = len(chunk)
-        if count < size:
-            return [memoryview(chunk)[count:], *chunks[index + 1 :]]
-        count -= size
-    return []
+class _Reactor:
+    """One run of an epoll server, from start to stop: its listener, epoll object, core and thread.
 
+    Each start makes a new one, so a stopped server restarts with nothing of the last run.
+    """
 
-class EpollServer(Server):
-    """A reactor thread multiplexing every connection with epoll."""
-
-    engine = "epoll"
-
-    def __init__(self, handler: Handler, options: ServerOptions) -> None:
-        super().__init__(handler, options)
-        self.epoll = select.epoll()
-        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._conns: dict[int, _EpollConn] = {}
-        self._on_data = data_callback(handler, options)
-        self._buffer = bytearray(options.read_buffer)
-        self._listener: socket.socket | None = None
-        self._calls: collections.deque[Callable[[], object]] = collections.deque()
-        self._closed: list[tuple[_EpollConn, BaseException | None]] = []
-        self._writable: list[_EpollConn] = []
-        self._thread: threading.Thread | None = None
-        self._stop_at: float | None = None
-        self._accept_paused_until = 0.0
-
-    @property
-    def active_connections(self) -> int:
-        """Number of open connections."""
-        return len(self._conns)
-
-    def start(self) -> None:
-        """Bind and begin accepting in the background; raises BindError if it cannot listen."""
-        if self._thread is not None:
-            raise RuntimeError("server already started")
+    def __init__(self, server: EpollServer, listener: socket.socket) -> None:
+        self.server = server
+        self.handler = server.handler
+        self.options = server.options
+        self.conns: dict[int, _EpollConn] = {}
+        self.listener: socket.socket | None = listener
+        self.core = ReactorCore(server.handler)
         try:
-            self._listener = listen(self.options)
+            self.epoll = select.epoll()
         except BaseException:
-            self.epoll.close()
-            os.close(self._wakeup)
+            self.core.close()
             raise
-        self._address = self._listener.getsockname()
-        self.epoll.register(self._listener.fileno(), _IN)
-        self.epoll.register(self._wakeup, _IN)
-        self._thread = threading.Thread(target=self._run, name="railcar-epoll")
-        self._thread.start()
+        self.epoll.register(listener.fileno(), _IN)
+        self.epoll.register(self.core.calls.fileno(), _IN)
+        self.thread = threading.Thread(target=self._run, name="railcar-epoll")
 
-    def stop(self, deadline: float = 5.0) -> None:
-        """Stop accepting, flush and close every connection, abort what remains after ``deadline`` s."""
-        if self._thread is None:
-            return
-        self.call_soon_threadsafe(lambda: self._begin_stop(deadline))
-        self._thread.join()
-        self._thread = None
+    def stop(self, deadline: float) -> None:
+        """Stop accepting and wait for the reactor thread to close every connection."""
+        self.core.calls.put(lambda: self._begin_stop(deadline))
+        self.thread.join()
 
-    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the engine's thread, where Conn methods may be called."""
-        self._calls.append(callback)
-        os.eventfd_write(self._wakeup, 1)
+    def adopt(self, sock: socket.socket) -> None:
+        """Open a connection on ``sock`` on the reactor thread; raises RuntimeError once the run ended."""
+        self.core.calls.put(lambda: self._adopt_now(sock))
 
     # -- called by connections ------------------------------------------------------------
 
     def lose(self, conn: _EpollConn, exc: BaseException) -> None:
         """Drop a connection whose socket failed."""
         conn._out.clear()
-        conn._out_size = 0
         self.finish(conn, exc)
 
     def finish(self, conn: _EpollConn, exc: BaseException | None) -> None:
@@ -253,77 +201,68 @@ class EpollServer(Server):
         if conn._state == _CLOSED:
             return
         conn._state = _CLOSED
-        if self._conns.pop(conn._fd, None) is not None:
+        if self.conns.pop(conn._fd, None) is not None:
             self.epoll.unregister(conn._fd)
         conn._sock.close()
-        self._closed.append((conn, exc))
+        self.core.events.closed.append((conn, exc))
 
-    def notify_writable(self, conn: _EpollConn) -> None:
-        """Schedule on_writable for the end of this turn."""
-        self._writable.append(conn)
-
-    # -- the reactor ----------------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._safe(self.handler.on_start, self)
-        conns = self._conns
-        on_data = self._on_data
-        buffer = self._buffer
+        server = self.server
+        call_logged(partial(self.handler.on_start, server))
+        core = self.core
+        stop = core.stop
+        accepts = core.accepts
+        events_due = core.events
+        conns = self.conns
+        on_data = server.on_data
+        buffer = server.read_buffer
         view = memoryview(buffer)
-        listen_fd = self._listener.fileno() if self._listener else -1
+        listen_fd = self.listener.fileno() if self.listener else -1
+        calls_fd = core.calls.fileno()
         poll = self.epoll.poll
-        while not self._finished():
-            for fd, events in poll(self._poll_timeout()):
-                conn = conns.get(fd)
-                if conn is None:
-                    if fd == listen_fd:
-                        self._accept()
-                    elif fd == self._wakeup:
-                        self._run_calls()
-                    continue
-                if events & _IN:
-                    try:
-                        received = conn._sock.recv_into(buffer)
-                    except BlockingIOError:
-                        received = -1
-                    except OSError as exc:
-                        self.lose(conn, exc)
+        try:
+            while stop.at is None or not stop.finished(len(conns), server.abort_requested):
+                if accepts.due():
+                    self._resume_accepting()
+                timeout = core.timeout()
+                for fd, events in poll(-1 if timeout is None else timeout):
+                    conn = conns.get(fd)
+                    if conn is None:
+                        if fd == listen_fd:
+                            self._accept()
+                        elif fd == calls_fd:
+                            core.calls.run()
                         continue
-                    if received > 0:
+                    if events & _IN:
                         try:
-                            on_data(conn, view[:received])
-                        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-                            report_handler_error(conn, exc)
-                            conn.abort()
+                            received = conn._sock.recv_into(buffer)
+                        except BlockingIOError:
+                            received = -1
+                        except OSError as exc:
+                            self.lose(conn, exc)
                             continue
-                    elif received == 0:
-                        self._eof(conn)
-                        continue
-                if events & _OUT and conn._out and conn._state != _CLOSED:
-                    conn.flush()
-                if events & _ERR and not events & (_IN | _OUT):
-                    self.lose(conn, _socket_error(conn._sock))
-            if self._closed or self._writable:
-                self._deliver_events()
-        self._teardown()
-
-    def _poll_timeout(self) -> float:
-        waits = []
-        if self._stop_at is not None:
-            waits.append(min(self._stop_at - time.monotonic(), _STOP_POLL))
-        if self._accept_paused_until:
-            waits.append(self._accept_paused_until - time.monotonic())
-            if waits[-1] <= 0:
-                self._resume_accepting()
-        return max(0.0, min(waits)) if waits else -1
-
-    def _finished(self) -> bool:
-        return self._stop_at is not None and (
-            not self._conns or time.monotonic() >= self._stop_at or self._abort_now
-        )
+                        if received > 0:
+                            try:
+                                on_data(conn, view[:received])
+                            except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+                                handler_failed(conn, exc)
+                                continue
+                        elif received == 0:
+                            self._eof(conn)
+                            continue
+                    if events & _OUT and conn._out.size and conn._state != _CLOSED:
+                        conn.flush()
+                    if events & _ERR and not events & (_IN | _OUT):
+                        self.lose(conn, _socket_error(conn._sock))
+                if events_due.closed or events_due.writable:
+                    events_due.deliver()
+        finally:
+            self._teardown()
 
     def _accept(self) -> None:
-        listener = self._listener
+        listener = self.listener
         if listener is None:
             return
         for _ in range(_ACCEPTS_PER_TURN):
@@ -332,80 +271,103 @@ class EpollServer(Server):
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("cannot accept (%s); pausing accepts for 100 ms", exc.strerror)
+                if self.core.accepts.pause_for(exc):
                     self.epoll.modify(listener.fileno(), 0)
-                    self._accept_paused_until = time.monotonic() + 0.1
                 return
-            sock.setblocking(False)
-            set_nodelay(sock, self.options.nodelay)
-            conn = _EpollConn(self, sock, peer or "")
-            self._conns[conn._fd] = conn
-            self.epoll.register(conn._fd, _IN)
-            self._safe_conn(conn, self.handler.on_open, conn)
+            self._open(sock, peer)
+
+    def _adopt_now(self, sock: socket.socket) -> None:
+        if self.core.stop.stopping:
+            sock.close()  # adopted while stopping: closed at once, like a connection accepted then
+            return
+        try:
+            peer = sock.getpeername()
+        except OSError as exc:
+            log.warning("adopted socket is no longer connected (%s); closing it", exc.strerror)
+            sock.close()
+            return
+        self._open(sock, peer)
+
+    def _open(self, sock: socket.socket, peer: tuple[object, ...] | str) -> None:
+        sock.setblocking(False)
+        set_nodelay(sock, self.options.nodelay)
+        conn = _EpollConn(self, sock, peer or "")
+        self.conns[conn._fd] = conn
+        self.epoll.register(conn._fd, _IN)
+        call_guarded(conn, self.handler.on_open, conn)
 
     def _resume_accepting(self) -> None:
-        self._accept_paused_until = 0.0
-        if self._listener is not None:
-            self.epoll.modify(self._listener.fileno(), _IN)
+        self.core.accepts.resume()
+        if self.listener is not None:
+            self.epoll.modify(self.listener.fileno(), _IN)
 
     def _eof(self, conn: _EpollConn) -> None:
-        keep_open = self._safe_conn(conn, self.handler.on_eof, conn)
+        keep_open = call_guarded(conn, self.handler.on_eof, conn)
         if keep_open and not conn.closed:
             conn._eof = True
             conn._update_events()
         else:
             conn.close()
 
-    def _deliver_events(self) -> None:
-        while self._writable:
-            writable, self._writable = self._writable, []
-            for conn in writable:
-                if not conn.closed:
-                    self._safe_conn(conn, self.handler.on_writable, conn)
-        while self._closed:
-            closed, self._closed = self._closed, []
-            for conn, exc in closed:
-                self._safe(self.handler.on_close, conn, exc)
-
-    def _run_calls(self) -> None:
-        try:
-            os.eventfd_read(self._wakeup)
-        except BlockingIOError:
-            return
-        while self._calls:
-            self._safe(self._calls.popleft())
-
     def _begin_stop(self, deadline: float) -> None:
-        self._stop_at = time.monotonic() + deadline
-        if self._listener is not None:
-            self.epoll.unregister(self._listener.fileno())
-            self._listener.close()
-            self._listener = None
-        for conn in list(self._conns.values()):
+        self.core.stop.begin(deadline)
+        if self.listener is not None:
+            self.epoll.unregister(self.listener.fileno())
+            self.listener.close()
+            self.listener = None
+        for conn in list(self.conns.values()):
             conn.close()
 
     def _teardown(self) -> None:
-        for conn in list(self._conns.values()):
+        for conn in list(self.conns.values()):
             conn.abort()
-        self._deliver_events()
-        self._run_calls()
+        self.core.close()
         self.epoll.close()
-        os.close(self._wakeup)
 
-    def _safe(self, callback: Callable[..., object], *args: object) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("callback %r failed", callback)
 
-    def _safe_conn(self, conn: _EpollConn, callback: Callable[..., object], *args: object) -> object:
+class EpollServer(Server):
+    """A reactor thread multiplexing every connection with epoll, on the shared reactor core."""
+
+    engine = "epoll"
+
+    def __init__(self, handler: Handler, options: ServerOptions) -> None:
+        super().__init__(handler, options)
+        self.on_data = data_callback(handler, options)
+        self.read_buffer = bytearray(options.read_buffer)
+        self._reactor: _Reactor | None = None
+
+    @property
+    def active_connections(self) -> int:
+        """Number of open connections."""
+        reactor = self._reactor
+        return 0 if reactor is None else len(reactor.conns)
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the engine's thread (for Conn methods); raises RuntimeError if not running."""
+        if self._reactor is None:
+            raise RuntimeError("server is not running")
+        self._reactor.core.calls.put(callback)
+
+    def _start(self) -> None:
+        listener = listen(self.options)
         try:
-            return callback(*args)
-        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            report_handler_error(conn, exc)
-            conn.abort()
-            return None
+            reactor = _Reactor(self, listener)
+        except BaseException:
+            listener.close()
+            raise
+        self._address = listener.getsockname()
+        self._reactor = reactor
+        reactor.thread.start()
+
+    def _stop(self, deadline: float) -> None:
+        assert self._reactor is not None
+        self._reactor.stop(deadline)
+        self._reactor = None
+
+    def _adopt(self, sock: socket.socket) -> None:
+        if self._reactor is None:
+            raise RuntimeError("server is not running")
+        self._reactor.adopt(sock)
 
 
 def _socket_error(sock: socket.socket) -> OSError:

@@ -12,8 +12,18 @@ from railcar.errors import BindError
 
 
 def listen(options: ServerOptions) -> socket.socket:
-    """Return a listening, non-blocking socket for ``options``; raises BindError."""
-    sock = _listen_unix(options.unix, options.backlog) if options.unix else _listen_tcp(options)
+    """Return a listening, non-blocking socket for ``options``, the server's to close; raises BindError."""
+    if options.sock is not None:
+        # A duplicate, so that stopping the server closes its own descriptor and the
+        # caller's socket is there for a restart (O_NONBLOCK is shared by both).
+        try:
+            sock = options.sock.dup()
+        except OSError as exc:
+            raise BindError(f"cannot listen on the given socket: {exc.strerror}") from exc
+    elif options.unix:
+        sock = _listen_unix(options.unix, options.backlog)
+    else:
+        sock = _listen_tcp(options)
     sock.setblocking(False)
     return sock
 
@@ -44,6 +54,8 @@ def _listen_tcp(options: ServerOptions) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if options.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
         sock.listen(options.backlog)
     except OSError as exc:

@@ -8,26 +8,19 @@ connection's reader thread stops reading with it.  Conn methods are thread-safe.
 from __future__ import annotations
 
 import contextlib
-import logging
+import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 
-from railcar.engine.api import (
-    Buffer,
-    Conn,
-    Handler,
-    Server,
-    ServerOptions,
-    data_callback,
-    report_handler_error,
-)
+from railcar.engine._failures import call_logged, call_on_close, handler_failed
+from railcar.engine._reactor import AcceptPause, Wakeup
+from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
 from railcar.engine.listen import listen, set_nodelay
 from railcar.errors import ConnectionClosed
-
-log = logging.getLogger("railcar.engine.threads")
 
 _THREAD_READ_BUFFER = 64 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -116,38 +109,39 @@ class ThreadsServer(Server):
         super().__init__(handler, options)
         self._on_data = data_callback(handler, options)
         self._conns: dict[_ThreadConn, threading.Thread] = {}
+        # Guards _conns and _stopping together: a connection is registered (accepted or
+        # adopted) only while not stopping, so stop() sees every connection it must close.
         self._conns_lock = threading.Lock()
-        self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
-        self._stopping = False
+        self._wakeup: Wakeup | None = None
+        self._stopping = True
 
     @property
     def active_connections(self) -> int:
         """Number of open connections."""
         return len(self._conns)
 
-    def start(self) -> None:
-        """Bind and begin accepting in the background; raises BindError if it cannot listen."""
-        if self._acceptor is not None:
-            raise RuntimeError("server already started")
-        self._listener = listen(self.options)
-        self._listener.setblocking(True)
-        self._address = self._listener.getsockname()
-        self._acceptor = threading.Thread(target=self._accept_loop, name="railcar-threads-accept")
+    def _start(self) -> None:
+        listener = listen(self.options)
+        self._address = listener.getsockname()
+        self._wakeup = Wakeup()
+        self._stopping = False
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, args=(listener, self._wakeup), name="railcar-threads-accept"
+        )
         self._acceptor.start()
 
-    def stop(self, deadline: float = 5.0) -> None:
+    def _stop(self, deadline: float) -> None:
         """Stop accepting, close every connection, reset what remains after ``deadline`` s."""
-        if self._acceptor is None or self._listener is None:
-            return
-        self._stopping = True
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
-        self._acceptor.join()
-        self._listener.close()
-        self._acceptor = None
+        assert self._acceptor is not None
+        assert self._wakeup is not None
         with self._conns_lock:
+            self._stopping = True
             conns = dict(self._conns)
+        self._wakeup.set()
+        self._acceptor.join()
+        self._wakeup.close()
+        self._acceptor = self._wakeup = None
         for conn in conns:
             conn.close()
         give_up = time.monotonic() + deadline
@@ -160,34 +154,50 @@ class ThreadsServer(Server):
                 conn.abort()
                 thread.join()
 
+    def _adopt(self, sock: socket.socket) -> None:
+        self._open(sock, sock.getpeername())
+
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` now in the calling thread: this engine's Conn methods are thread-safe."""
         callback()
 
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        assert listener is not None
+    def _accept_loop(self, listener: socket.socket, wakeup: Wakeup) -> None:
+        call_logged(partial(self.handler.on_start, self))
+        pause = AcceptPause()
+        poller = select.poll()
+        poller.register(wakeup.fileno(), select.POLLIN)
+        poller.register(listener.fileno(), select.POLLIN)
         try:
-            self.handler.on_start(self)
-        except Exception:
-            log.exception("on_start failed")
-        while not self._stopping:
-            try:
-                sock, peer = listener.accept()
-            except OSError as exc:
-                if self._stopping:
-                    return
-                log.warning("cannot accept (%s); retrying in 100 ms", exc.strerror)
-                time.sleep(0.1)
-                continue
-            set_nodelay(sock, self.options.nodelay)
-            conn = _ThreadConn(sock, peer or "")
-            thread = threading.Thread(
-                target=self._serve, args=(conn,), name=f"railcar-conn-{peer}", daemon=True
-            )
-            with self._conns_lock:
-                self._conns[conn] = thread
-            thread.start()
+            while not self._stopping:
+                timeout = pause.timeout()
+                poller.poll(None if timeout is None else max(0.0, timeout) * 1000)
+                if pause.due():
+                    pause.resume()
+                    poller.register(listener.fileno(), select.POLLIN)
+                while not self._stopping and not pause.paused:
+                    try:
+                        sock, peer = listener.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if pause.pause_for(exc):
+                            poller.unregister(listener.fileno())
+                        break
+                    self._open(sock, peer)
+        finally:
+            listener.close()
+
+    def _open(self, sock: socket.socket, peer: tuple[object, ...] | str) -> None:
+        sock.setblocking(True)
+        set_nodelay(sock, self.options.nodelay)
+        conn = _ThreadConn(sock, peer or "")
+        thread = threading.Thread(target=self._serve, args=(conn,), name=f"railcar-conn-{peer}", daemon=True)
+        with self._conns_lock:
+            if self._stopping:
+                sock.close()  # accepted or adopted while stopping: closed at once
+                return
+            self._conns[conn] = thread
+        thread.start()
 
     def _serve(self, conn: _ThreadConn) -> None:
         handler = self.handler
@@ -215,16 +225,14 @@ class ThreadsServer(Server):
         except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
             # stop() may abort a connection while its handler writes (this thread runs on):
             # the ConnectionClosed that write raises then is the stop, not a handler bug.
-            if not (self._stopping and isinstance(exc, ConnectionClosed)):
-                report_handler_error(conn, exc)
-            conn.abort()
+            if self._stopping and isinstance(exc, ConnectionClosed):
+                conn.abort()
+            else:
+                handler_failed(conn, exc)
         finally:
             conn._closing = True
             with conn._lock:
                 sock.close()
             with self._conns_lock:
                 self._conns.pop(conn, None)
-            try:
-                handler.on_close(conn, conn._io_error)
-            except Exception as exc:  # noqa: BLE001 - nothing left to close; log it
-                report_handler_error(conn, exc)
+            call_on_close(handler, conn, conn._io_error)
