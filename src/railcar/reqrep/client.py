@@ -10,46 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from numpy.typing import NDArray
 
+from railcar.clientcore.dial import Dial, tcp_dial, unix_dial
+from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify_soon
 from railcar.codecs import CodecFactory, codec_factory
 from railcar.errors import ConnectionLost, InFlightLimit, ProtocolError, RequestTimeout, renewed
 from railcar.proto.reqrep import DEFAULT_MAX_FRAME
 from railcar.reqrep.core import Batch, ClientCore, ClientState, check_limits
-from railcar.reqrep.reconnect import Callback, ReconnectPolicy, notify
 
 log = logging.getLogger("railcar.reqrep")
-
-#: Opens one connection for a protocol: what ``Client`` swaps on every reconnection.
-Dial = Callable[[Callable[[], asyncio.Protocol]], Awaitable[asyncio.BaseTransport]]
-
-
-def tcp_dial(host: str, port: int, nodelay: bool = True) -> Dial:
-    """Return a Dial for a TCP server (TCP_NODELAY on unless ``nodelay`` is False)."""
-
-    async def dial(protocol: Callable[[], asyncio.Protocol]) -> asyncio.BaseTransport:
-        transport, _ = await asyncio.get_running_loop().create_connection(protocol, host, port)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
-        return transport
-
-    return dial
-
-
-def unix_dial(path: str) -> Dial:
-    """Return a Dial for a server on the Unix socket ``path``."""
-
-    async def dial(protocol: Callable[[], asyncio.Protocol]) -> asyncio.BaseTransport:
-        transport, _ = await asyncio.get_running_loop().create_unix_connection(protocol, path)
-        return transport
-
-    return dial
 
 
 class _Connection(asyncio.Protocol):
@@ -453,16 +427,7 @@ class Client(ClientState):
         self._wake_waiters()
 
     def _notify(self, callback: Callback | None, *args: Any) -> None:
-        awaitable = notify(callback, *args)
-        if awaitable is not None:
-            task = asyncio.ensure_future(awaitable)
-            self._tasks.add(task)
-            task.add_done_callback(self._callback_done)
-
-    def _callback_done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("connection callback failed", exc_info=task.exception())
+        notify_soon(callback, self._tasks, *args)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
