@@ -706,7 +706,7 @@ class Client:
             attempts += 1
             try:
                 await self._open(server)
-            except (OSError, NatsError) as exc:  # ConnectionLost and TimeoutError are OSErrors
+            except (OSError, NatsError, ProtocolError) as exc:  # ConnectionLost, TimeoutError: OSErrors
                 log.info("reconnect attempt %d to %s failed: %s", attempts, server.address, exc)
                 error = exc
                 continue
@@ -729,7 +729,7 @@ class Client:
             server.last_attempt = self._loop.time()
             try:
                 await self._open(server)
-            except (OSError, NatsError) as exc:
+            except (OSError, NatsError, ProtocolError) as exc:
                 log.info("could not connect to %s: %s", server.address, exc)
                 last = exc
                 continue
