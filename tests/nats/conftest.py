@@ -8,6 +8,8 @@ import pytest
 
 from tests.nats.server import NatsServer
 
+StartNats = Callable[..., NatsServer]
+
 
 @pytest.fixture(scope="module")
 def nats_server() -> Iterator[NatsServer]:
