@@ -495,3 +495,36 @@ def test_handshake_timeout_on_a_silent_server() -> None:
             await stop_fake(listener, done)
 
     run(body())
+
+
+def test_publishes_of_one_turn_go_out_in_one_write(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        async with await connect(nats_server) as nc:
+            sub = await nc.subscribe("coalesce")
+            conn = nc._conn
+            assert conn is not None
+            real = conn.transport
+            writes: list[bytes] = []
+
+            class Counting:
+                def write(self, data: bytes) -> None:
+                    writes.append(data)
+                    real.write(data)  # type: ignore[union-attr]
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(real, name)
+
+            conn.transport = Counting()  # type: ignore[assignment]
+            for i in range(1000):  # one turn of one task
+                await nc.publish("coalesce", b"%d" % i)
+            # 100 tasks whose first steps share the next turn (the flusher of this one runs first)
+            await asyncio.gather(*(nc.publish("coalesce", b"task") for _ in range(100)))
+            await asyncio.sleep(0)
+            assert [w.count(b"PUB coalesce ") for w in writes] == [1000, 100]
+            await nc.flush(5)
+            assert writes[-1] == b"PING\r\n"
+            assert [(await sub.next_msg(5)).data for _ in range(1100)][:1000] == [
+                b"%d" % i for i in range(1000)
+            ]
+
+    run(body())
