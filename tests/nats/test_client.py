@@ -245,6 +245,8 @@ authorization {
             assert (await sub.next_msg(5)).data == b"yes"
         with pytest.raises(rn.AuthorizationError, match="Authorization Violation"):
             await connect(server, user="app", password="wrong", reconnect=False)
+        async with await rn.connect(f"nats://app:secret@127.0.0.1:{server.port}") as nc:
+            await nc.flush(5)
 
     run(body())
 

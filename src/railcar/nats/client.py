@@ -88,6 +88,7 @@ class _Connection(asyncio.Protocol):
         self.pongs: deque[asyncio.Future[None] | None] = deque()  # one per PING sent, in order
         self.outstanding = 0  # liveness PINGs sent since the last PONG
         self.error: ServerError | None = None  # the last -ERR, which usually precedes a close
+        self.abandoned: str | None = None  # why the client itself aborted the connection
         self.paused = False
         self.lost = False
         self.closed: asyncio.Future[None] = client._loop.create_future()
@@ -107,7 +108,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.error is not None:
+        if self.abandoned is not None:
+            error = ConnectionLost(self.abandoned)
+        elif self.error is not None:
             error = ConnectionLost(f"server closed the connection: {self.error}")
         else:
             error = ConnectionLost(f"connection lost: {exc}" if exc else "connection closed by the server")
@@ -557,8 +560,10 @@ class Client:
     def _on_info(self, conn: _Connection, options: dict[str, Any]) -> None:
         if not conn.info.done():
             conn.info.set_result(options)
-        if conn is self._conn or not self._conn:
+        if conn is self._conn:
             self.server_info = options
+            if "max_payload" in options:  # a server's INFO may change it while connected
+                self.max_payload = int(options["max_payload"])
         urls = options.get("connect_urls")
         if isinstance(urls, list) and urls:
             added = self._pool.learn([str(url) for url in urls])
@@ -654,13 +659,12 @@ class Client:
         }
         if self._name:
             options["name"] = self._name
-        user = server.user or self._user
-        password = server.password or self._password
-        if user and not password and not self._token and not server.password:
-            options["auth_token"] = user  # nats://token@host
-        elif user:
-            options["user"] = user
-            options["pass"] = password or ""
+        if server.user and not server.password:
+            options["auth_token"] = server.user  # nats://token@host
+        elif server.user:
+            options["user"], options["pass"] = server.user, server.password
+        elif self._user:
+            options["user"], options["pass"] = self._user, self._password or ""
         if self._token:
             options["auth_token"] = self._token
         return options
@@ -759,7 +763,7 @@ class Client:
                 conn.server.address,
                 conn.outstanding,
             )
-            conn.error = ServerError(f"stale connection: {conn.outstanding} PINGs unanswered")
+            conn.abandoned = f"stale connection: the server answered none of {conn.outstanding} PINGs"
             conn.transport.abort()
             return
         conn.outstanding += 1
