@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol, cast
 
 from railcar.clientcore.dial import Dial, tcp_dial
+from railcar.clientcore.gate import Gate
 from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify_soon
 from railcar.errors import ConnectionLost, ProtocolError, RequestTimeout, renewed
 from railcar.nats.errors import (
@@ -175,7 +176,7 @@ class Client:
         self._next_sid = 0
         self._subjects: dict[str, bytes] = {}
         self._requests: RequestTable | None = None
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._gate = Gate(self._loop)  # callers waiting to be connected, for room, for writes
         self._tasks: set[asyncio.Future[Any]] = set()
         self._reconnecting: asyncio.Task[None] | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -493,33 +494,22 @@ class Client:
 
     async def _ready(self, deadline: float | None, timeout: float | None) -> None:
         """Wait until connected and the transport takes writes; raises RequestTimeout, ConnectionLost."""
-        while True:
+
+        def ready() -> bool:
             if self._closed:
                 raise renewed(self._failure)
             conn = self._conn
-            if conn is not None and not conn.paused:
-                return
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._waiters.append(waiter)
-            if deadline is None:
-                await waiter
-                continue
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                waiter.cancel()
-                what = (
-                    "not connected (reconnecting)" if conn is None else "the connection took no more writes"
-                )
-                raise RequestTimeout(f"{what} within {timeout} s")
-            timer = self._loop.call_later(remaining, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+            return conn is not None and not conn.paused
+
+        def waiting_for() -> str:
+            if self._conn is None:
+                return "not connected (reconnecting)"
+            return "the connection took no more writes (the server is not reading)"
+
+        await self._gate.wait(ready, deadline, timeout, waiting_for)
 
     def _wake_waiters(self) -> None:
-        while self._waiters:
-            _wake(self._waiters.popleft())
+        self._gate.open()
 
     # -- the reader ------------------------------------------------------------------------
 
@@ -770,11 +760,6 @@ class Client:
         conn.pongs.append(None)
         self._write_now(PING_OP)
         self._ping_timer = self._loop.call_later(self._ping_interval, self._ping, conn)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 async def connect(

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from numpy.typing import NDArray
 
 from railcar.clientcore.dial import Dial, tcp_dial, unix_dial
+from railcar.clientcore.gate import Gate
 from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify_soon
 from railcar.codecs import CodecFactory, codec_factory
 from railcar.errors import ConnectionLost, InFlightLimit, ProtocolError, RequestTimeout, renewed
@@ -86,7 +86,7 @@ class Client(ClientState):
         self._loop = asyncio.get_running_loop()
         self._connection: _Connection | None = None
         self._flush_handle: asyncio.Handle | None = None
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._gate = Gate(self._loop)  # callers waiting to be connected, for room, for writes
         self._closed = False
         self._failure: BaseException = ConnectionLost("client closed")
         self._reconnecting: asyncio.Task[None] | None = None
@@ -302,26 +302,14 @@ class Client(ClientState):
 
     async def _ready(self, count: int, deadline: float | None, timeout: float | None) -> None:
         """Wait until connected, room for ``count``, writes taken; raises RequestTimeout, ConnectionLost."""
-        while True:
+
+        def ready() -> bool:
             if self._closed:
                 raise renewed(self._failure)
             connection = self._connection
-            if connection is not None and not connection.paused and self._core.has_room(count):
-                return
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._waiters.append(waiter)
-            if deadline is None:
-                await waiter
-                continue
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                waiter.cancel()
-                raise RequestTimeout(f"{self._waiting_for(connection)} within {timeout} s")
-            timer = self._loop.call_later(remaining, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+            return connection is not None and not connection.paused and self._core.has_room(count)
+
+        await self._gate.wait(ready, deadline, timeout, lambda: self._waiting_for(self._connection))
 
     def _waiting_for(self, connection: _Connection | None) -> str:
         if connection is None:
@@ -331,8 +319,7 @@ class Client(ClientState):
         return f"no room in the in-flight window (max_in_flight={self._core.max_in_flight})"
 
     def _wake_waiters(self) -> None:
-        while self._waiters:
-            _wake(self._waiters.popleft())
+        self._gate.open()
 
     def _expire_call(self, request_id: int, timeout: float) -> None:
         if self._core.fail_call(request_id, RequestTimeout(f"no reply within {timeout} s")):
@@ -371,7 +358,7 @@ class Client(ClientState):
             self._on_lost(connection, failure)
             if connection.transport is not None:
                 connection.transport.abort()
-        if self._waiters and core.in_flight < core.max_in_flight:
+        if self._gate and core.in_flight < core.max_in_flight:
             self._wake_waiters()
 
     async def _open(self) -> None:
@@ -428,8 +415,3 @@ class Client(ClientState):
 
     def _notify(self, callback: Callback | None, *args: Any) -> None:
         notify_soon(callback, self._tasks, *args)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
