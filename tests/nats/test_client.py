@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -376,14 +377,14 @@ def test_stale_connection_is_detected_by_pings(start_nats: StartNats) -> None:
         )
         try:
             assert server.proc is not None
-            server.proc.send_signal(__import__("signal").SIGSTOP)
+            server.proc.send_signal(signal.SIGSTOP)
             try:
                 for _ in range(100):
                     if disconnects:
                         break
                     await asyncio.sleep(0.05)
             finally:
-                server.proc.send_signal(__import__("signal").SIGCONT)
+                server.proc.send_signal(signal.SIGCONT)
             assert disconnects
             assert "stale connection" in str(disconnects[0])
             for _ in range(100):
@@ -528,5 +529,28 @@ def test_publishes_of_one_turn_go_out_in_one_write(nats_server: NatsServer) -> N
             assert [(await sub.next_msg(5)).data for _ in range(1100)][:1000] == [
                 b"%d" % i for i in range(1000)
             ]
+
+    run(body())
+
+
+def test_a_stopped_server_cannot_hang_calls_past_their_timeouts(start_nats: StartNats) -> None:
+    server = start_nats()
+
+    async def body() -> None:
+        async with await connect(server) as nc:
+            await nc.subscribe("svc.any", cb=lambda m: None)
+            await nc.flush(5)
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(rn.RequestTimeout, match="no reply"):
+                    await nc.request("svc.any", b"x", timeout=0.3)
+                with pytest.raises(rn.RequestTimeout, match="no PONG"):
+                    await nc.flush(0.3)
+                assert time.monotonic() - started < 2
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+            await nc.flush(5)
 
     run(body())
