@@ -554,3 +554,36 @@ def test_a_stopped_server_cannot_hang_calls_past_their_timeouts(start_nats: Star
             await nc.flush(5)
 
     run(body())
+
+
+def test_request_many_by_count_timeout_and_sentinel(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        async with await connect(nats_server) as nc:
+
+            def responder(name: bytes) -> Callable[[Msg], Coroutine[Any, Any, None]]:
+                async def answer(msg: Msg) -> None:
+                    await nc.publish(msg.reply, name)
+
+                return answer
+
+            for name in (b"a", b"b", b"c"):
+                await nc.subscribe("many", cb=responder(name))
+
+            async def streamer(msg: Msg) -> None:
+                for part in (b"1", b"2", b""):  # an empty reply ends the stream
+                    await nc.publish(msg.reply, part)
+
+            await nc.subscribe("stream", cb=streamer)
+            await nc.flush(5)
+            two = await nc.request_many("many", b"?", timeout=5, max_msgs=2)
+            assert len(two) == 2
+            started = time.monotonic()
+            every = await nc.request_many("many", b"?", timeout=0.3)
+            assert 0.25 < time.monotonic() - started < 2
+            assert sorted(m.data for m in every) == [b"a", b"b", b"c"]
+            parts = await nc.request_many("stream", timeout=5, sentinel=lambda m: not m.data)
+            assert [m.data for m in parts] == [b"1", b"2"]
+            with pytest.raises(rn.NoResponders):
+                await nc.request_many("nobody.home", timeout=5)
+
+    run(body())

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol, cast
 
 from railcar.clientcore.dial import Dial, tcp_dial
@@ -25,9 +25,11 @@ from railcar.nats.errors import (
     AuthorizationError,
     MaxPayloadExceeded,
     NatsError,
+    NoResponders,
     OutboundBufferFull,
     ServerError,
 )
+from railcar.nats.nuid import Nuid
 from railcar.nats.requests import RequestTable
 from railcar.nats.servers import Server, ServerPool
 from railcar.nats.subscription import (
@@ -38,6 +40,7 @@ from railcar.nats.subscription import (
 )
 from railcar.proto.nats import (
     MAX_PAYLOAD,
+    NO_RESPONDERS,
     PING,
     PING_OP,
     PONG,
@@ -176,6 +179,7 @@ class Client:
         self._next_sid = 0
         self._subjects: dict[str, bytes] = {}
         self._requests: RequestTable | None = None
+        self._nuid = Nuid()
         self._gate = Gate(self._loop)  # callers waiting to be connected, for room, for writes
         self._tasks: set[asyncio.Future[Any]] = set()
         self._reconnecting: asyncio.Task[None] | None = None
@@ -407,6 +411,49 @@ class Client:
             raise
         finally:
             timer.cancel()
+
+    async def request_many(
+        self,
+        subject: str,
+        payload: bytes | bytearray | memoryview = b"",
+        timeout: float = 2.0,
+        max_msgs: int = 0,
+        sentinel: Callable[[Msg], bool] | None = None,
+        headers: HeadersArg = None,
+    ) -> list[Msg]:
+        """Publish a request; gather replies until ``max_msgs``, the timeout, or a reply ``sentinel`` accepts.
+
+        The replies come back on an inbox of their own, unsubscribed on return; the
+        sentinel reply is not returned.  Raises NoResponders when the first reply says
+        nobody listens, and like ``publish`` for a message that cannot be sent.
+        """
+        if max_msgs < 0:
+            raise ValueError(f"need max_msgs >= 0 (got {max_msgs})")
+        deadline = self._loop.time() + timeout
+        inbox = f"{self._inbox_prefix}.{self._nuid.next().decode()}"
+        # The server may stop at max_msgs replies (one more when a sentinel may end the stream).
+        limit = max_msgs + (1 if sentinel is not None else 0) if max_msgs else 0
+        sub = await self.subscribe(inbox, max_msgs=limit)
+        replies: list[Msg] = []
+        try:
+            await self.publish(subject, payload, reply=inbox, headers=headers)
+            while (remaining := deadline - self._loop.time()) > 0:
+                try:
+                    msg = await sub.next_msg(remaining)
+                except (TimeoutError, StopAsyncIteration):
+                    break
+                status = msg[4].status if msg[4] is not None else None
+                if not replies and status == NO_RESPONDERS and not msg[3]:
+                    raise NoResponders(f"no responders on {subject!r}")
+                if sentinel is not None and sentinel(msg):
+                    break
+                replies.append(msg)
+                if max_msgs and len(replies) >= max_msgs:
+                    break
+        finally:
+            if not sub.closed:
+                await sub.unsubscribe()
+        return replies
 
     def _start_inbox(self) -> RequestTable:
         """The one wildcard subscription every request's reply comes back on."""
