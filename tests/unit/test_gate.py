@@ -41,3 +41,15 @@ def test_ready_may_raise() -> None:
             await Gate(asyncio.get_running_loop()).wait(closed, None, None, lambda: "")
 
     asyncio.run(body())
+
+
+def test_callers_that_timed_out_do_not_pile_up() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        gate = Gate(loop)
+        for _ in range(1000):
+            with pytest.raises(RequestTimeout):
+                await gate.wait(lambda: False, loop.time() + 0.0001, 0.0001, lambda: "never")
+        assert len(gate._parked) <= 64
+
+    asyncio.run(body())

@@ -20,6 +20,7 @@ class Gate:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._parked: deque[asyncio.Future[None]] = deque()
+        self._compact_at = 64
 
     def __bool__(self) -> bool:
         """True while someone is parked."""
@@ -44,6 +45,11 @@ class Gate:
         """
         while not ready():
             waiter: asyncio.Future[None] = self._loop.create_future()
+            if len(self._parked) >= self._compact_at:
+                # Callers that timed out leave a finished future behind until the next open():
+                # dropping them here keeps the deque within twice the callers really parked.
+                self._parked = deque(parked for parked in self._parked if not parked.done())
+                self._compact_at = max(64, 2 * len(self._parked))
             self._parked.append(waiter)
             if deadline is None:
                 await waiter
