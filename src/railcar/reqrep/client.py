@@ -10,46 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from numpy.typing import NDArray
 
+from railcar.clientcore.dial import Dial, tcp_dial, unix_dial
+from railcar.clientcore.gate import Gate
+from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify_soon
 from railcar.codecs import CodecFactory, codec_factory
 from railcar.errors import ConnectionLost, InFlightLimit, ProtocolError, RequestTimeout, renewed
 from railcar.proto.reqrep import DEFAULT_MAX_FRAME
 from railcar.reqrep.core import Batch, ClientCore, ClientState, check_limits
-from railcar.reqrep.reconnect import Callback, ReconnectPolicy, notify
 
 log = logging.getLogger("railcar.reqrep")
-
-#: Opens one connection for a protocol: what ``Client`` swaps on every reconnection.
-Dial = Callable[[Callable[[], asyncio.Protocol]], Awaitable[asyncio.BaseTransport]]
-
-
-def tcp_dial(host: str, port: int, nodelay: bool = True) -> Dial:
-    """Return a Dial for a TCP server (TCP_NODELAY on unless ``nodelay`` is False)."""
-
-    async def dial(protocol: Callable[[], asyncio.Protocol]) -> asyncio.BaseTransport:
-        transport, _ = await asyncio.get_running_loop().create_connection(protocol, host, port)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
-        return transport
-
-    return dial
-
-
-def unix_dial(path: str) -> Dial:
-    """Return a Dial for a server on the Unix socket ``path``."""
-
-    async def dial(protocol: Callable[[], asyncio.Protocol]) -> asyncio.BaseTransport:
-        transport, _ = await asyncio.get_running_loop().create_unix_connection(protocol, path)
-        return transport
-
-    return dial
 
 
 class _Connection(asyncio.Protocol):
@@ -112,7 +86,7 @@ class Client(ClientState):
         self._loop = asyncio.get_running_loop()
         self._connection: _Connection | None = None
         self._flush_handle: asyncio.Handle | None = None
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._gate = Gate(self._loop)  # callers waiting to be connected, for room, for writes
         self._closed = False
         self._failure: BaseException = ConnectionLost("client closed")
         self._reconnecting: asyncio.Task[None] | None = None
@@ -341,26 +315,14 @@ class Client(ClientState):
 
     async def _ready(self, count: int, deadline: float | None, timeout: float | None) -> None:
         """Wait until connected, room for ``count``, writes taken; raises RequestTimeout, ConnectionLost."""
-        while True:
+
+        def ready() -> bool:
             if self._closed:
                 raise renewed(self._failure)
             connection = self._connection
-            if connection is not None and not connection.paused and self._core.has_room(count):
-                return
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._waiters.append(waiter)
-            if deadline is None:
-                await waiter
-                continue
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                waiter.cancel()
-                raise RequestTimeout(f"{self._waiting_for(connection)} within {timeout} s")
-            timer = self._loop.call_later(remaining, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+            return connection is not None and not connection.paused and self._core.has_room(count)
+
+        await self._gate.wait(ready, deadline, timeout, lambda: self._waiting_for(self._connection))
 
     def _waiting_for(self, connection: _Connection | None) -> str:
         if connection is None:
@@ -370,8 +332,7 @@ class Client(ClientState):
         return f"no room in the in-flight window (max_in_flight={self._core.max_in_flight})"
 
     def _wake_waiters(self) -> None:
-        while self._waiters:
-            _wake(self._waiters.popleft())
+        self._gate.open()
 
     def _expire_call(self, request_id: int, timeout: float) -> None:
         if self._core.fail_call(request_id, RequestTimeout(f"no reply within {timeout} s")):
@@ -410,7 +371,7 @@ class Client(ClientState):
             self._on_lost(connection, failure)
             if connection.transport is not None:
                 connection.transport.abort()
-        if self._waiters and core.in_flight < core.max_in_flight:
+        if self._gate and core.in_flight < core.max_in_flight:
             self._wake_waiters()
 
     async def _open(self) -> None:
@@ -467,18 +428,4 @@ class Client(ClientState):
         self._wake_waiters()
 
     def _notify(self, callback: Callback | None, *args: Any) -> None:
-        awaitable = notify(callback, *args)
-        if awaitable is not None:
-            task = asyncio.ensure_future(awaitable)
-            self._tasks.add(task)
-            task.add_done_callback(self._callback_done)
-
-    def _callback_done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("connection callback failed", exc_info=task.exception())
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        notify_soon(callback, self._tasks, *args)

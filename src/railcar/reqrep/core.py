@@ -15,10 +15,11 @@ A caller waits on a *waiter*: anything with ``asyncio.Future``'s ``done``, ``set
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from numpy.typing import NDArray
 
+from railcar.clientcore.waiter import Waiter
 from railcar.codecs import CodecFactory, FixedSizeCodec
 from railcar.errors import CodecError, ConnectionLost, FrameTooLarge, ProtocolError, RemoteError, renewed
 from railcar.proto.reqrep import (
@@ -44,22 +45,6 @@ from railcar.proto.reqrep import (
 
 #: The smallest ``max_frame`` a client accepts: room for a header and a few requests.
 MIN_FRAME: Final = 64
-
-
-class Waiter(Protocol):
-    """Where a caller waits for an outcome: an ``asyncio.Future`` or a thread's wake-up."""
-
-    def done(self) -> bool:
-        """True once an outcome is set (or the wait was cancelled)."""
-        ...
-
-    def set_result(self, result: Any, /) -> None:
-        """Deliver the reply (a list for a batch, bytes for a raw batch)."""
-        ...
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        """Deliver the failure."""
-        ...
 
 
 class Batch:

@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify
 from railcar.codecs import CodecFactory, codec_factory
 from railcar.errors import ConnectionLost, ProtocolError, RequestTimeout, renewed
 from railcar.proto.reqrep import DEFAULT_MAX_FRAME
 from railcar.reqrep.core import Batch, ClientCore, ClientState, check_limits
-from railcar.reqrep.reconnect import Callback, ReconnectPolicy, notify
 
 log = logging.getLogger("railcar.reqrep")
 

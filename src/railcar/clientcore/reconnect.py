@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
@@ -10,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("railcar.reqrep")
+log = logging.getLogger("railcar.client")
 
 #: ``on_disconnect(error)`` or ``on_reconnect()``: a plain function, or one returning an awaitable.
 Callback = Callable[..., Any]
@@ -63,3 +64,23 @@ def notify(callback: Callback | None, *args: Any) -> Awaitable[Any] | None:
         log.exception("connection callback %r failed", callback)
         return None
     return result if inspect.isawaitable(result) else None
+
+
+def notify_soon(callback: Callback | None, tasks: set[asyncio.Future[Any]], *args: Any) -> None:
+    """Call a connection callback from the event loop; an async one runs as a task kept in ``tasks``.
+
+    The loop keeps only weak references to tasks, so ``tasks`` holds them until they end;
+    a failure is logged, never raised.
+    """
+    awaitable = notify(callback, *args)
+    if awaitable is None:
+        return
+    task = asyncio.ensure_future(awaitable)
+    tasks.add(task)
+
+    def done(task: asyncio.Future[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("connection callback failed", exc_info=task.exception())
+
+    task.add_done_callback(done)

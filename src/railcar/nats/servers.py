@@ -1,0 +1,94 @@
+"""The server pool: URLs given by the user and learnt from INFO connect_urls, tried in turn."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_PORT = 4222
+
+
+@dataclass(slots=True)
+class Server:
+    """One server of the pool; ``implicit`` ones came from INFO, not from the user."""
+
+    host: str
+    port: int
+    user: str = ""
+    password: str = ""
+    implicit: bool = False
+    attempts: int = 0  # failed attempts in a row
+    last_attempt: float = -1e9  # loop time of the last dial
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_url(url: str, implicit: bool = False) -> Server:
+    """Parse ``nats://[user:pass@]host[:port]`` (scheme optional); raises ValueError for a bad URL."""
+    text = url.strip()
+    if "://" not in text:
+        text = "nats://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in {"nats", "tls"}:
+        raise ValueError(f"bad NATS URL {url!r}: scheme must be nats:// (got {parts.scheme}://)")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"bad NATS URL {url!r}: the port is not a number in 0-65535") from None
+    if not parts.hostname:
+        raise ValueError(f"bad NATS URL {url!r}: no host")
+    return Server(
+        parts.hostname,
+        port,
+        unquote(parts.username or ""),
+        unquote(parts.password or ""),
+        implicit,
+    )
+
+
+class ServerPool:
+    """The servers to try, in order: the given ones (shuffled unless asked not to), then learnt ones."""
+
+    def __init__(self, urls: list[str], randomize: bool = True) -> None:
+        if not urls:
+            raise ValueError("need at least one server URL")
+        self.servers = [parse_url(url) for url in urls]
+        if randomize:
+            random.shuffle(self.servers)
+        self.current: Server | None = None
+
+    def learn(self, connect_urls: list[str]) -> int:
+        """Add the servers an INFO advertises that the pool lacks; return how many were added."""
+        known = {server.address for server in self.servers}
+        added = 0
+        for url in connect_urls:
+            try:
+                server = parse_url(url, implicit=True)
+            except ValueError:
+                continue
+            if server.address not in known:
+                # A learnt server sits at a random place, so a cluster's clients spread out.
+                self.servers.insert(random.randint(0, len(self.servers)), server)
+                known.add(server.address)
+                added += 1
+        return added
+
+    def next_server(self) -> Server:
+        """The server to try next: the one after the current, which goes to the back of the pool."""
+        if self.current is not None and self.current in self.servers:
+            self.servers.remove(self.current)
+            self.servers.append(self.current)
+        self.current = self.servers[0]
+        return self.current
+
+    def drop(self, server: Server) -> None:
+        """Forget a server that used up its attempts."""
+        if server in self.servers:
+            self.servers.remove(server)
+        if self.current is server:
+            self.current = None

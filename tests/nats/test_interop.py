@@ -1,0 +1,85 @@
+"""railcar and nats-py on one nats-server: messages, headers, requests and replies both ways."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import railcar.nats as rn
+from tests.nats.server import NatsServer
+from tests.nats.test_client import run
+
+nats = pytest.importorskip("nats")
+
+
+def test_railcar_publishes_nats_py_receives(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        theirs = await nats.connect(nats_server.url)
+        ours = await rn.connect(nats_server.url)
+        try:
+            sub = await theirs.subscribe("interop.a")
+            await theirs.flush()
+            await ours.publish("interop.a", b"plain")
+            await ours.publish("interop.a", b"with headers", headers={"X-Trace": "7"})
+            await ours.flush()
+            first = await sub.next_msg(timeout=5)
+            second = await sub.next_msg(timeout=5)
+            assert first.data == b"plain"
+            assert second.data == b"with headers"
+            assert second.headers == {"X-Trace": "7"}
+        finally:
+            await ours.close()
+            await theirs.close()
+
+    run(body())
+
+
+def test_nats_py_publishes_railcar_receives(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        theirs = await nats.connect(nats_server.url)
+        ours = await rn.connect(nats_server.url)
+        try:
+            sub = await ours.subscribe("interop.b")
+            await ours.flush()
+            await theirs.publish("interop.b", b"hello", reply="interop.r", headers={"K": "v"})
+            await theirs.flush()
+            msg = await sub.next_msg(5)
+            assert (msg.subject, msg.reply, msg.data) == ("interop.b", "interop.r", b"hello")
+            assert msg.headers is not None
+            assert msg.headers["K"] == "v"
+        finally:
+            await ours.close()
+            await theirs.close()
+
+    run(body())
+
+
+def test_requests_both_ways(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        theirs = await nats.connect(nats_server.url)
+        ours = await rn.connect(nats_server.url)
+        try:
+
+            async def their_service(msg: Any) -> None:
+                await msg.respond(b"theirs:" + msg.data)
+
+            async def our_service(msg: rn.Msg) -> None:
+                await ours.publish(msg.reply, b"ours:" + msg.data)
+
+            await theirs.subscribe("svc.theirs", cb=their_service)
+            await ours.subscribe("svc.ours", cb=our_service)
+            await theirs.flush()
+            await ours.flush()
+            replies = await asyncio.gather(*(ours.request("svc.theirs", b"%d" % i, 5) for i in range(50)))
+            assert [r.data for r in replies] == [b"theirs:%d" % i for i in range(50)]
+            reply = await theirs.request("svc.ours", b"q", timeout=5)
+            assert reply.data == b"ours:q"
+            with pytest.raises(rn.NoResponders):
+                await ours.request("svc.none", b"", 5)
+        finally:
+            await ours.close()
+            await theirs.close()
+
+    run(body())
