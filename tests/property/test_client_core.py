@@ -237,6 +237,8 @@ class ClientCoreMachine(RuleBasedStateMachine):
             error = RequestTimeout("no reply within 1 s")
         if call.kind == "single":
             assert self.core.fail_call(call.ids[0], error) is (call.expected is None)
+            if call.ids[0] in self.queued:  # ended before it was sent: never sent
+                self.queued.remove(call.ids[0])
         else:
             assert call.batch is not None
             self.core.fail_batch(call.batch, error)

@@ -6,7 +6,9 @@ import asyncio
 import inspect
 import logging
 import math
+import queue
 import random
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,3 +86,57 @@ def notify_soon(callback: Callback | None, tasks: set[asyncio.Future[Any]], *arg
             log.error("connection callback failed", exc_info=task.exception())
 
     task.add_done_callback(done)
+
+
+#: Callbacks a blocking client may have waiting to run; past it they are dropped with a warning.
+MAX_WAITING_CALLBACKS = 64
+
+
+class CallbackThread:
+    """Runs a blocking client's connection callbacks, in order, on a thread of their own.
+
+    Not on the client's I/O thread: a callback that calls the client (say, to warm a new
+    connection) needs that thread to read the reply.  An async callback runs to its end
+    in ``asyncio.run``.  The thread starts with the first callback and ends at ``close``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.Queue[tuple[Callback, tuple[Any, ...]] | None] = queue.Queue(MAX_WAITING_CALLBACKS)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def notify(self, callback: Callback | None, *args: Any) -> None:
+        """Queue ``callback(*args)``; logs and drops it if MAX_WAITING_CALLBACKS are still waiting."""
+        if callback is None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            try:
+                self._queue.put_nowait((callback, args))
+            except queue.Full:
+                log.warning(
+                    "connection callback %r dropped: %d still waiting", callback, MAX_WAITING_CALLBACKS
+                )
+
+    def close(self) -> None:
+        """Let the thread end once the callbacks queued so far have run; raises nothing."""
+        with self._lock:
+            if self._thread is not None:
+                self._queue.put(None)  # blocks only while the queue is full of callbacks to run
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            callback, args = item
+            awaitable = notify(callback, *args)
+            if awaitable is not None:
+                try:
+                    asyncio.run(_awaited(awaitable))
+                except Exception:
+                    log.exception("connection callback %r failed", callback)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

@@ -413,8 +413,8 @@ class Client(ClientState):
             attempts += 1
             try:
                 await self._open()
-            except OSError as exc:  # ConnectionLost and TimeoutError included
-                log.info("reconnect attempt %d failed: %s", attempts, exc)
+            except Exception as exc:  # noqa: BLE001 - a custom dial's bug too: it must not end reconnecting
+                log.info("reconnect attempt %d failed: %r", attempts, exc)
                 error = self.last_error = exc
                 continue
             self._reconnecting = None

@@ -113,6 +113,7 @@ class ClientCore:
         self.batches: dict[int, tuple[Batch, int, int]] = {}
         self.queued: list[Any] = []
         self.queued_ids: list[int] = []
+        self.withdrawn = 0  # calls that ended while queued: take_calls leaves them out
         self.reader = self._new_reader()
 
     # -- the window ------------------------------------------------------------------------
@@ -147,12 +148,24 @@ class ClientCore:
 
     def take_queued(self) -> bytearray:
         """Return the queued single calls as frames; a call that cannot be sent fails alone."""
-        requests, ids = self.queued, self.queued_ids
-        self.queued, self.queued_ids = [], []
-        out, failed = self.encode_calls(requests, ids)
+        out, failed = self.encode_calls(*self.take_calls())
         for request_id, error in failed:
             self.fail_call(request_id, error)
         return out
+
+    def take_calls(self) -> tuple[list[Any], list[int]]:
+        """Take the queued single calls and their ids, less those that ended (timed out, cancelled) queued.
+
+        Sending those would only make the server run work nobody waits for.
+        """
+        requests, ids = self.queued, self.queued_ids
+        self.queued, self.queued_ids = [], []
+        if self.withdrawn:  # rare: look at each id only then
+            self.withdrawn = 0
+            calls = self.calls
+            kept = [index for index, request_id in enumerate(ids) if request_id in calls]
+            requests, ids = [requests[index] for index in kept], [ids[index] for index in kept]
+        return requests, ids
 
     def encode_calls(
         self, requests: list[Any], ids: list[int]
@@ -432,6 +445,8 @@ class ClientCore:
         if waiter is None:
             return False
         self.in_flight -= 1
+        if self.queued_ids and request_id >= self.queued_ids[0]:  # calls queue in id order
+            self.withdrawn += 1
         if not waiter.done():
             waiter.set_exception(error)
         return True
@@ -457,6 +472,7 @@ class ClientCore:
             if not batch.waiter.done():
                 batch.waiter.set_exception(renewed(error))
         self.queued, self.queued_ids = [], []
+        self.withdrawn = 0
         self.in_flight = 0
 
 

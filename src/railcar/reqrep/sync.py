@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify
+from railcar.clientcore.reconnect import Callback, CallbackThread, ReconnectPolicy
 from railcar.codecs import CodecFactory, codec_factory
 from railcar.errors import ConnectionLost, ProtocolError, RequestTimeout, renewed
 from railcar.proto.reqrep import DEFAULT_MAX_FRAME
@@ -179,7 +179,8 @@ class SyncClient(ClientState):
 
     A call's ``timeout`` covers all of its waits: for the connection, for room in the
     in-flight window, and for the reply.  A lost connection is dialled again (see
-    ``Client.connect`` for the reconnect options; the callbacks run on the I/O thread).
+    ``Client.connect`` for the reconnect options; the callbacks, plain or async, run in order on a
+    thread of their own, so they may call the client).
     """
 
     def __init__(
@@ -229,6 +230,7 @@ class SyncClient(ClientState):
         self._failure: BaseException = ConnectionLost("client closed")
         self._closing = threading.Event()
         self._reader_wake = _ReaderWake()
+        self._callbacks = CallbackThread("railcar-reqrep-callbacks")
         self.reconnects = 0
         sock: socket.socket | None = None
         failure: OSError | None = None
@@ -315,6 +317,7 @@ class SyncClient(ClientState):
         self._reader_wake.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(10)
+        self._callbacks.close()
 
     def __enter__(self) -> SyncClient:
         """Use as a context manager that closes the client."""
@@ -424,8 +427,8 @@ class SyncClient(ClientState):
             if not core.queued and not self._frames:
                 self._sending = False
                 return None
-            requests, ids, frames = core.queued, core.queued_ids, self._frames
-            core.queued, core.queued_ids, self._frames = [], [], []
+            (requests, ids), frames = core.take_calls(), self._frames
+            self._frames = []
         out = bytearray().join(frames) if frames else bytearray()
         if requests:
             encoded, failed = core.encode_calls(requests, ids)  # outside the lock: callers keep calling
@@ -435,6 +438,7 @@ class SyncClient(ClientState):
                     for request_id, error in failed:
                         core.fail_call(request_id, error)
                     woken = self._woken_now()
+                    self._room.notify_all()  # their slots are free
                 self._wake(woken)
         return sock, out
 
@@ -449,7 +453,7 @@ class SyncClient(ClientState):
                 if sock is None:
                     return
                 self.reconnects += 1
-                notify(self._policy.on_reconnect)
+                self._callbacks.notify(self._policy.on_reconnect)
             error = self.last_error = self._serve(sock, buffer)
             with self._lock:
                 self._generation += 1
@@ -465,7 +469,7 @@ class SyncClient(ClientState):
             sock.close()
             if ending:
                 return
-            notify(self._policy.on_disconnect, error)
+            self._callbacks.notify(self._policy.on_disconnect, error)
             sock = None
 
     def _redial(self, error: BaseException | None) -> socket.socket | None:
@@ -477,8 +481,8 @@ class SyncClient(ClientState):
             attempts += 1
             try:
                 sock = self._dial(self._connect_timeout)
-            except OSError as exc:
-                log.info("reconnect attempt %d failed: %s", attempts, exc)
+            except Exception as exc:  # noqa: BLE001 - a custom dial's bug too: it must not end reconnecting
+                log.info("reconnect attempt %d failed: %r", attempts, exc)
                 error = self.last_error = exc
                 continue
             with self._lock:
@@ -489,7 +493,7 @@ class SyncClient(ClientState):
                     self._start(sock)
                 except OSError as exc:
                     sock.close()
-                    error = exc
+                    error = self.last_error = exc
                     continue
                 self._sock = sock
                 self._awake = True
@@ -570,7 +574,8 @@ class SyncClient(ClientState):
                 pass  # nothing yet
             if self._unsent is not None and time.perf_counter() > deadline:
                 # The server reads nothing for now: wait until it does, or replies.
-                _poll(sock.fileno(), select.POLLIN | select.POLLOUT, self._reader_wake.read_fd)
+                if _poll(sock.fileno(), select.POLLIN | select.POLLOUT, self._reader_wake.read_fd):
+                    self._reader_wake.clear()  # else every later poll returns at once: a spin
             elif _POLL_SECONDS:
                 os.sched_yield()  # let woken callers run and queue their next requests
 
