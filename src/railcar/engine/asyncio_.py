@@ -1,10 +1,4 @@
-"""The asyncio and uvloop engines: one protocol object per connection, which is also its Conn.
-
-On the stdlib loop the connection is a BufferedProtocol reading into one shared buffer
-(its plain ``data_received`` path allocates a 256 KiB bytes per read); on uvloop it is a
-plain Protocol, since uvloop reads into its own shared buffer in C and makes the bytes
-there, where the buffered path costs a Python ``get_buffer`` call and a copy per read.
-"""
+"""The asyncio and uvloop engines: one BufferedProtocol per connection, reading into a shared buffer."""
 
 from __future__ import annotations
 
@@ -24,8 +18,8 @@ from railcar.errors import ConnectionClosed
 log = logging.getLogger("railcar.engine.asyncio")
 
 
-class _ProtocolConn(Conn, asyncio.BaseProtocol):
-    """A connection that is its own asyncio protocol: everything but how reads arrive."""
+class _ProtocolConn(Conn, asyncio.BufferedProtocol):
+    """A connection that is its own asyncio protocol, so each read costs one Python call."""
 
     __slots__ = ("_closed", "_handler", "_held", "_on_data", "_server", "_transport", "_view")
 
@@ -39,7 +33,7 @@ class _ProtocolConn(Conn, asyncio.BaseProtocol):
         self._transport: asyncio.Transport | None = None
         self._held: bytearray | None = None
 
-    # -- asyncio protocol ------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection and tell the handler."""
@@ -67,6 +61,17 @@ class _ProtocolConn(Conn, asyncio.BaseProtocol):
             self._held = bytearray()
             self._on_data = self._hold
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Offer the server's shared read buffer: idle connections hold none of their own."""
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Deliver what was just read."""
+        try:
+            self._on_data(self, self._view[:nbytes])
+        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
+            handler_failed(self, exc)
+
     def eof_received(self) -> bool:
         """Ask the handler whether to keep the write side open after the peer's EOF."""
         return bool(call_guarded(self, self._handler.on_eof, self))
@@ -93,13 +98,15 @@ class _ProtocolConn(Conn, asyncio.BaseProtocol):
         """Queue bytes for sending; raises ConnectionClosed if the connection is closed."""
         if self._closed:
             raise ConnectionClosed(f"connection {self.peer} is closed")
-        self._transport.write(_immutable(data))  # type: ignore[union-attr]
+        # Transports may keep a reference to what they could not send yet; the read
+        # buffer is shared and reused, so anything that is not immutable is copied.
+        self._transport.write(data if type(data) is bytes else bytes(data))  # type: ignore[union-attr]
 
     def writelines(self, chunks: Iterable[Buffer]) -> None:
         """Queue several buffers, sent with one system call where possible; raises ConnectionClosed."""
         if self._closed:
             raise ConnectionClosed(f"connection {self.peer} is closed")
-        self._transport.writelines([_immutable(chunk) for chunk in chunks])  # type: ignore[union-attr]
+        self._transport.writelines([c if type(c) is bytes else bytes(c) for c in chunks])  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Close after the queued output has been sent; a no-op if already closing."""
@@ -160,53 +167,11 @@ class _ProtocolConn(Conn, asyncio.BaseProtocol):
         self._apply_reading()
 
 
-class _BufferedConn(_ProtocolConn, asyncio.BufferedProtocol):
-    """The stdlib loop's connection: reads land in the server's shared buffer."""
-
-    __slots__ = ()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        """Offer the server's shared read buffer: idle connections hold none of their own."""
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """Deliver what was just read."""
-        try:
-            self._on_data(self, self._view[:nbytes])
-        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            handler_failed(self, exc)
-
-
-class _StreamConn(_ProtocolConn, asyncio.Protocol):
-    """uvloop's connection: each read arrives as the bytes uvloop made for it."""
-
-    __slots__ = ()
-
-    def data_received(self, data: bytes) -> None:
-        """Deliver what was just read."""
-        try:
-            self._on_data(self, memoryview(data))
-        except Exception as exc:  # noqa: BLE001 - a handler bug closes only its connection
-            handler_failed(self, exc)
-
-
-def _immutable(data: Buffer) -> Buffer:
-    """``data``, or a copy if it could change before the transport sends it.
-
-    Transports keep a reference to what they could not send yet, and the stdlib loop's read
-    buffer is shared and reused; a view of bytes (what uvloop reads into) cannot change.
-    """
-    if type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes):
-        return data
-    return bytes(data)
-
-
 class AsyncioServer(Server):
     """Runs an asyncio event loop on a background thread and serves the handler from it."""
 
     engine = "asyncio"
     has_loop = True
-    conn_class: type[_ProtocolConn] = _BufferedConn
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         super().__init__(handler, options)
@@ -283,7 +248,7 @@ class AsyncioServer(Server):
 
     def _new_conn(self) -> _ProtocolConn:
         self.opening += 1
-        return self.conn_class(self)
+        return _ProtocolConn(self)
 
     def _adopt(self, sock: socket.socket) -> None:
         with self._adopting:
@@ -360,7 +325,6 @@ class UvloopServer(AsyncioServer):
     """The asyncio engine on uvloop's libuv-based event loop."""
 
     engine = "uvloop"
-    conn_class = _StreamConn
 
     def new_loop(self) -> asyncio.AbstractEventLoop:
         """Create a uvloop event loop."""
