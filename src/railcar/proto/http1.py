@@ -139,6 +139,7 @@ class ServerConnection:
         "_failure",
         "_head_size",
         "_headers",
+        "_in_request",
         "_keep_alive",
         "_limits",
         "_parser",
@@ -160,6 +161,7 @@ class ServerConnection:
         self._continuing_head = False
         self._body_size = 0
         self._keep_alive = True
+        self._in_request = False
         self._failure: BadRequest | None = None
         self.reading = True
 
@@ -185,6 +187,11 @@ class ServerConnection:
         if self._continuing_head or self._target_size or self._headers:
             self._count_partial_head(len(data))
         return events
+
+    @property
+    def in_request(self) -> bool:
+        """True while a request has begun and not ended (its head or body is partly received)."""
+        return self._in_request
 
     def _count_partial_head(self, size: int) -> None:
         # httptools buffers a header name or value until it ends, out of our sight, so an
@@ -212,6 +219,7 @@ class ServerConnection:
 
     def on_message_begin(self) -> None:
         """Start a request (httptools callback)."""
+        self._in_request = True
         self._target = []
         self._target_size = 0
         self._headers = []
@@ -270,6 +278,7 @@ class ServerConnection:
     def on_message_complete(self) -> None:
         """End a request; a request that closes the connection ends the input (httptools callback)."""
         self._events.append(END)
+        self._in_request = False
         if not self._keep_alive:
             self.reading = False
 
