@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from railcar.errors import ProtocolError
-from railcar.proto.http1 import ResponseReader, request
+from railcar.proto.http1_client import ResponseReader, request
 
 
 def fixed(status: int, body: bytes) -> bytes:

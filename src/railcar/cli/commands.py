@@ -128,6 +128,89 @@ def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: fl
     run_until_signalled(create_server(EchoHandler(), engine, host=host, port=port, unix=unix), deadline)
 
 
+@serve.command("http")
+@click.option(
+    "--header-timeout",
+    type=FiniteFloatRange(0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send a request head (slowloris).",
+)
+@click.option(
+    "--idle-timeout",
+    type=FiniteFloatRange(0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds a keep-alive connection may wait for its next request.",
+)
+@click.option(
+    "--body-timeout",
+    type=FiniteFloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client has to send a request body.",
+)
+@click.option(
+    "--max-head",
+    type=click.IntRange(1),
+    default=16 * 1024,
+    show_default=True,
+    help="Largest request head in bytes (431 past it).",
+)
+@click.option(
+    "--max-headers",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Most header lines in a request (431 past it).",
+)
+@click.option(
+    "--max-target",
+    type=click.IntRange(1),
+    default=8 * 1024,
+    show_default=True,
+    help="Longest request target in bytes (414 past it).",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(1),
+    default=1024 * 1024,
+    show_default=True,
+    help="Largest request body in bytes (413 past it).",
+)
+@listen_options(default_port=8080)
+def serve_http(
+    engine: str,
+    host: str,
+    port: int,
+    unix: str | None,
+    deadline: float,
+    header_timeout: float,
+    idle_timeout: float,
+    body_timeout: float,
+    max_head: int,
+    max_headers: int,
+    max_target: int,
+    max_body: int,
+) -> None:
+    """Serve HTTP/1.1: GET /plaintext (Hello, World!) and GET /json."""
+    from railcar.apps.hello_http import hello_app  # noqa: PLC0415 - keep CLI start-up light
+    from railcar.http.server import create_http_server  # noqa: PLC0415
+    from railcar.http.timeouts import Timeouts  # noqa: PLC0415
+    from railcar.proto.http1 import Limits  # noqa: PLC0415
+
+    server = create_http_server(
+        hello_app,
+        engine,
+        limits=Limits(max_head, max_headers, max_target, max_body),
+        timeouts=Timeouts(header_timeout, idle_timeout, body_timeout),
+        host=host,
+        port=port,
+        unix=unix,
+    )
+    run_until_signalled(server, deadline)
+
+
 @serve.command("reqrep")
 @click.option(
     "--codec",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from railcar.errors import ProtocolError
-from railcar.proto import http1
+from railcar.proto import http1_client as http1
 from railcar.proto import reqrep as wire
 
 PROTOCOLS: Final = ("echo", "reqrep", "resp", "http")

@@ -1,173 +1,299 @@
-"""HTTP/1.1 response framing, sans I/O: where each response in a byte stream ends, and its status.
+"""HTTP/1.1 server connection, sans I/O: request bytes in, request events out, responses out as bytes.
 
-Enough of RFC 9112 for a client that pipelines requests on keep-alive connections:
-status line, ``Content-Length``, ``chunked`` transfer coding (with extensions and
-trailers), bodiless statuses (1xx, 204, 304), bodies delimited by the close of the
-connection, and ``Connection: close``.  Header values other than those are not decoded.
+llhttp (through httptools) does the parsing; this module adds what llhttp leaves to its
+caller: limits (head size and header count 431, request target 414, body 413) and the
+RFC 9112 rules llhttp is lenient about (see ``http1_checks``).  A request that breaks
+any rule ends the connection's input: ``receive`` returns a ``Rejected`` event and
+nothing more, and the caller answers it (``reject_response``) and closes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
-from railcar.errors import ProtocolError
+import httptools
 
-MAX_HEAD: Final = 64 * 1024
-_MAX_CHUNK_LINE: Final = 1024
+from railcar.proto import http1_checks
+from railcar.proto.http1_checks import BadRequest
+from railcar.proto.http1_response import encode_head, status_line
 
-_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILERS, _UNTIL_CLOSE = range(6)
+__all__ = [
+    "BadRequest",
+    "Body",
+    "EndOfRequest",
+    "Limits",
+    "Rejected",
+    "RequestHead",
+    "ServerConnection",
+    "encode_head",
+    "reject_response",
+    "status_line",
+]
 
 
-def request(method: str, target: str, host: str, extra_headers: str = "") -> bytes:
-    """Encode one HTTP/1.1 request without a body."""
-    return f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra_headers}\r\n".encode("latin-1")
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much of a request the server holds; going over one is answered with its status and a close.
 
-
-class ResponseReader:
-    """Splits a stream of HTTP/1.x responses to requests without bodies (GET) into statuses.
-
-    ``feed`` returns the status codes of the responses it completed (interim 1xx
-    responses are skipped) and keeps any incomplete tail for the next call.
-    ``closing`` turns True once a response says the server will close the connection.
+    ``max_head`` (431) counts the request line and header lines; ``max_headers`` (431)
+    the header lines; ``max_target`` (414) the request target; ``max_body`` (413) the
+    body's decoded bytes, refused from its Content-Length before any of it is read.
     """
 
-    __slots__ = ("_buf", "_left", "_state", "_status", "closing")
+    max_head: int = 16 * 1024
+    max_headers: int = 100
+    max_target: int = 8 * 1024
+    max_body: int = 1024 * 1024
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._state = _HEAD
-        self._left = 0
-        self._status = 0
-        self.closing = False
+    def __post_init__(self) -> None:
+        """Check the limits are usable; raises ValueError when one is not positive."""
+        for name in ("max_head", "max_headers", "max_target", "max_body"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+class RequestHead:
+    """A request line and its headers, complete and checked: the first event of every request."""
+
+    __slots__ = ("body_expected", "headers", "keep_alive", "method", "target", "version")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        body_expected: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version  # b"1.1" or b"1.0"
+        self.headers = headers  # names as sent, values without surrounding whitespace
+        self.keep_alive = keep_alive
+        self.body_expected = body_expected
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method!r}, {self.target!r}, {self.version!r}, {self.headers!r})"
+
+
+class Body:
+    """A piece of the current request's decoded body (chunked framing removed)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Body({self.data!r})"
+
+
+class EndOfRequest:
+    """The current request is complete; the next event, if any, starts another one."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EndOfRequest()"
+
+
+END: Final = EndOfRequest()
+
+
+class Rejected:
+    """The input broke a rule: answer ``status`` and close; the connection reads nothing more."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Rejected({self.status}, {self.reason!r})"
+
+
+Event = RequestHead | Body | EndOfRequest | Rejected
+
+
+class ServerConnection:
+    """One server-side HTTP/1.1 connection's input: feed it bytes, get request events.
+
+    Events come in order: ``RequestHead``, any ``Body``, ``EndOfRequest``, for each
+    request, and pipelined requests follow one another; a ``Rejected`` event is the
+    last one ever returned.  ``reading`` turns False after a request that ends the
+    connection (HTTP/1.0 without keep-alive, ``Connection: close``) or a rejection:
+    bytes after it are ignored.
+    """
+
+    __slots__ = (
+        "_body_size",
+        "_continuing_head",
+        "_events",
+        "_failure",
+        "_head_size",
+        "_headers",
+        "_in_request",
+        "_keep_alive",
+        "_limits",
+        "_parser",
+        "_raw_head",
+        "_target",
+        "_target_size",
+        "reading",
+    )
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list[Event] = []
+        self._target: list[bytes] = []
+        self._target_size = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._raw_head = 0  # bytes fed while a head was incomplete, after the read it began in
+        self._continuing_head = False
+        self._body_size = 0
+        self._keep_alive = True
+        self._in_request = False
+        self._failure: BadRequest | None = None
+        self.reading = True
+
+    def receive(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Parse ``data`` and return the events it completed; never raises on bad input (see Rejected)."""
+        if not self.reading:
+            return []
+        events: list[Event] = []
+        self._events = events
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # llhttp stops after a request with Upgrade and Connection: upgrade.  railcar
+            # upgrades to nothing: the request (bodiless, or it was refused) is served as plain
+            # HTTP and is the connection's last (its keep_alive is False), so nothing follows.
+            pass
+        except httptools.HttpParserError as exc:
+            failure = self._failure
+            if failure is not None:
+                self._reject(failure.status, failure.reason)
+            elif self.reading:  # after a closing request llhttp refuses the rest: ignored, not an error
+                self._reject(400, str(exc) or "malformed request")
+        if self._continuing_head or self._target_size or self._headers:
+            self._count_partial_head(len(data))
+        return events
 
     @property
-    def idle(self) -> bool:
-        """No response is partly read."""
-        return self._state == _HEAD and not self._buf
+    def in_request(self) -> bool:
+        """True while a request has begun and not ended (its head or body is partly received)."""
+        return self._in_request
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[int]:
-        """Return the statuses of the responses completed by ``data``; raises ProtocolError on bad framing."""
-        buf = self._buf
-        buf += data
-        done: list[int] = []
-        pos = 0
-        while True:
-            state = self._state
-            if state == _HEAD:
-                end = buf.find(b"\r\n\r\n", pos)
-                if end < 0:
-                    if len(buf) - pos > MAX_HEAD:
-                        raise ProtocolError(f"response head longer than {MAX_HEAD} bytes")
-                    break
-                self._head(bytes(buf[pos:end]))
-                pos = end + 4
-                if self._state == _HEAD and self._status >= 200:
-                    done.append(self._status)
-            elif state == _BODY:
-                if len(buf) - pos < self._left:  # consume what is here: a body is never held whole
-                    self._left -= len(buf) - pos
-                    pos = len(buf)
-                    break
-                pos += self._left
-                self._state = _HEAD
-                done.append(self._status)
-            elif state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n", pos)
-                if end < 0:
-                    if len(buf) - pos > _MAX_CHUNK_LINE:
-                        raise ProtocolError("chunk size line too long")
-                    break
-                size = _chunk_size(bytes(buf[pos:end]))
-                pos = end + 2
-                if size:
-                    self._left, self._state = size, _CHUNK_DATA
-                else:
-                    self._state = _TRAILERS
-            elif state == _CHUNK_DATA:
-                if len(buf) - pos < self._left + 2:
-                    taken = min(len(buf) - pos, self._left)
-                    self._left -= taken
-                    pos += taken
-                    break
-                pos += self._left
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise ProtocolError("chunk data not followed by CRLF")
-                pos += 2
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                if buf[pos : pos + 2] == b"\r\n":
-                    pos += 2
-                else:
-                    end = buf.find(b"\r\n\r\n", pos)
-                    if end < 0:
-                        if len(buf) - pos > MAX_HEAD:
-                            raise ProtocolError(f"trailers longer than {MAX_HEAD} bytes")
-                        break
-                    pos = end + 4
-                self._state = _HEAD
-                done.append(self._status)
-            else:  # _UNTIL_CLOSE: everything until the server closes is body
-                pos = len(buf)
-                break
-        del buf[:pos]
-        return done
-
-    def eof(self) -> list[int]:
-        """Signal the end of the stream; return a response it completes, raises ProtocolError if cut short."""
-        if self._state == _UNTIL_CLOSE:
-            self._state = _HEAD
-            return [self._status]
-        if self._state != _HEAD or self._buf:
-            raise ProtocolError("connection closed in the middle of a response")
-        return []
-
-    def _head(self, head: bytes) -> None:
-        line, _, fields = head.partition(b"\r\n")
-        parts = line.split(b" ", 2)
-        if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or not _is_status(parts[1]):
-            raise ProtocolError(f"bad status line {line[:80]!r}")
-        status = int(parts[1])
-        self._status = status
-        lower = b"\r\n" + fields.lower()
-        connection = _field(lower, b"connection")
-        if (connection is not None and b"close" in connection) or (
-            parts[0] == b"HTTP/1.0" and (connection is None or b"keep-alive" not in connection)
-        ):
-            self.closing = True
-        if status < 200 or status in (204, 304):
-            self._state = _HEAD
+    def _count_partial_head(self, size: int) -> None:
+        # httptools buffers a header name or value until it ends, out of our sight, so an
+        # unfinished head is bounded by its bytes on the wire: every read after the one it began
+        # in counts whole (the first holds at most one read, then checked exactly at its end).
+        if not self.reading:
             return
-        coding = _field(lower, b"transfer-encoding")
-        if coding is not None and coding.rstrip().endswith(b"chunked"):
-            self._state = _CHUNK_SIZE
-            return
-        length = _field(lower, b"content-length")
-        if length is None:
-            self._state = _UNTIL_CLOSE
-            self.closing = True
-            return
-        if not length.isdigit():
-            raise ProtocolError(f"bad Content-Length {length[:40]!r}")
-        self._left = int(length)
-        self._state = _BODY if self._left else _HEAD
+        if self._continuing_head:
+            self._raw_head += size
+            if self._raw_head > self._limits.max_head:
+                self._reject(431, f"request head over {self._limits.max_head} bytes")
+        else:
+            self._continuing_head = True
+
+    def _fail(self, status: int, reason: str) -> BadRequest:
+        # Kept here, not only raised: httptools turns an exception in a callback into its own.
+        failure = self._failure = BadRequest(status, reason)
+        return failure
+
+    def _reject(self, status: int, reason: str) -> None:
+        self.reading = False
+        self._events.append(Rejected(status, reason))
+
+    # -- httptools callbacks (called during feed_data) -------------------------------------
+
+    def on_message_begin(self) -> None:
+        """Start a request (httptools callback)."""
+        self._in_request = True
+        self._target = []
+        self._target_size = 0
+        self._headers = []
+        self._head_size = 0
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        """Collect a piece of the request target; raises BadRequest (414) over the limit."""
+        self._target_size += len(url)
+        if self._target_size > self._limits.max_target:
+            raise self._fail(414, f"request target over {self._limits.max_target} bytes")
+        self._target.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Collect a header line; raises BadRequest (431) past the count or size limit."""
+        headers = self._headers
+        headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if len(headers) > self._limits.max_headers:
+            raise self._fail(431, f"more than {self._limits.max_headers} header lines")
+        if self._head_size > self._limits.max_head:
+            raise self._fail(431, f"request head over {self._limits.max_head} bytes")
+
+    def on_headers_complete(self) -> None:
+        """Check the head and emit it; raises BadRequest for what llhttp let through."""
+        parser = self._parser
+        limits = self._limits
+        method = parser.get_method()
+        target = self._target[0] if len(self._target) == 1 else b"".join(self._target)
+        version = parser.get_http_version().encode()
+        if self._head_size + len(method) + len(target) + 12 > limits.max_head:
+            raise self._fail(431, f"request head over {limits.max_head} bytes")
+        try:
+            framing = http1_checks.check_head(method, target, version, self._headers)
+        except BadRequest as exc:
+            raise self._fail(exc.status, exc.reason) from None
+        if framing.content_length > limits.max_body:
+            raise self._fail(413, f"request body over {limits.max_body} bytes")
+        self._continuing_head = False
+        self._raw_head = 0
+        self._target = []
+        self._target_size = 0
+        headers = self._headers
+        self._headers = []
+        keep_alive = self._keep_alive = parser.should_keep_alive() and not framing.upgrade
+        body_expected = framing.chunked or framing.content_length > 0
+        self._events.append(RequestHead(method, target, version, headers, keep_alive, body_expected))
+
+    def on_body(self, body: bytes) -> None:
+        """Emit a piece of the body; raises BadRequest (413) past the body limit."""
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body:
+            raise self._fail(413, f"request body over {self._limits.max_body} bytes")
+        self._events.append(Body(body))
+
+    def on_message_complete(self) -> None:
+        """End a request; a request that closes the connection ends the input (httptools callback)."""
+        self._events.append(END)
+        self._in_request = False
+        if not self._keep_alive:
+            self.reading = False
 
 
-def _is_status(code: bytes) -> bool:
-    return len(code) == 3 and code.isdigit()
+def reject_response(status: int, reason: str, date: bytes = b"") -> bytes:
+    """The response to a ``Rejected`` event: its status, a short text body, and ``Connection: close``."""
+    body = reason.encode("ascii", "replace") + b"\n"
+    head = encode_head(status, [(b"Content-Type", b"text/plain; charset=utf-8")], date, len(body), close=True)
+    return head + body
 
 
-def _field(lower_fields: bytes, name: bytes) -> bytes | None:
-    """The stripped value of header ``name`` in CRLF-led, lower-cased header lines, or None."""
-    start = lower_fields.find(b"\r\n" + name + b":")
-    if start < 0:
-        return None
-    start += len(name) + 3
-    end = lower_fields.find(b"\r\n", start)
-    return lower_fields[start : end if end >= 0 else len(lower_fields)].strip()
-
-
-def _chunk_size(line: bytes) -> int:
-    digits = line.split(b";", 1)[0].strip()
-    if not digits or len(digits) > 16 or digits.strip(b"0123456789abcdefABCDEF"):
-        raise ProtocolError(f"bad chunk size {line[:40]!r}")
-    return int(digits, 16)
+def join_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Lower-cased names to values, repeated names joined with ``, `` (RFC 9110 5.3)."""
+    joined: dict[bytes, bytes] = {}
+    for name, value in headers:
+        key = name.lower()
+        joined[key] = joined[key] + b", " + value if key in joined else value
+    return joined

@@ -1,0 +1,356 @@
+"""The engine handler serving an HTTP app: bytes through ``proto.http1``, requests to the app, responses back.
+
+One ``_Session`` per connection.  Each read is parsed whole; the requests it completes
+are answered in order, and the responses of a sync app to one read are written with
+one ``write`` (pipelining).  A request waits for the one before it: an async app's
+response, or a streaming one, holds the requests behind it (at most
+``max_pipeline``; past that the connection stops reading until they are answered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Iterator
+from typing import Any, Final
+
+from railcar.engine import create_server
+from railcar.engine.api import Conn, Handler, Server
+from railcar.errors import ConnectionClosed
+from railcar.http.app import AnyResponse, App, Request, Response, StreamingResponse
+from railcar.http.date import DateLine
+from railcar.http.timeouts import Sweeper, Timeouts
+from railcar.proto.http1 import (
+    DEFAULT_LIMITS,
+    Body,
+    EndOfRequest,
+    Limits,
+    Rejected,
+    RequestHead,
+    ServerConnection,
+    encode_head,
+    reject_response,
+)
+
+log = logging.getLogger("railcar.http")
+
+_WAIT_FIRST, _HEAD, _BODY, _BUSY, _IDLE = range(5)
+_NO_BODY_STATUS: Final = frozenset({204, 304})
+_SERVER_ERROR: Final = Response(b"Internal Server Error\n", 500, content_type="text/plain")
+_TIMEOUT_408: Final = reject_response(408, "request not received in time")
+
+
+class _Session:
+    """What one connection holds between reads."""
+
+    __slots__ = (
+        "body",
+        "busy",
+        "conn",
+        "deadline",
+        "head",
+        "lock",
+        "out",
+        "pending",
+        "phase",
+        "proto",
+        "rejected",
+        "stream",
+        "stream_chunked",
+    )
+
+    def __init__(self, conn: Conn, limits: Limits, deadline: float) -> None:
+        self.conn = conn
+        self.proto = ServerConnection(limits)
+        self.head: RequestHead | None = None
+        self.body: list[bytes] = []
+        self.pending: deque[Request] = deque()
+        self.rejected: Rejected | None = None
+        self.out: list[bytes] = []
+        self.busy = False  # an async or streaming response is in progress
+        self.stream: Iterator[bytes] | None = None
+        self.stream_chunked = False
+        self.phase = _WAIT_FIRST
+        self.deadline: float | None = deadline
+        # The threads engine runs each connection on its own thread and the sweeper on
+        # another; the lock keeps a timeout from interleaving with a response.
+        self.lock = threading.Lock()
+
+
+class HttpHandler(Handler):
+    """Serves ``app`` on any engine; async apps need an engine with an event loop (asyncio, uvloop)."""
+
+    def __init__(
+        self,
+        app: App,
+        limits: Limits = DEFAULT_LIMITS,
+        timeouts: Timeouts | None = None,
+        max_pipeline: int = 64,
+    ) -> None:
+        if max_pipeline < 1:
+            raise ValueError("max_pipeline must be at least 1")
+        self.app = app
+        self.limits = limits
+        self.timeouts = timeouts or Timeouts()
+        self.max_pipeline = max_pipeline
+        self._date = DateLine()
+        self._sessions: set[_Session] = set()
+        self._sweeper = Sweeper(self.timeouts.tick, self._sweep)
+        self._server: Server | None = None
+
+    # -- engine callbacks -------------------------------------------------------------------
+
+    def on_start(self, server: Server) -> None:
+        """Remember the server (its loop runs async apps) and start the timeout sweeper."""
+        self._server = server
+        self._sweeper.start(server)
+
+    def on_open(self, conn: Conn) -> None:
+        """Give the connection a session; it must send a request head within the header timeout."""
+        session = _Session(conn, self.limits, time.monotonic() + self.timeouts.header)
+        conn.context["http"] = session
+        self._sessions.add(session)
+
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
+        """Forget the connection's session."""
+        session = conn.context.get("http")
+        if session is not None:
+            self._sessions.discard(session)
+            session.stream = None
+
+    def on_writable(self, conn: Conn) -> None:
+        """Go on with a streaming response that waited for the output to drain."""
+        session: _Session = conn.context["http"]
+        with session.lock:
+            if session.stream is not None:
+                self._pump(session)
+                self._advance(session)
+
+    def on_data(self, conn: Conn, data: memoryview) -> None:
+        """Parse ``data`` and answer every request it completed that is next in line."""
+        session: _Session = conn.context["http"]
+        with session.lock:
+            for event in session.proto.receive(data):
+                if type(event) is RequestHead:
+                    session.head = event
+                    session.body = []
+                elif type(event) is Body:
+                    session.body.append(event.data)
+                elif type(event) is EndOfRequest:
+                    session.pending.append(self._request(session))
+                elif isinstance(event, Rejected):
+                    log.info("rejected a request from %s: %d %s", conn.peer, event.status, event.reason)
+                    session.rejected = event
+            self._advance(session)
+
+    # -- answering ----------------------------------------------------------------------------
+
+    def _request(self, session: _Session) -> Request:
+        head = session.head
+        assert head is not None  # EndOfRequest always follows a RequestHead
+        body = session.body
+        session.head = None
+        session.body = []
+        conn = session.conn
+        return Request(
+            head.method.decode("ascii"),
+            head.target,
+            "1.1" if head.version == b"1.1" else "1.0",
+            head.headers,
+            body[0] if len(body) == 1 else b"".join(body),
+            head.keep_alive,
+            conn.peer,
+            conn.local,
+        )
+
+    def _advance(self, session: _Session) -> None:
+        """Answer what is next in line, write what was encoded, and reset the connection's deadline."""
+        conn = session.conn
+        pending = session.pending
+        while pending and not session.busy and not conn.closed:
+            request = pending.popleft()
+            result = self._call(request)
+            if inspect.isawaitable(result):
+                self._await(session, request, result)
+            else:
+                self._respond(session, request, result)
+        if session.rejected is not None and not pending and not session.busy and not conn.closed:
+            rejected = session.rejected
+            session.out.append(reject_response(rejected.status, rejected.reason, self._date.get()))
+            self._flush(session)
+            conn.close()
+            return
+        self._flush(session)
+        if len(pending) >= self.max_pipeline:
+            conn.pause_reading()
+        elif not conn.reading and not session.busy:
+            conn.resume_reading()
+        self._set_deadline(session)
+
+    def _call(self, request: Request) -> AnyResponse | Awaitable[AnyResponse]:
+        try:
+            return self.app(request)
+        except Exception:
+            log.exception("HTTP app failed on %s %r", request.method, request.target)
+            return _SERVER_ERROR
+
+    def _await(self, session: _Session, request: Request, result: Awaitable[AnyResponse]) -> None:
+        loop = self._server.loop if self._server is not None else None
+        if loop is None:
+            if inspect.iscoroutine(result):
+                result.close()
+            log.error("async HTTP app on an engine without an event loop (use asyncio or uvloop)")
+            self._respond(session, request, _SERVER_ERROR)
+            return
+        session.busy = True
+
+        async def run() -> AnyResponse:
+            return await result
+
+        task = loop.create_task(run())
+
+        def done(task: Any) -> None:
+            try:
+                response = task.result()
+            except BaseException:  # the app's failure, or its cancellation at stop: a 500, logged
+                log.exception("HTTP app failed on %s %r", request.method, request.target)
+                response = _SERVER_ERROR
+            with session.lock:
+                session.busy = False
+                if not session.conn.closed:
+                    self._respond(session, request, response)
+                    self._advance(session)
+
+        task.add_done_callback(done)
+
+    def _respond(self, session: _Session, request: Request, response: object) -> None:
+        if not isinstance(response, Response | StreamingResponse):
+            log.error("HTTP app returned %r, not a Response", type(response).__name__)
+            response = _SERVER_ERROR
+        close = not request.keep_alive
+        headers = response.headers
+        if request.version == "1.0" and not close:
+            headers = [*headers, (b"Connection", b"keep-alive")]
+        status = response.status
+        try:
+            if isinstance(response, Response):
+                body = response.body
+                bodiless = status in _NO_BODY_STATUS or status < 200
+                length = None if bodiless else len(body)
+                session.out.append(encode_head(status, headers, self._date.get(), length, close=close))
+                if body and not bodiless and request.method != "HEAD":
+                    session.out.append(body)
+            else:
+                chunked = request.version == "1.1"
+                close = close or not chunked  # an HTTP/1.0 stream ends with the connection
+                session.out.append(
+                    encode_head(status, headers, self._date.get(), None, chunked=chunked, close=close)
+                )
+                if request.method != "HEAD":
+                    session.stream = iter(response.chunks)
+                    session.stream_chunked = chunked
+                    session.busy = True
+                    self._flush(session)
+                    self._pump(session)
+        except (ValueError, TypeError):
+            log.exception("HTTP app gave an invalid response to %s %r", request.method, request.target)
+            session.out.append(reject_response(500, "invalid response", self._date.get()))
+            close = True
+        if close:
+            session.pending.clear()
+            session.rejected = None
+            session.proto.reading = False
+            if not session.busy:
+                self._flush(session)
+                session.conn.close()
+
+    def _pump(self, session: _Session) -> None:
+        """Write a streaming response's pieces while the connection takes them; end it when they run out."""
+        conn = session.conn
+        stream = session.stream
+        chunked = session.stream_chunked
+        while stream is not None and conn.writable and not conn.closed:
+            try:
+                chunk = next(stream, None)
+            except Exception:
+                log.exception("HTTP streaming response failed; aborting its connection")
+                session.stream = None
+                conn.abort()
+                return
+            try:
+                if chunk is None:
+                    session.stream = None
+                    session.busy = False
+                    if chunked:
+                        conn.write(b"0\r\n\r\n")
+                    if not session.proto.reading or not chunked:
+                        conn.close()
+                    return
+                if chunk:
+                    conn.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"] if chunked else [chunk])
+            except ConnectionClosed:
+                session.stream = None
+                return
+
+    def _flush(self, session: _Session) -> None:
+        out = session.out
+        if out:
+            session.out = []
+            with contextlib.suppress(ConnectionClosed):  # the peer is gone: nothing to answer
+                session.conn.write(out[0] if len(out) == 1 else b"".join(out))
+
+    # -- timeouts ------------------------------------------------------------------------------
+
+    def _set_deadline(self, session: _Session) -> None:
+        if session.busy or session.pending:
+            session.phase = _BUSY
+            session.deadline = None
+        elif session.head is not None:
+            if session.phase != _BODY:
+                session.phase = _BODY
+                session.deadline = time.monotonic() + self.timeouts.body
+        elif session.proto.in_request:
+            if session.phase not in (_HEAD, _WAIT_FIRST):
+                session.phase = _HEAD
+                session.deadline = time.monotonic() + self.timeouts.header
+        elif session.phase not in (_IDLE, _WAIT_FIRST):
+            session.phase = _IDLE
+            session.deadline = time.monotonic() + self.timeouts.idle
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for session in list(self._sessions):
+            deadline = session.deadline
+            if deadline is not None and deadline <= now:
+                with session.lock:
+                    self._expire(session)
+
+    def _expire(self, session: _Session) -> None:
+        conn = session.conn
+        session.deadline = None
+        if conn.closed or session.busy or session.pending:
+            return
+        session.proto.reading = False
+        if session.phase in (_HEAD, _BODY) or (session.phase == _WAIT_FIRST and session.proto.in_request):
+            log.info("request from %s not received in time; closing", conn.peer)
+            try:
+                conn.write(_TIMEOUT_408)
+            except ConnectionClosed:
+                return
+        conn.close()
+
+
+def create_http_server(
+    app: App,
+    engine: str | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    timeouts: Timeouts | None = None,
+    **options: Any,
+) -> Server:
+    """An unstarted server for ``app`` on ``engine``; raises EngineUnavailable or ValueError (bad options)."""
+    return create_server(HttpHandler(app, limits, timeouts), engine, **options)

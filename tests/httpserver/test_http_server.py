@@ -1,0 +1,149 @@
+"""The HTTP server over sockets, same bodies on every engine: routes, pipelining, bad input, timeouts."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from railcar.apps.hello_http import hello_app
+from railcar.http.app import Request, Response
+from railcar.http.server import HttpHandler
+from railcar.http.timeouts import Timeouts
+from railcar.proto.http1 import Limits
+from tests.conftest import ServerFactory
+from tests.helpers import connect, recv_until_eof
+from tests.property.test_http1_parser import SMUGGLING
+
+
+class CountingApp:
+    """hello_app that counts its calls (thread-safe for the threads engine)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        with self.lock:
+            self.calls += 1
+        return hello_app(request)
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    with connect(port) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return recv_until_eof(sock)
+
+
+def test_routes(serve: ServerFactory) -> None:
+    port = serve(HttpHandler(hello_app)).port
+    reply = exchange(port, b"GET /plaintext HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Type: text/plain\r\n" in head
+    assert b"\r\nDate: " in head
+    assert body == b"Hello, World!"
+    reply = exchange(port, b"GET /json HTTP/1.0\r\n\r\n")
+    assert reply.endswith(b'\r\n\r\n{"message":"Hello, World!"}')
+    assert exchange(port, b"GET /nope HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+
+
+def test_pipelined_requests_are_answered_in_order(serve: ServerFactory) -> None:
+    port = serve(HttpHandler(hello_app)).port
+    requests = b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n" + b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n" * 3
+    reply = exchange(port, requests + b"GET /json HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    bodies = [part.split(b"HTTP/1.1")[0] for part in reply.split(b"\r\n\r\n")[1:]]
+    assert bodies == [b'{"message":"Hello, World!"}', *[b"Hello, World!"] * 3, b'{"message":"Hello, World!"}']
+
+
+class RecordingConn:
+    """Enough of a Conn to count the writes a handler makes for one read."""
+
+    def __init__(self) -> None:
+        self.context: dict[str, object] = {}
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.reading = True
+        self.peer = self.local = ("127.0.0.1", 1)
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_responses_to_one_read_go_out_in_one_write() -> None:
+    handler = HttpHandler(hello_app)
+    conn = RecordingConn()
+    handler.on_open(conn)  # type: ignore[arg-type]
+    handler.on_data(conn, memoryview(b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n" * 16))  # type: ignore[arg-type]
+    assert len(conn.writes) == 1
+    assert conn.writes[0].count(b"Hello, World!") == 16
+
+
+@pytest.mark.parametrize("name", SMUGGLING)
+def test_smuggling_gets_400_and_close_and_never_reaches_the_app(serve: ServerFactory, name: str) -> None:
+    app = CountingApp()
+    port = serve(HttpHandler(app)).port
+    reply = exchange(port, SMUGGLING[name])
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nConnection: close\r\n" in reply
+    assert reply.count(b"\r\n\r\n") == 1  # one response, nothing after it
+    assert app.calls == 0
+
+
+def test_limits_give_431_414_413(serve: ServerFactory) -> None:
+    app = CountingApp()
+    limits = Limits(max_head=2048, max_headers=10, max_target=256, max_body=100)
+    port = serve(HttpHandler(app, limits)).port
+    big_head = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 4000 + b"\r\n\r\n"
+    assert exchange(port, big_head).startswith(b"HTTP/1.1 431 ")
+    many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X%d: v\r\n" % i for i in range(11)) + b"\r\n"
+    assert exchange(port, many).startswith(b"HTTP/1.1 431 ")
+    assert exchange(port, b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: a\r\n\r\n").startswith(
+        b"HTTP/1.1 414 "
+    )
+    body = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n" + b"b" * 101
+    assert exchange(port, body).startswith(b"HTTP/1.1 413 ")
+    assert app.calls == 0
+
+
+def test_slow_and_idle_clients_are_timed_out(serve: ServerFactory) -> None:
+    timeouts = Timeouts(header=0.3, idle=0.3, body=0.3)
+    port = serve(HttpHandler(hello_app, timeouts=timeouts)).port
+    with connect(port) as sock:  # slowloris: a head that never ends
+        sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: a\r\n")
+        started = time.monotonic()
+        assert recv_until_eof(sock).startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started < 5
+    with connect(port) as sock:  # a body that never comes
+        sock.sendall(b"POST /plaintext HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+        assert recv_until_eof(sock).startswith(b"HTTP/1.1 408 ")
+    with connect(port) as sock:  # idle keep-alive: answered, then closed without a word
+        sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n")
+        reply = recv_until_eof(sock)
+        assert reply.startswith(b"HTTP/1.1 200 OK")
+        assert reply.count(b"HTTP/1.1") == 1
+    with connect(port) as sock:  # a connection that never sends anything
+        assert recv_until_eof(sock) == b""
+
+
+def test_h2load_smoke(serve: ServerFactory) -> None:
+    if shutil.which("h2load") is None:
+        pytest.fail("h2load is missing: apt-get install -y nghttp2-client (scripts/install-tools)")
+    port = serve(HttpHandler(hello_app)).port
+    result = subprocess.run(
+        ["h2load", "--h1", "-n", "2000", "-c", "4", "-m", "8", f"http://127.0.0.1:{port}/plaintext"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "2000 succeeded, 0 failed, 0 errored" in result.stdout
+    assert "status codes: 2000 2xx" in result.stdout

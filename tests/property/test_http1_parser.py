@@ -1,0 +1,245 @@
+"""proto.http1 against h11 on valid requests, any split of the bytes, and every smuggling case refused."""
+
+from __future__ import annotations
+
+import itertools
+
+import h11
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from railcar.proto.http1 import Body, EndOfRequest, Limits, Rejected, RequestHead, ServerConnection
+
+TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@%/"
+RESERVED = {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
+
+names = st.text(TCHAR, min_size=1, max_size=12).map(str.encode).filter(lambda n: n.lower() not in RESERVED)
+values = st.builds(
+    lambda s: s.strip().encode("latin-1"),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.just(" "), max_size=20),
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"]))
+    target = b"/" + draw(st.text(PCHAR.replace("%", ""), max_size=30)).encode()
+    if draw(st.booleans()):
+        target += b"?" + draw(st.text(PCHAR.replace("%", "") + "?", max_size=20)).encode()
+    headers = draw(st.lists(st.tuples(names, values), max_size=8))
+    head = b"%s %s HTTP/1.1\r\nHost: example.test\r\n" % (method, target)
+    head += b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    body = draw(st.binary(max_size=300))
+    if draw(st.booleans()):
+        chunks = draw(st.lists(st.binary(min_size=1, max_size=50), max_size=5))
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + framed
+    if body or draw(st.booleans()):
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return head + b"\r\n"
+
+
+def ours(stream: bytes, cuts: list[int] | None = None) -> list[tuple[object, ...]]:
+    conn = ServerConnection()
+    bounds = [0, *(cuts or []), len(stream)]
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    out: list[tuple[object, ...]] = []
+    body = b""
+    for piece in pieces:
+        for event in conn.receive(piece):
+            if isinstance(event, RequestHead):
+                headers = [(n.lower(), v) for n, v in event.headers]
+                out.append((event.method, event.target, headers))
+            elif isinstance(event, Body):
+                body += event.data
+            elif isinstance(event, EndOfRequest):
+                out.append(("end", body))
+                body = b""
+            else:
+                out.append(("rejected", event.status))
+    return out
+
+
+def theirs(stream: bytes) -> list[tuple[object, ...]]:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(stream)
+    out: list[tuple[object, ...]] = []
+    body = b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA or event is h11.PAUSED:  # one request is all h11 gives before a response
+            break
+        if isinstance(event, h11.Request):
+            out.append((event.method, event.target, [(n, v) for n, v in event.headers.raw_items()]))
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            out.append(("end", body))
+            body = b""
+            break
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(request=requests())
+def test_valid_requests_parse_as_h11_parses_them(request: bytes) -> None:
+    expected = theirs(request)
+    got = ours(request)
+    assert got[0][:2] == expected[0][:2]
+    assert [(n.lower(), v) for n, v in expected[0][2]] == got[0][2]
+    assert got[1] == expected[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=st.lists(requests(), min_size=1, max_size=4), data=st.data())
+def test_any_split_parses_like_the_whole(batch: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(batch)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=10))))
+    whole = ours(stream)
+    assert ours(stream, cuts) == whole
+    assert len([e for e in whole if e[0] == "end"]) == len(batch)
+
+
+def test_byte_at_a_time_parses_like_the_whole() -> None:
+    stream = (
+        b"POST /a?b=c HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n0\r\nTrailer: t\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    assert ours(stream, list(range(1, len(stream)))) == ours(stream)
+
+
+H = b"Host: a\r\n"
+SMUGGLING = {
+    "TE and CL": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "CL and TE": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+    "CL twice, same": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    "CL twice, different": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "CL list": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3, 3\r\n\r\nabc",
+    "CL sign": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +3\r\n\r\nabc",
+    "CL negative": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -3\r\n\r\nabc",
+    "CL hex": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0x3\r\n\r\nabc",
+    "CL empty": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: \r\n\r\n",
+    "CL overflow": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 99999999999999999999999\r\n\r\n",
+    "TE gzip": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n",
+    "TE chunked, gzip": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\n",
+    "TE gzip, chunked": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "TE chunked twice": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    "TE header twice": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "TE identity": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\n\r\n",
+    "TE xchunked": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+    "TE in HTTP/1.0": b"POST / HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "space before colon": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    "chunk size not hex": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "chunk size overflow": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nabc\r\n0\r\n\r\n",
+    "chunk size 0x": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n",
+    "chunk size space": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n",
+    "chunk ext control": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\n3;a\x01\r\nabc\r\n0\r\n\r\n",
+    "chunk ext bare LF": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\n3;a\nabc\r\n0\r\n\r\n",
+    "chunk size bare LF": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+    "chunk data overrun": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",
+    "chunk data bare LF": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\n0\r\n\r\n",
+    "last chunk bare LF": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\n",
+    "method not a token": b"G(T / HTTP/1.1\r\n" + H + b"\r\n",
+    "control byte in target": b"GET /a\x01b HTTP/1.1\r\n" + H + b"\r\n",
+    "DEL in target": b"GET /a\x7fb HTTP/1.1\r\n" + H + b"\r\n",
+    "tab in target": b"GET /a\tb HTTP/1.1\r\n" + H + b"\r\n",
+    "lower-case version": b"GET / http/1.1\r\n" + H + b"\r\n",
+    "header name not a token": b"GET / HTTP/1.1\r\n" + H + b"X(y: a\r\n\r\n",
+    "space in header name": b"GET / HTTP/1.1\r\n" + H + b"X y: a\r\n\r\n",
+    "empty header name": b"GET / HTTP/1.1\r\n" + H + b": a\r\n\r\n",
+    "control byte in value": b"GET / HTTP/1.1\r\n" + H + b"X: a\x01b\r\n\r\n",
+    "NUL in value": b"GET / HTTP/1.1\r\n" + H + b"X: a\x00b\r\n\r\n",
+    "DEL in value": b"GET / HTTP/1.1\r\n" + H + b"X: a\x7fb\r\n\r\n",
+    "bare CR in value": b"GET / HTTP/1.1\r\n" + H + b"X: a\rb\r\n\r\n",
+    "bare LF after request line": b"GET / HTTP/1.1\n" + H + b"\r\n",
+    "bare LF after header": b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+    "bare LF ending head": b"GET / HTTP/1.1\r\n" + H + b"\n",
+    "bare CR after request line": b"GET / HTTP/1.1\r" + H + b"\r\n",
+    "bare CR ending head": b"GET / HTTP/1.1\r\n" + H + b"\rX",
+    "obs-fold space": b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n b\r\n\r\n",
+    "obs-fold tab": b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n\tb\r\n\r\n",
+    "whitespace before first header": b"GET / HTTP/1.1\r\n X: a\r\n" + H + b"\r\n",
+    "no Host": b"GET / HTTP/1.1\r\n\r\n",
+    "two Hosts": b"GET / HTTP/1.1\r\n" + H + b"Host: b\r\n\r\n",
+    "HTTP/0.9": b"GET /\r\n\r\n",
+    "Upgrade with a body": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Content-Length: 3\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\nabcGET /x HTTP/1.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", SMUGGLING)
+def test_smuggling_is_refused_with_400_and_nothing_else(name: str) -> None:
+    for cuts in (None, list(range(1, len(SMUGGLING[name])))):
+        events = ours(SMUGGLING[name], cuts)
+        assert events[-1] == ("rejected", 400)
+        assert all(e[0] != "end" for e in events), "nothing of the request is complete"
+
+
+def reject_status(stream: bytes, limits: Limits) -> int | None:
+    conn = ServerConnection(limits)
+    events = conn.receive(stream)
+    rejected = [e for e in events if isinstance(e, Rejected)]
+    assert not any(isinstance(e, EndOfRequest) for e in events)
+    return rejected[0].status if rejected else None
+
+
+def test_limits_give_431_414_413() -> None:
+    limits = Limits(max_head=1024, max_headers=5, max_target=100, max_body=10)
+    assert reject_status(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 2000 + b"\r\n\r\n", limits) == 431
+    many = b"".join(b"X%d: v\r\n" % i for i in range(6))
+    assert reject_status(b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n", limits) == 431
+    assert reject_status(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n", limits) == 414
+    assert reject_status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", limits) == 413
+    chunked = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n"
+    )
+    assert reject_status(chunked, limits) == 413
+
+
+def test_an_unfinished_header_is_bounded_across_reads() -> None:
+    conn = ServerConnection(Limits(max_head=1024))
+    assert conn.receive(b"GET / HTTP/1.1\r\nHost: a\r\nX: ") == []
+    events: list[object] = []
+    for _ in range(10):
+        events += conn.receive(b"v" * 200)
+    assert [e.status for e in events if isinstance(e, Rejected)] == [431]
+
+
+def test_a_closing_request_ends_the_input() -> None:
+    conn = ServerConnection()
+    events = conn.receive(
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    assert [type(e) for e in events] == [RequestHead, EndOfRequest]
+    assert not conn.reading
+    events = ServerConnection().receive(b"GET / HTTP/1.0\r\n\r\nGET /2 HTTP/1.0\r\n\r\n")
+    assert [type(e) for e in events] == [RequestHead, EndOfRequest]
