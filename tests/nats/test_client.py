@@ -65,6 +65,50 @@ def test_headers_round_trip(nats_server: NatsServer) -> None:
     run(body())
 
 
+def test_a_publisher_s_bad_headers_are_reported_and_lose_only_that_message(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        errors: list[BaseException] = []
+        async with await connect(nats_server, error_cb=errors.append) as nc:
+            sub = await nc.subscribe("hdr.bad")
+            await nc.flush()
+            # nats-server forwards header blocks unchecked: a raw publisher sends a broken one.
+            reader, writer = await asyncio.open_connection("127.0.0.1", nats_server.port)
+            await reader.readline()  # INFO
+            block = b"NATS/1.0\r\nno-colon-here\r\n\r\n"
+            writer.write(
+                b'CONNECT {"headers":true,"verbose":false}\r\nHPUB hdr.bad %d %d\r\n%s\r\nPING\r\n'
+                % (len(block), len(block), block)
+            )
+            assert await reader.readline() == b"PONG\r\n"
+            writer.close()
+            await nc.publish("hdr.bad", b"after")
+            assert (await sub.next_msg(5)).data == b"after"
+            assert nc.reconnects == 0
+            assert len(errors) == 1
+            assert isinstance(errors[0], rn.BadHeaders)
+            assert "bad header line 'no-colon-here'" in str(errors[0])
+
+    run(body())
+
+
+def test_several_readers_of_one_subscription_each_get_messages(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        async with await connect(nats_server) as nc:
+            sub = await nc.subscribe("readers")
+            for _ in range(50):  # readers that time out leave nothing behind
+                with pytest.raises(TimeoutError):
+                    await sub.next_msg(0.001)
+            readers = [asyncio.ensure_future(sub.next_msg(5)) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            for i in range(3):
+                await nc.publish("readers", b"%d" % i)
+            got = await asyncio.gather(*readers)
+            assert sorted(m.data for m in got) == [b"0", b"1", b"2"]
+            assert sub.pending_msgs == 0
+
+    run(body())
+
+
 def test_queue_group_spreads_and_delivers_once(nats_server: NatsServer) -> None:
     async def body() -> None:
         async with await connect(nats_server) as nc:
@@ -549,11 +593,33 @@ def test_a_stopped_server_cannot_hang_calls_past_their_timeouts(start_nats: Star
                 with pytest.raises(rn.RequestTimeout, match="no PONG"):
                     await nc.flush(0.3)
                 assert time.monotonic() - started < 2
+                # Fill the socket buffers until the transport pauses: every wait then has a bound.
+                big = b"x" * 60_000
+                while not await _paused_after_publish(nc, big):
+                    pass
+                for call in (
+                    nc.publish("svc.any", big, timeout=0.3),
+                    nc.request("svc.any", b"x", timeout=0.3),
+                    nc.request_many("svc.any", b"x", timeout=0.3),
+                ):
+                    started = time.monotonic()
+                    with pytest.raises(rn.RequestTimeout, match="took no more writes"):
+                        await call
+                    assert time.monotonic() - started < 2
             finally:
                 server.proc.send_signal(signal.SIGCONT)
-            await nc.flush(5)
+            await nc.flush(10)
 
-    run(body())
+    run(body(), timeout=60)
+
+
+async def _paused_after_publish(nc: rn.Client, payload: bytes) -> bool:
+    """Publish once; True if that left the transport paused (a publish then has to wait)."""
+    try:
+        await nc.publish("svc.any", payload, timeout=0.05)
+    except rn.RequestTimeout:
+        return True
+    return False
 
 
 def test_request_many_by_count_timeout_and_sentinel(nats_server: NatsServer) -> None:

@@ -9,6 +9,7 @@ from railcar.proto.nats import (
     OK,
     PING,
     PONG,
+    BadMessage,
     Err,
     Headers,
     Info,
@@ -117,7 +118,6 @@ def test_incomplete_input_waits() -> None:
         (b"MSG s 1 1\r\nab\r\n", "not followed by CRLF"),
         (b"INFO {nope\r\n", "INFO is not JSON"),
         (b"INFO [1]\r\n", "not a JSON object"),
-        (b"HMSG s 1 4 4\r\nABCD\r\n", "NATS/1.0"),
     ],
 )
 def test_broken_streams(data: bytes, words: str) -> None:
@@ -208,3 +208,10 @@ def test_queue_names() -> None:
         queue_bytes("a b")
     with pytest.raises(InvalidSubject):
         queue_bytes("")
+
+
+def test_a_bad_header_block_loses_its_message_not_the_stream() -> None:
+    bad = parse(b"HMSG s 1 4 4\r\nABCD\r\nHMSG t 2 20 20\r\nNATS/1.0\r\nno-colon\r\n\r\nMSG u 3 1\r\nx\r\n")
+    assert bad[0] == BadMessage(b"s", 1, "header block does not start with NATS/1.0: 'ABCD'")
+    assert bad[1] == BadMessage(b"t", 2, "bad header line 'no-colon'")
+    assert bad[2] == Msg(b"u", 3, b"", b"x")

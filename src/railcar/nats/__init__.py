@@ -6,6 +6,7 @@ from railcar.errors import ConnectionLost, RequestTimeout
 from railcar.nats.client import Client, connect
 from railcar.nats.errors import (
     AuthorizationError,
+    BadHeaders,
     MaxPayloadExceeded,
     NatsError,
     NoResponders,
@@ -18,6 +19,7 @@ from railcar.proto.nats import Headers, InvalidHeader, InvalidSubject, Msg
 
 __all__ = [
     "AuthorizationError",
+    "BadHeaders",
     "Client",
     "ConnectionLost",
     "Headers",

@@ -23,6 +23,7 @@ from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify_soon
 from railcar.errors import ConnectionLost, ProtocolError, RequestTimeout, renewed
 from railcar.nats.errors import (
     AuthorizationError,
+    BadHeaders,
     MaxPayloadExceeded,
     NatsError,
     NoResponders,
@@ -45,6 +46,7 @@ from railcar.proto.nats import (
     PING_OP,
     PONG,
     PONG_OP,
+    BadMessage,
     Err,
     Headers,
     Info,
@@ -226,11 +228,13 @@ class Client:
         payload: bytes | bytearray | memoryview = b"",
         reply: str = "",
         headers: HeadersArg = None,
+        timeout: float | None = None,
     ) -> None:
-        """Queue a message for the flusher (waits only while the transport is full).
+        """Queue a message for the flusher (waits only while the transport is full, at most ``timeout`` s).
 
         Raises InvalidSubject, InvalidHeader, MaxPayloadExceeded (over the server's
-        max_payload), OutboundBufferFull (reconnecting, the pending buffer is full) and
+        max_payload), OutboundBufferFull (reconnecting, the pending buffer is full),
+        RequestTimeout (the transport stayed full; the message is queued all the same) and
         ConnectionLost once closed.
         """
         subj = self._subjects.get(subject) or self._subject(subject)
@@ -238,7 +242,7 @@ class Client:
         self._queue_pub(subj, payload, reply_b, headers)
         conn = self._conn
         if conn is not None and conn.paused:
-            await self._ready(None, None)
+            await self._ready(None if timeout is None else self._loop.time() + timeout, timeout)
 
     def _queue_pub(
         self, subj: bytes, payload: bytes | bytearray | memoryview, reply: bytes, headers: HeadersArg
@@ -408,6 +412,10 @@ class Client:
             return await future
         except BaseException:
             table.forget(reply)  # timed out, cancelled, or never sent
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # its timer failed it too: retrieved here, or asyncio logs it
             raise
         finally:
             timer.cancel()
@@ -425,7 +433,8 @@ class Client:
 
         The replies come back on an inbox of their own, unsubscribed on return; the
         sentinel reply is not returned.  Raises NoResponders when the first reply says
-        nobody listens, and like ``publish`` for a message that cannot be sent.
+        nobody listens, and like ``publish`` for a message that cannot be sent (RequestTimeout
+        when the transport stayed full for the whole ``timeout``).
         """
         if max_msgs < 0:
             raise ValueError(f"need max_msgs >= 0 (got {max_msgs})")
@@ -436,7 +445,7 @@ class Client:
         sub = await self.subscribe(inbox, max_msgs=limit)
         replies: list[Msg] = []
         try:
-            await self.publish(subject, payload, reply=inbox, headers=headers)
+            await self.publish(subject, payload, reply=inbox, headers=headers, timeout=timeout)
             while (remaining := deadline - self._loop.time()) > 0:
                 try:
                     msg = await sub.next_msg(remaining)
@@ -593,6 +602,10 @@ class Client:
                 self._on_info(conn, event.options)
             elif isinstance(event, Err):
                 self._on_err(conn, event.message)
+            elif isinstance(event, BadMessage):
+                subject = event.subject.decode(errors="replace")
+                reason = f"message on {subject!r} dropped: {event.reason}"
+                self._report(BadHeaders(reason, subject, event.sid))
 
     def _on_info(self, conn: _Connection, options: dict[str, Any]) -> None:
         if not conn.info.done():

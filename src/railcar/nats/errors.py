@@ -35,5 +35,14 @@ class SlowConsumer(NatsError):
         self.dropped = dropped
 
 
+class BadHeaders(NatsError):
+    """A message arrived with a malformed header block and was dropped (the connection goes on)."""
+
+    def __init__(self, message: str, subject: str = "", sid: int = 0) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.sid = sid
+
+
 class OutboundBufferFull(NatsError):
     """Publishing while disconnected would pass the bound of the pending buffer; nothing was queued."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from railcar.clientcore.waiter import Waiter
-from railcar.errors import RequestTimeout
+from railcar.errors import RequestTimeout, renewed
 from railcar.nats.errors import NoResponders
 from railcar.nats.nuid import Nuid
 from railcar.proto.nats import NO_RESPONDERS, Msg
@@ -74,4 +74,4 @@ class RequestTable:
         waiters, self._waiters = self._waiters, {}
         for waiter, _ in waiters.values():
             if not waiter.done():
-                waiter.set_exception(error)
+                waiter.set_exception(renewed(error))  # one instance raised by many would grow its traceback

@@ -8,6 +8,7 @@ raises a slow-consumer event (once per episode, with a count of every drop), nev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections import deque
@@ -60,7 +61,8 @@ class Subscription:
         self.closed = False
         self._slow = False  # in a slow-consumer episode: reported once until the queue empties
         self._queue: deque[Msg] = deque()
-        self._wakeup: asyncio.Future[None] | None = None
+        # Readers waiting for a message, each on its own future: one delivery wakes one of them.
+        self._readers: deque[asyncio.Future[None]] = deque()
         self._callback = callback
         self._task: asyncio.Task[None] | None = None
         if callback is not None:
@@ -95,18 +97,38 @@ class Subscription:
             return
         self._queue.append(msg)
         self.pending_bytes += size
-        wakeup = self._wakeup
-        if wakeup is not None:
-            self._wakeup = None
-            if not wakeup.done():
-                wakeup.set_result(None)
+        if self._readers:
+            self._wake_one()
 
     def _end(self) -> None:
         """No more messages will come: wake the iterator or the callback task so they finish."""
         self.closed = True
-        wakeup, self._wakeup = self._wakeup, None
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        readers, self._readers = self._readers, deque()
+        for reader in readers:
+            if not reader.done():
+                reader.set_result(None)
+
+    def _wake_one(self) -> None:
+        readers = self._readers
+        while readers:
+            reader = readers.popleft()
+            if not reader.done():  # a reader that timed out or was cancelled left it done
+                reader.set_result(None)
+                return
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until a message is queued or the subscription ends."""
+        reader: asyncio.Future[None] = loop.create_future()
+        self._readers.append(reader)
+        try:
+            await reader
+        except asyncio.CancelledError:
+            if reader.cancelled():  # gave up waiting (a timeout): leave no future behind
+                with contextlib.suppress(ValueError):
+                    self._readers.remove(reader)
+            else:  # woken for a message, then cancelled before taking it: pass the wake-up on
+                self._wake_one()
+            raise
 
     def _take(self) -> Msg:
         msg = self._queue.popleft()
@@ -130,8 +152,7 @@ class Subscription:
                     self._client._report(exc)
             if self.closed:
                 return
-            self._wakeup = loop.create_future()
-            await self._wakeup
+            await self._wait(loop)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -143,8 +164,7 @@ class Subscription:
         while not self._queue:
             if self.closed:
                 raise StopAsyncIteration
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await self._wakeup
+            await self._wait(asyncio.get_running_loop())
         return self._take()
 
     async def next_msg(self, timeout: float | None = None) -> Msg:

@@ -207,11 +207,38 @@ class Err:
         return f"Err({self.message!r})"
 
 
+class BadMessage:
+    """An HMSG whose header block is malformed: its framing held, so only it is lost, not the stream.
+
+    The server forwards header blocks unchecked, so any publisher can send one; a
+    connection-level error would let it disconnect every subscriber.
+    """
+
+    __slots__ = ("reason", "sid", "subject")
+
+    def __init__(self, subject: bytes, sid: int, reason: str) -> None:
+        self.subject = subject
+        self.sid = sid
+        self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BadMessage) and (other.subject, other.sid, other.reason) == (
+            self.subject,
+            self.sid,
+            self.reason,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"BadMessage({self.subject!r}, {self.sid}, {self.reason!r})"
+
+
 PING: Final = Ping()
 PONG: Final = Pong()
 OK: Final = Ok()
 
-Event = Info | Msg | Ping | Pong | Ok | Err
+Event = Info | Msg | Ping | Pong | Ok | Err | BadMessage
 
 
 # -- parsing -----------------------------------------------------------------------------
@@ -417,14 +444,18 @@ class Parser:
     def _kind(self) -> str:
         return "MSG" if self._hsize < 0 else "HMSG"
 
-    def _message(self, payload: bytes, end: bytes) -> Msg:
+    def _message(self, payload: bytes, end: bytes) -> Msg | BadMessage:
         """The pending message with its ``payload``; ``end`` must be the CRLF that followed it."""
         if end != b"\r\n":
             raise ProtocolError(f"{self._kind()} payload of {len(payload)} bytes not followed by CRLF")
         hsize = self._hsize
         if hsize < 0:
             return Msg(self._subject, self._sid, self._reply, payload)
-        return Msg(self._subject, self._sid, self._reply, payload[hsize:], parse_headers(payload[:hsize]))
+        try:
+            headers = parse_headers(payload[:hsize])
+        except ProtocolError as exc:
+            return BadMessage(self._subject, self._sid, str(exc))
+        return Msg(self._subject, self._sid, self._reply, payload[hsize:], headers)
 
 
 def parse_headers(block: bytes) -> Headers:
