@@ -1,4 +1,4 @@
-"""A gate for asyncio callers that wait for a client's condition (connected, room, writable) by a deadline."""
+"""A line for asyncio callers that wait for a client's condition (connected, room, writable) by a deadline."""
 
 from __future__ import annotations
 
@@ -9,28 +9,46 @@ from collections.abc import Callable
 from railcar.errors import RequestTimeout
 
 
+class _Place:
+    """One caller's place in the line: the future it sleeps on (renewed each time it sleeps)."""
+
+    __slots__ = ("future", "gone")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.gone = False  # left (timed out, cancelled, failed) but not yet dropped from the line
+
+
 class Gate:
-    """Callers park here until the client, whose state changed, opens the gate; each then re-checks.
+    """Callers wait here, first come first served, until the client's condition holds for them.
 
     The owner calls ``open()`` whenever the condition may have become true (connected,
-    reconnected, room freed, transport resumed, closed).  Opening wakes every parked caller
-    once; a caller whose condition is still false parks again.
+    reconnected, room freed, transport resumed, closed).  Only the first caller in line
+    re-checks; once through (or gone) it wakes the next.  So a batch waiting for room for
+    1,000 requests is not overtaken for ever by single calls that each fit, and a read that
+    frees one slot wakes one caller, not every caller parked.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._parked: deque[asyncio.Future[None]] = deque()
-        self._compact_at = 64
+        self._line: deque[_Place] = deque()
+        self.waiting = 0  # places in the line that are not gone
 
     def __bool__(self) -> bool:
-        """True while someone is parked."""
-        return bool(self._parked)
+        """True while someone waits: a new caller then queues behind them instead of passing."""
+        return self.waiting > 0
 
     def open(self) -> None:
-        """Wake every caller parked now."""
-        parked = self._parked
-        while parked:
-            _wake(parked.popleft())
+        """Wake the first caller in line to re-check the condition."""
+        first = self._first()
+        if first is not None:
+            _wake(first.future)
+
+    def _first(self) -> _Place | None:
+        line = self._line
+        while line and line[0].gone:
+            line.popleft()
+        return line[0] if line else None
 
     async def wait(
         self,
@@ -39,30 +57,43 @@ class Gate:
         timeout: float | None,
         waiting_for: Callable[[], str],
     ) -> None:
-        """Return once ``ready()`` is true; raises RequestTimeout at ``deadline`` and what ``ready`` raises.
+        """Return once first in line and ready; raises RequestTimeout at the deadline, or what ready raises.
 
         The timeout's message is ``waiting_for()`` (what was still missing) and ``timeout``.
         """
-        while not ready():
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            if len(self._parked) >= self._compact_at:
-                # Callers that timed out leave a finished future behind until the next open():
-                # dropping them here keeps the deque within twice the callers really parked.
-                self._parked = deque(parked for parked in self._parked if not parked.done())
-                self._compact_at = max(64, 2 * len(self._parked))
-            self._parked.append(waiter)
-            if deadline is None:
-                await waiter
-                continue
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                waiter.cancel()
-                raise RequestTimeout(f"{waiting_for()} within {timeout} s")
-            timer = self._loop.call_later(remaining, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+        if not self.waiting and ready():
+            return
+        loop = self._loop
+        place = _Place(loop.create_future())
+        self._line.append(place)
+        self.waiting += 1
+        try:
+            while not (self._first() is place and ready()):
+                if place.future.done():  # woken: sleep again on a fresh future, keeping the place
+                    place.future = loop.create_future()
+                if deadline is None:
+                    await place.future
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise RequestTimeout(f"{waiting_for()} within {timeout} s")
+                timer = loop.call_later(remaining, _wake, place.future)
+                try:
+                    await place.future
+                finally:
+                    timer.cancel()
+        finally:
+            self._leave(place)
+
+    def _leave(self, place: _Place) -> None:
+        """Take ``place`` out of the line; if it was first, the next caller's turn begins."""
+        was_first = self._first() is place
+        place.gone = True
+        self.waiting -= 1
+        if was_first:
+            self.open()
+        elif len(self._line) > 2 * self.waiting + 64:  # gone places pile up behind a slow head: drop them
+            self._line = deque(other for other in self._line if not other.gone)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -163,7 +163,13 @@ class Client(ClientState):
         core = self._core
         connection = self._connection
         deadline = None
-        if connection is None or connection.paused or core.in_flight >= core.max_in_flight:
+        # Behind anyone already waiting (first come, first served), even when this one would fit.
+        if (
+            connection is None
+            or connection.paused
+            or core.in_flight >= core.max_in_flight
+            or self._gate.waiting
+        ):
             deadline = None if timeout is None else self._loop.time() + timeout
             await self._ready(1, deadline, timeout)
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -230,7 +236,7 @@ class Client(ClientState):
         core = self._core
         connection = self._connection
         deadline = None
-        if connection is None or connection.paused or not core.has_room(count):
+        if connection is None or connection.paused or not core.has_room(count) or self._gate.waiting:
             deadline = None if timeout is None else self._loop.time() + timeout
             await self._ready(count, deadline, timeout)
             connection = self._connection
