@@ -6,11 +6,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from railcar import ENGINES, Handler, Server, create_server
 from railcar.limits import raise_open_file_limit
 
 raise_open_file_limit()
+
+# Property tests assert behaviour, not speed: on a busy 2-CPU machine one example can take
+# 250 ms, and hypothesis's per-example deadline would fail a correct test.
+settings.register_profile("railcar", deadline=None)
+settings.load_profile("railcar")
 
 ServerFactory = Callable[..., Server]
 
