@@ -1,0 +1,499 @@
+r"""Redis's RESP wire protocol, sans I/O: requests in (RESP arrays and inline commands), replies out.
+
+Requests are parsed the way Redis 7.0 parses them (``processMultibulkBuffer`` and
+``processInlineBuffer``), with the same limits and the same error texts, so a client
+sees the same reply and the same close: every ``RespProtocolError`` ends the
+connection after its reply, as ``CLIENT_CLOSE_AFTER_REPLY`` does in Redis.  What Redis
+accepts loosely is accepted here too: the two bytes after a bulk string and after a
+length line's ``\\r`` are skipped, not checked.
+
+Replies are Python values encoded by ``encode_reply`` for RESP2 or RESP3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Final
+
+from railcar.errors import ProtocolError
+
+_hiredis: Any
+try:  # the C parser redis-py uses; the pure-Python parser is the fallback
+    import hiredis as _hiredis
+except ImportError:  # pragma: no cover - hiredis is a dependency; this keeps the fallback importable
+    _hiredis = None
+
+Buffer = bytes | bytearray | memoryview
+Command = list[bytes]
+
+#: Redis's PROTO_INLINE_MAX_SIZE: longest inline request, and longest unterminated length line.
+INLINE_MAX: Final = 64 * 1024
+#: Redis's proto-max-bulk-len default: the largest bulk string of a request.
+MAX_BULK: Final = 512 * 1024 * 1024
+_INT_MAX: Final = 2**31 - 1
+#: Before AUTH (with a password set) Redis refuses longer arrays and bulks than these.
+UNAUTH_MAX_ARGS: Final = 10
+UNAUTH_MAX_BULK: Final = 16384
+
+_DIGITS: Final = frozenset(b"0123456789")
+_SPACES: Final = b" \t\n\v\f\r"
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+_ESCAPES: Final = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+
+
+class RespProtocolError(ProtocolError):
+    """A request that breaks RESP; its text is Redis's error reply, and the connection closes after it."""
+
+
+def string_to_int(text: Buffer) -> int | None:
+    """Redis's ``string2ll``: a strict base-10 64-bit integer (no sign '+', no leading zeros), else None."""
+    size = len(text)
+    if size == 0 or size > 20:
+        return None
+    raw = bytes(text)
+    if raw == b"0":
+        return 0
+    digits = raw[1:] if raw[0] == 0x2D else raw  # '-'
+    if not digits or digits[0] == 0x30 or not _DIGITS.issuperset(digits):
+        return None
+    value = int(raw)
+    if not -(2**63) <= value < 2**63:
+        return None
+    return value
+
+
+def _length(text: bytearray) -> int | None:
+    """``string_to_int`` with a fast path for the usual short unsigned length."""
+    if text.isdigit() and len(text) < 19 and (text[0] != 0x30 or len(text) == 1):
+        return int(text)
+    return string_to_int(text)
+
+
+def split_inline(line: bytes) -> list[bytes] | None:
+    """Redis's ``sdssplitargs``: split an inline request into arguments; None for unbalanced quotes."""
+    line = line.split(b"\0", 1)[0]  # Redis reads the line as a C string
+    args: list[bytes] = []
+    pos, end = 0, len(line)
+    while True:
+        while pos < end and line[pos] in _SPACES:
+            pos += 1
+        if pos >= end:
+            return args
+        current = bytearray()
+        in_double = in_single = False
+        while True:
+            char = line[pos] if pos < end else 0
+            if in_double:
+                if (
+                    char == 0x5C  # backslash
+                    and pos + 3 < end
+                    and line[pos + 1] == 0x78  # 'x'
+                    and line[pos + 2] in _HEX
+                    and line[pos + 3] in _HEX
+                ):
+                    current.append(int(line[pos + 2 : pos + 4], 16))
+                    pos += 3
+                elif char == 0x5C and pos + 1 < end:
+                    pos += 1
+                    current.append(_ESCAPES.get(line[pos], line[pos]))
+                elif char == 0x22:  # closing '"' must be followed by a space or the end
+                    if pos + 1 < end and line[pos + 1] not in _SPACES:
+                        return None
+                    pos += 1
+                    break
+                elif pos >= end:
+                    return None
+                else:
+                    current.append(char)
+            elif in_single:
+                if char == 0x5C and pos + 1 < end and line[pos + 1] == 0x27:
+                    pos += 1
+                    current.append(0x27)
+                elif char == 0x27:
+                    if pos + 1 < end and line[pos + 1] not in _SPACES:
+                        return None
+                    pos += 1
+                    break
+                elif pos >= end:
+                    return None
+                else:
+                    current.append(char)
+            elif pos >= end or char in b" \n\r\t":
+                break
+            elif char == 0x22:
+                in_double = True
+            elif char == 0x27:
+                in_single = True
+            else:
+                current.append(char)
+            pos += 1
+        args.append(bytes(current))
+
+
+def _error_text(template: str, char: int) -> str:
+    """An error text holding one request byte, sanitized like Redis's addReplyErrorFormat."""
+    shown = " " if char in (10, 13) else chr(char)
+    return template % shown
+
+
+class RequestParser:
+    """Pure-Python RESP request parser: ``feed`` bytes, then ``next_command`` until it returns None.
+
+    It keeps the incomplete tail (bounded: ``max_buffer`` bytes, default 1 GiB like Redis's
+    client-query-buffer-limit, past which ``feed`` raises RespProtocolError) and the progress
+    made on a long array, so a request arriving in many reads is parsed once.
+    Set ``authenticated`` False while a password is required and not given: Redis then
+    refuses arrays of more than 10 elements and bulks over 16 KiB.
+    """
+
+    __slots__ = ("_args", "_buf", "_left", "_pos", "authenticated", "max_buffer")
+
+    def __init__(self, max_buffer: int = 1 << 30) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._args: list[bytes] = []
+        self._left = 0  # elements still to read of the array in progress; 0: between requests
+        self.authenticated = True
+        self.max_buffer = max_buffer
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as part of a command."""
+        return len(self._buf) - self._pos
+
+    @property
+    def at_boundary(self) -> bool:
+        """True between requests: no array is partly read."""
+        return self._left == 0
+
+    def feed(self, data: Buffer) -> None:
+        """Add received bytes; raises RespProtocolError when the unparsed bytes pass ``max_buffer``."""
+        buf = self._buf
+        if self._pos > 65536 and self._pos * 2 > len(buf):
+            del buf[: self._pos]  # compact only when the consumed head is large: amortized O(1)
+            self._pos = 0
+        buf += data
+        if len(buf) - self._pos > self.max_buffer:
+            raise RespProtocolError(f"query buffer over {self.max_buffer} bytes")
+
+    def take(self) -> bytes:
+        """Remove and return every unparsed byte (for a faster parser to continue from a request boundary)."""
+        rest = bytes(self._buf[self._pos :])
+        self._buf.clear()
+        self._pos = 0
+        return rest
+
+    def next_command(self) -> Command | None:  # noqa: PLR0911 - one return per way a read can end
+        """The next complete request (possibly empty: skip it), or None; raises RespProtocolError."""
+        buf = self._buf
+        pos = self._pos
+        if self._left == 0:
+            if pos >= len(buf):
+                if pos:
+                    buf.clear()
+                    self._pos = 0
+                return None
+            if buf[pos] != 0x2A:  # '*'
+                return self._inline()
+            newline = buf.find(b"\r", pos)
+            if newline < 0:
+                if len(buf) - pos > INLINE_MAX:
+                    raise RespProtocolError("Protocol error: too big mbulk count string")
+                return None
+            if newline + 2 > len(buf):
+                return None
+            count = _length(buf[pos + 1 : newline])
+            if count is None or count > _INT_MAX:
+                raise RespProtocolError("Protocol error: invalid multibulk length")
+            if count > UNAUTH_MAX_ARGS and not self.authenticated:
+                raise RespProtocolError("Protocol error: unauthenticated multibulk length")
+            self._pos = pos = newline + 2
+            if count <= 0:
+                return []
+            self._left = count
+            self._args = []
+        args = self._args
+        end = len(buf)
+        left = self._left
+        find = buf.find
+        while left:
+            newline = find(b"\r", pos)
+            if newline < 0:
+                if end - pos > INLINE_MAX:
+                    raise RespProtocolError("Protocol error: too big bulk count string")
+                break
+            if newline + 2 > end:
+                break
+            if buf[pos] != 0x24:  # '$'
+                raise RespProtocolError(_error_text("Protocol error: expected '$', got '%s'", buf[pos]))
+            head = buf[pos + 1 : newline]
+            if head.isdigit() and len(head) < 10 and (head[0] != 0x30 or len(head) == 1):
+                size: int | None = int(head)
+            else:
+                size = string_to_int(head)
+            if size is None or size < 0 or size > MAX_BULK:
+                raise RespProtocolError("Protocol error: invalid bulk length")
+            if size > UNAUTH_MAX_BULK and not self.authenticated:
+                raise RespProtocolError("Protocol error: unauthenticated bulk length")
+            start = newline + 2
+            if start + size + 2 > end:
+                break
+            pos = start + size + 2
+            args.append(bytes(buf[start : pos - 2]))
+            left -= 1
+        self._pos = pos
+        self._left = left
+        if left:
+            return None
+        self._args = []
+        return args
+
+    def _inline(self) -> Command | None:
+        buf = self._buf
+        pos = self._pos
+        newline = buf.find(b"\n", pos)
+        if newline < 0:
+            if len(buf) - pos > INLINE_MAX:
+                raise RespProtocolError("Protocol error: too big inline request")
+            return None
+        end = newline - 1 if newline > pos and buf[newline - 1] == 0x0D else newline
+        args = split_inline(bytes(buf[pos:end]))
+        if args is None:
+            raise RespProtocolError("Protocol error: unbalanced quotes in request")
+        self._pos = newline + 1
+        return args
+
+
+_DIGITS_LEN: Final = [len(str(n)) for n in range(10000)]
+
+
+class HiredisRequestParser:
+    """``RequestParser``'s behaviour with the C parser of hiredis doing the common case.
+
+    Each read that starts at a request boundary goes to ``hiredis.Reader``; its output is
+    accepted only when every request is an array of bulk strings whose canonical size adds up
+    to the bytes hiredis consumed (hiredis also accepts nested arrays, integers and simple
+    strings, which Redis refuses).  Anything else — inline commands, odd elements, a hiredis
+    error, a password not yet given — is parsed again by the pure-Python parser from the same
+    boundary, which also takes any incomplete tail, so hiredis never holds a request across reads.
+    """
+
+    __slots__ = ("_py", "_reader", "_ready")
+
+    def __init__(self, max_buffer: int = 1 << 30) -> None:
+        if _hiredis is None:  # pragma: no cover
+            raise RuntimeError("hiredis is not installed")
+        self._py = RequestParser(max_buffer)
+        self._ready: deque[Command] = deque()
+        self._reader = _hiredis.Reader()
+
+    @property
+    def authenticated(self) -> bool:
+        """False while a password is required and not given (the stricter limits apply)."""
+        return self._py.authenticated
+
+    @authenticated.setter
+    def authenticated(self, value: bool) -> None:
+        self._py.authenticated = value
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as part of a command (hiredis holds none)."""
+        return self._py.buffered
+
+    def feed(self, data: Buffer) -> None:
+        """Add received bytes; raises RespProtocolError when the unparsed bytes pass the buffer limit."""
+        py = self._py
+        if py.buffered or self._ready or not py.authenticated:
+            py.feed(data)
+            return
+        self._fast(bytes(data))
+
+    def _fast(self, chunk: bytes) -> None:
+        reader = self._reader
+        reader.feed(chunk)
+        ready: list[Command] = []
+        pos = 0
+        digits = _DIGITS_LEN
+        try:
+            # hiredis hides how far it read, so walk the canonical encoding of what it returned and
+            # check the type byte of the array and of every element where it must be: the lengths
+            # are canonical (hiredis refuses '+' and leading zeros), so by induction every request
+            # was an array of bulk strings and ``pos`` is where the next one starts.
+            while (command := reader.gets()) is not False:
+                if type(command) is not list or chunk[pos] != 0x2A:  # '*'
+                    raise ValueError
+                count = len(command)
+                pos += 3 + (digits[count] if count < 10000 else len(str(count)))
+                for arg in command:
+                    if type(arg) is not bytes or chunk[pos] != 0x24:  # '$'
+                        raise ValueError
+                    size = len(arg)
+                    pos += size + 5 + (digits[size] if size < 10000 else len(str(size)))
+                ready.append(command)
+        except (ValueError, IndexError, _hiredis.ProtocolError):
+            # Not plain arrays of bulk strings: the Python parser decides, from the same boundary.
+            self._reader = _hiredis.Reader()
+            self._py.feed(chunk)
+            return
+        self._ready.extend(ready)
+        if pos < len(chunk):
+            self._reader = _hiredis.Reader()  # forget the partial request hiredis holds
+            self._py.feed(chunk[pos:])
+
+    def next_command(self) -> Command | None:
+        """The next complete request (possibly empty: skip it), or None; raises RespProtocolError."""
+        if self._ready:
+            return self._ready.popleft()
+        py = self._py
+        command = py.next_command()
+        if command is not None and py.at_boundary and py.buffered and py.authenticated:
+            self._fast(py.take())  # the long request is done: hand the rest back to hiredis
+        return command
+
+
+def new_parser(max_buffer: int = 1 << 30) -> RequestParser | HiredisRequestParser:
+    """The fastest request parser available here (hiredis-backed when hiredis imports)."""
+    if _hiredis is None:  # pragma: no cover
+        return RequestParser(max_buffer)
+    return HiredisRequestParser(max_buffer)
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+
+class Simple:
+    """A simple string reply (``+OK``)."""
+
+    __slots__ = ("encoded", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.encoded = b"+" + text.encode() + b"\r\n"
+
+    def __repr__(self) -> str:
+        return f"Simple({self.text!r})"
+
+
+class Error:
+    """An error reply; ``text`` starts with its code (``ERR ...``, ``WRONGTYPE ...``)."""
+
+    __slots__ = ("encoded", "text")
+
+    def __init__(self, text: str) -> None:
+        # Redis replaces newlines so that an error never breaks the protocol.
+        self.text = text.replace("\r", " ").replace("\n", " ")
+        self.encoded = b"-" + self.text.encode("utf-8", "surrogateescape") + b"\r\n"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Error) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"Error({self.text!r})"
+
+
+class Verbatim:
+    """A verbatim string (RESP3 ``=``, a bulk string in RESP2), e.g. INFO's text."""
+
+    __slots__ = ("data", "format")
+
+    def __init__(self, data: bytes, format: str = "txt") -> None:  # noqa: A002 - RESP's own word
+        self.data = data
+        self.format = format
+
+
+class _NullArray:
+    """The null array (``*-1`` in RESP2): EXEC of a transaction a WATCH aborted."""
+
+    __slots__ = ()
+
+
+NULL_ARRAY: Final = _NullArray()
+OK: Final = Simple("OK")
+QUEUED: Final = Simple("QUEUED")
+PONG: Final = Simple("PONG")
+
+#: What a reply may be: bytes (bulk), int, None (null), bool, float (double), str (simple),
+#: Simple, Error, Verbatim, NULL_ARRAY, and lists, tuples, dicts and sets of replies.
+Reply = Any
+
+_SMALL_INTS: Final = [b":%d\r\n" % i for i in range(-1, 1024)]
+
+
+def _format_double(value: float) -> bytes:
+    """A double as Redis prints it (``%.17g``, with inf and nan spelled its way)."""
+    if math.isnan(value):
+        return b"nan"
+    if value in (float("inf"), float("-inf")):
+        return b"inf" if value > 0 else b"-inf"
+    return b"%.17g" % value
+
+
+def encode_reply(value: Any, out: bytearray, resp3: bool = False) -> None:
+    """Append ``value`` encoded as RESP2 (or RESP3) to ``out``; raises TypeError for an unknown type."""
+    kind = type(value)
+    if kind is bytes:
+        out += b"$%d\r\n" % len(value)
+        out += value
+        out += b"\r\n"
+    elif kind is Simple or kind is Error:
+        out += value.encoded
+    elif kind is int:
+        if -1 <= value < 1023:
+            out += _SMALL_INTS[value + 1]
+        else:
+            out += b":%d\r\n" % value
+    elif value is None:
+        out += b"_\r\n" if resp3 else b"$-1\r\n"
+    elif kind is list or kind is tuple:
+        out += b"*%d\r\n" % len(value)
+        for item in value:
+            encode_reply(item, out, resp3)
+    elif kind is str:
+        out += b"+" + value.encode() + b"\r\n"
+    elif kind is bool:
+        if resp3:
+            out += b"#t\r\n" if value else b"#f\r\n"
+        else:
+            out += b":1\r\n" if value else b":0\r\n"
+    elif kind is float:
+        text = _format_double(value)
+        if resp3:
+            out += b"," + text + b"\r\n"
+        else:
+            out += b"$%d\r\n%s\r\n" % (len(text), text)
+    elif kind is dict:
+        out += (b"%%%d\r\n" if resp3 else b"*%d\r\n") % (len(value) * (1 if resp3 else 2))
+        for key, item in value.items():
+            encode_reply(key, out, resp3)
+            encode_reply(item, out, resp3)
+    elif kind is set or kind is frozenset:
+        out += (b"~%d\r\n" if resp3 else b"*%d\r\n") % len(value)
+        for item in value:
+            encode_reply(item, out, resp3)
+    elif kind is Verbatim:
+        data: bytes = value.data
+        if resp3:
+            out += b"=%d\r\n%s:" % (len(data) + 4, value.format.encode())
+            out += data
+        else:
+            out += b"$%d\r\n" % len(data)
+            out += data
+        out += b"\r\n"
+    elif value is NULL_ARRAY:
+        out += b"_\r\n" if resp3 else b"*-1\r\n"
+    else:
+        raise TypeError(f"cannot encode {kind.__name__} as a RESP reply")
+
+
+def encode_command(*args: bytes | str | int) -> bytes:
+    """One request as a RESP array of bulk strings (what clients send)."""
+    out = bytearray(b"*%d\r\n" % len(args))
+    for arg in args:
+        raw = arg if isinstance(arg, bytes) else str(arg).encode()
+        out += b"$%d\r\n%s\r\n" % (len(raw), raw)
+    return bytes(out)
