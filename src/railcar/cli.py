@@ -179,6 +179,30 @@ def serve_reqrep(
     run_until_signalled(server, deadline)
 
 
+@serve.command("kv")
+@click.option(
+    "--requirepass",
+    metavar="PASSWORD",
+    help="Require AUTH with this password before other commands (Redis's option of the same name).",
+)
+@click.option(
+    "--parser",
+    type=click.Choice(["auto", "hiredis", "python"]),
+    default="auto",
+    show_default=True,
+    help="RESP request parser: hiredis (C) where installed, or the pure-Python one.",
+)
+@listen_options(default_port=6379)
+def serve_kv(
+    requirepass: str | None, parser: str, engine: str, host: str, port: int, unix: str | None, deadline: float
+) -> None:
+    """A Redis-compatible key-value server (RESP2/3): strings, keys, expiry, lists, hashes, sets, MULTI."""
+    from railcar.apps.kv import KvHandler  # noqa: PLC0415 - keep CLI start-up light
+
+    handler = KvHandler(requirepass=requirepass, parser=parser)
+    run_until_signalled(create_server(handler, engine, host=host, port=port, unix=unix), deadline)
+
+
 @cli.group(
     cls=_LazyGroup,
     lazy={

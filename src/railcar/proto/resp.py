@@ -46,6 +46,10 @@ class RespProtocolError(ProtocolError):
     """A request that breaks RESP; its text is Redis's error reply, and the connection closes after it."""
 
 
+class QueryBufferOverflow(RespProtocolError):
+    """More unparsed request bytes than the parser's limit: Redis closes such a client without a reply."""
+
+
 def string_to_int(text: Buffer) -> int | None:
     """Redis's ``string2ll``: a strict base-10 64-bit integer (no sign '+', no leading zeros), else None."""
     size = len(text)
@@ -168,14 +172,14 @@ class RequestParser:
         return self._left == 0
 
     def feed(self, data: Buffer) -> None:
-        """Add received bytes; raises RespProtocolError when the unparsed bytes pass ``max_buffer``."""
+        """Add received bytes; raises QueryBufferOverflow when the unparsed bytes pass ``max_buffer``."""
         buf = self._buf
         if self._pos > 65536 and self._pos * 2 > len(buf):
             del buf[: self._pos]  # compact only when the consumed head is large: amortized O(1)
             self._pos = 0
         buf += data
         if len(buf) - self._pos > self.max_buffer:
-            raise RespProtocolError(f"query buffer over {self.max_buffer} bytes")
+            raise QueryBufferOverflow(f"query buffer over {self.max_buffer} bytes")
 
     def take(self) -> bytes:
         """Remove and return every unparsed byte (for a faster parser to continue from a request boundary)."""
@@ -303,7 +307,7 @@ class HiredisRequestParser:
         return self._py.buffered
 
     def feed(self, data: Buffer) -> None:
-        """Add received bytes; raises RespProtocolError when the unparsed bytes pass the buffer limit."""
+        """Add received bytes; raises QueryBufferOverflow when the unparsed bytes pass the buffer limit."""
         py = self._py
         if py.buffered or self._ready or not py.authenticated:
             py.feed(data)

@@ -1,0 +1,143 @@
+"""The key–value server: RESP requests from any engine run against one shared store.
+
+Each read is parsed (``proto/resp``), its requests run in order against the store
+(``kv``), and their replies encoded into one buffer written once.  Only when that buffer
+passes ``FLUSH_AT`` is it written early; if the connection then stops taking output
+(over the engine's high-water mark), the requests still unparsed wait in the parser
+until ``on_writable``, so a pipeline of large replies never grows the server's memory past
+the engine's bound.  One lock serialises the store, which the ``threads`` engine reaches
+from a thread per connection (uncontended on the event-loop engines).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Final
+
+from railcar.engine.api import Conn, Handler, Server
+from railcar.kv.client import Client
+from railcar.kv.server import KvServer
+from railcar.proto.resp import (
+    Error,
+    HiredisRequestParser,
+    QueryBufferOverflow,
+    RequestParser,
+    RespProtocolError,
+    encode_reply,
+    new_parser,
+)
+
+log = logging.getLogger("railcar.kv")
+
+#: Replies are written early once a read's output reaches this many bytes.
+FLUSH_AT: Final = 256 * 1024
+#: Redis's client-query-buffer-limit: a client with more unparsed request bytes is closed.
+MAX_QUERY_BUFFER: Final = 1 << 30
+
+_STATE = "kv"
+
+
+class _Session:
+    __slots__ = ("client", "parser", "stopped")
+
+    def __init__(self, client: Client, parser: RequestParser | HiredisRequestParser) -> None:
+        self.client = client
+        self.parser = parser
+        self.stopped = False  # QUIT or a protocol error: answer what came before, then close
+
+
+class KvHandler(Handler):
+    """Serves Redis clients on any engine; ``server`` holds the store shared by every connection."""
+
+    def __init__(
+        self,
+        server: KvServer | None = None,
+        requirepass: str | None = None,
+        max_query_buffer: int = MAX_QUERY_BUFFER,
+        parser: str = "auto",
+    ) -> None:
+        if parser not in ("auto", "python", "hiredis"):
+            raise ValueError(f"parser must be auto, python or hiredis, not {parser!r}")
+        self.kv = server if server is not None else KvServer(requirepass=requirepass)
+        self.max_query_buffer = max_query_buffer
+        self.parser = parser
+        self.lock = threading.Lock()
+
+    def on_start(self, server: Server) -> None:
+        """Nothing to set up: the store exists from the start."""
+
+    def on_open(self, conn: Conn) -> None:
+        """Give the connection its session and request parser."""
+        with self.lock:
+            client = self.kv.new_client(conn.peer)
+        parser: RequestParser | HiredisRequestParser
+        if self.parser == "python":
+            parser = RequestParser(self.max_query_buffer)
+        elif self.parser == "hiredis":
+            parser = HiredisRequestParser(self.max_query_buffer)
+        else:
+            parser = new_parser(self.max_query_buffer)
+        parser.authenticated = client.authenticated
+        conn.context[_STATE] = _Session(client, parser)
+
+    def on_data(self, conn: Conn, data: memoryview) -> None:
+        """Parse ``data``, run the requests it completes and write their replies."""
+        session: _Session = conn.context[_STATE]
+        if session.stopped:
+            return  # closing: Redis reads nothing more from such a client
+        try:
+            session.parser.feed(data)
+        except QueryBufferOverflow as exc:
+            log.warning("closing client %s: %s", conn.peer, exc)
+            session.stopped = True
+            conn.abort()
+            return
+        self._serve(conn, session)
+
+    def on_writable(self, conn: Conn) -> None:
+        """Output drained: run the requests that waited for it."""
+        session: _Session | None = conn.context.get(_STATE)
+        if session is not None and not session.stopped:
+            self._serve(conn, session)
+
+    def _serve(self, conn: Conn, session: _Session) -> None:
+        client, parser = session.client, session.parser
+        kv = self.kv
+        out = bytearray()
+        with self.lock:
+            kv.store.tick()
+            kv.store.active_expire()
+            while True:
+                try:
+                    args = parser.next_command()
+                except RespProtocolError as exc:
+                    encode_reply(Error(f"ERR {exc}"), out, client.resp3)
+                    session.stopped = True
+                    break
+                if args is None:
+                    break
+                if not args:
+                    continue  # an empty array or a blank inline line: Redis skips it
+                encode_reply(client.execute(args), out, client.resp3)
+                kv.commands_processed += 1
+                if client.closing:
+                    session.stopped = True
+                    break
+                parser.authenticated = client.authenticated
+                if len(out) >= FLUSH_AT:
+                    conn.write(out)
+                    out = bytearray()
+                    if not conn.writable:
+                        return  # the rest waits in the parser until on_writable
+        if out:
+            conn.write(out)
+        if session.stopped:
+            conn.close()
+
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
+        """Forget the connection's session and its WATCHes."""
+        session: _Session | None = conn.context.get(_STATE)
+        if session is not None:
+            with self.lock:
+                session.client.close()
