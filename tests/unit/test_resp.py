@@ -95,6 +95,21 @@ def test_protocol_errors_have_redis_texts(parser: Parser, wire: bytes, message: 
     assert str(caught.value) == message
 
 
+def test_a_nul_byte_hides_a_line_end_as_strchr_does_in_redis(parser: Parser) -> None:
+    parser.feed(b"PING\0\r\n")
+    assert drain(parser) == []  # Redis waits for a line end until the 64 KiB limit
+    parser.feed(b"x" * 70_000)
+    with pytest.raises(RespProtocolError, match="too big inline request"):
+        drain(parser)
+
+
+def test_error_quotes_a_raw_byte(parser: Parser) -> None:
+    parser.feed(b"*1\r\n\x80\r\n")
+    with pytest.raises(RespProtocolError) as caught:
+        drain(parser)
+    assert Error(f"ERR {caught.value}").encoded == b"-ERR Protocol error: expected '$', got '\x80'\r\n"
+
+
 def test_bulk_of_exactly_512_mib_header_is_accepted(parser: Parser) -> None:
     parser.feed(b"*1\r\n$536870912\r\nabc")
     assert drain(parser) == []

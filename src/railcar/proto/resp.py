@@ -135,9 +135,21 @@ def split_inline(line: bytes) -> list[bytes] | None:
         args.append(bytes(current))
 
 
+def _line_end(buf: bytearray, char: bytes, pos: int) -> int:
+    """Where ``char`` is after ``pos``, as C's strchr finds it: -1 if a NUL byte comes first.
+
+    Redis looks for line ends with strchr, which stops at a NUL byte, so a line holding
+    one is unterminated for Redis until the 64 KiB limit; so it is here.
+    """
+    end = buf.find(char, pos)
+    if end < 0 or buf.find(b"\0", pos, end) >= 0:
+        return -1
+    return end
+
+
 def _error_text(template: str, char: int) -> str:
     """An error text holding one request byte, sanitized like Redis's addReplyErrorFormat."""
-    shown = " " if char in (10, 13) else chr(char)
+    shown = " " if char in (10, 13) else bytes([char]).decode("utf-8", "surrogateescape")
     return template % shown
 
 
@@ -200,7 +212,7 @@ class RequestParser:
                 return None
             if buf[pos] != 0x2A:  # '*'
                 return self._inline()
-            newline = buf.find(b"\r", pos)
+            newline = _line_end(buf, b"\r", pos)
             if newline < 0:
                 if len(buf) - pos > INLINE_MAX:
                     raise RespProtocolError("Protocol error: too big mbulk count string")
@@ -220,9 +232,8 @@ class RequestParser:
         args = self._args
         end = len(buf)
         left = self._left
-        find = buf.find
         while left:
-            newline = find(b"\r", pos)
+            newline = _line_end(buf, b"\r", pos)
             if newline < 0:
                 if end - pos > INLINE_MAX:
                     raise RespProtocolError("Protocol error: too big bulk count string")
@@ -256,7 +267,7 @@ class RequestParser:
     def _inline(self) -> Command | None:
         buf = self._buf
         pos = self._pos
-        newline = buf.find(b"\n", pos)
+        newline = _line_end(buf, b"\n", pos)
         if newline < 0:
             if len(buf) - pos > INLINE_MAX:
                 raise RespProtocolError("Protocol error: too big inline request")
