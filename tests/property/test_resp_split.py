@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from railcar.proto.resp import HiredisRequestParser, RequestParser, encode_command
+from railcar.proto.resp import HiredisRequestParser, RequestParser, RespProtocolError, encode_command
 
 args = st.lists(st.binary(max_size=40), min_size=1, max_size=6)
 inline = st.lists(st.text(alphabet="abcXYZ019:_-", min_size=1, max_size=10), min_size=1, max_size=4)
@@ -42,3 +42,36 @@ def test_any_chunking_gives_the_same_commands(
             got.append(command)
     assert got == expected
     assert parser.buffered == 0
+
+
+def outcome(
+    parser: RequestParser | HiredisRequestParser, wire: bytes, bounds: list[int]
+) -> tuple[list[list[bytes]], str]:
+    got: list[list[bytes]] = []
+    try:
+        for start, end in itertools.pairwise(bounds):
+            parser.feed(wire[start:end])
+            while (command := parser.next_command()) is not None:
+                got.append(command)
+    except RespProtocolError as exc:
+        return got, str(exc)
+    return got, f"pending {parser.buffered}"
+
+
+pieces = st.one_of(
+    args.map(lambda a: encode_command(*a)),
+    st.sampled_from(
+        [b"*", b"$", b"+OK", b":1", b"=4\r\ntxt:", b"(1", b"~1", b">1", b"|1", b"%1", b"\r\n", b"\0", b"-1"]
+    ),
+    st.binary(max_size=6),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(pieces, max_size=12), cuts=st.lists(st.integers(0, 5000), max_size=6))
+def test_hiredis_parser_agrees_with_the_python_parser_on_any_bytes(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    wire = b"".join(parts)
+    bounds = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
+    assert outcome(HiredisRequestParser(), wire, bounds) == outcome(RequestParser(), wire, bounds)

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from railcar.kv import replies
-from railcar.kv.table import NOAUTH, NOMULTI, TABLE, Command
+from railcar.kv.table import FAST, NOAUTH, NOMULTI, TABLE, Command
 from railcar.proto.resp import NULL_ARRAY, OK, QUEUED, Error
 
 if TYPE_CHECKING:
@@ -55,6 +55,18 @@ class Client:
 
     def execute(self, args: list[bytes]) -> Any:
         """Run one request (a non-empty list of words) and return its reply."""
+        fast = FAST.get(args[0])
+        if fast is not None and self.multi is None and self.authenticated:
+            fn, least, most = fast
+            if least <= len(args) <= most:
+                try:
+                    return fn(self, args)
+                except Exception:  # a bug in one command must not take the connection or server down
+                    log.exception("command %s failed", args[0])
+                    return Error("ERR internal error")
+        return self._execute(args)
+
+    def _execute(self, args: list[bytes]) -> Any:
         name = args[0].lower()
         if name == b"quit":  # Redis 7.0 answers QUIT before anything else, even inside MULTI
             self.closing = True

@@ -71,12 +71,14 @@ class Database:
     def set(self, key: bytes, value: Value, keep_ttl: bool = False) -> None:
         """Store ``value`` under ``key``, dropping its TTL unless ``keep_ttl``."""
         store = self.store
-        old = self.data.get(key)
+        data = self.data
+        old = data.get(key)
+        size = len(value) if type(value) is bytes else value_size(value)
         if old is None:
-            store.used += len(key) + KEY_OVERHEAD + value_size(value)
+            store.used += len(key) + KEY_OVERHEAD + size
         else:
-            store.used += value_size(value) - value_size(old)
-        self.data[key] = value
+            store.used += size - (len(old) if type(old) is bytes else value_size(old))
+        data[key] = value
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
         if store.watchers:

@@ -62,3 +62,16 @@ def container(name: str, arity: int, *flags: str) -> None:
         raise AssertionError(name)
 
     TABLE[name.encode()] = Command(name, arity, frozenset(flags), unreachable, {})
+
+
+#: Exact spellings (lower and upper case) → (function, least words, most words), for the common
+#: case of a known command outside MULTI after AUTH: no lower-casing, flag or subcommand checks.
+FAST: dict[bytes, tuple[CommandFn, int, int]] = {}
+
+
+def build_fast_table() -> None:
+    """Fill ``FAST`` from ``TABLE``; call once every command is registered."""
+    for name, entry in TABLE.items():
+        if entry.subcommands is None:
+            most = entry.arity if entry.arity > 0 else 1 << 62
+            FAST[name] = FAST[name.upper()] = (entry.fn, abs(entry.arity), most)

@@ -13,7 +13,6 @@ Replies are Python values encoded by ``encode_reply`` for RESP2 or RESP3.
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Any, Final
 
 from railcar.errors import ProtocolError
@@ -286,21 +285,25 @@ _DIGITS_LEN: Final = [len(str(n)) for n in range(10000)]
 class HiredisRequestParser:
     """``RequestParser``'s behaviour with the C parser of hiredis doing the common case.
 
-    Each read that starts at a request boundary goes to ``hiredis.Reader``; its output is
-    accepted only when every request is an array of bulk strings whose canonical size adds up
-    to the bytes hiredis consumed (hiredis also accepts nested arrays, integers and simple
-    strings, which Redis refuses).  Anything else — inline commands, odd elements, a hiredis
-    error, a password not yet given — is parsed again by the pure-Python parser from the same
-    boundary, which also takes any incomplete tail, so hiredis never holds a request across reads.
+    Each read that starts at a request boundary goes to ``hiredis.Reader``.  hiredis also
+    accepts what Redis refuses in a request (nested arrays, integers, simple strings, ...),
+    so its output is taken only when every request is a list of bytes and the read holds no
+    type byte after which hiredis returns bytes or lists for something else (``+ = ( ~ > |``);
+    otherwise, or when the read ends inside a request, each array and element is checked at
+    its canonical place, which also finds where the partial request starts.  Anything that
+    fails — inline commands, odd elements, a hiredis error, a password not yet given — is parsed
+    again by the pure-Python parser from the same boundary; it also takes any incomplete tail,
+    so hiredis never holds a request across reads.
     """
 
-    __slots__ = ("_py", "_reader", "_ready")
+    __slots__ = ("_next", "_py", "_reader", "_ready")
 
     def __init__(self, max_buffer: int = 1 << 30) -> None:
         if _hiredis is None:  # pragma: no cover
             raise RuntimeError("hiredis is not installed")
         self._py = RequestParser(max_buffer)
-        self._ready: deque[Command] = deque()
+        self._ready: list[Command] = []
+        self._next = 0  # index of the next request of _ready to return
         self._reader = _hiredis.Reader()
 
     @property
@@ -320,7 +323,7 @@ class HiredisRequestParser:
     def feed(self, data: Buffer) -> None:
         """Add received bytes; raises QueryBufferOverflow when the unparsed bytes pass the buffer limit."""
         py = self._py
-        if py.buffered or self._ready or not py.authenticated:
+        if py.buffered or self._next < len(self._ready) or not py.authenticated:
             py.feed(data)
             return
         self._fast(bytes(data))
@@ -329,43 +332,96 @@ class HiredisRequestParser:
         reader = self._reader
         reader.feed(chunk)
         ready: list[Command] = []
-        pos = 0
-        digits = _DIGITS_LEN
         try:
-            # hiredis hides how far it read, so walk the canonical encoding of what it returned and
-            # check the type byte of the array and of every element where it must be: the lengths
-            # are canonical (hiredis refuses '+' and leading zeros), so by induction every request
-            # was an array of bulk strings and ``pos`` is where the next one starts.
             while (command := reader.gets()) is not False:
-                if type(command) is not list or chunk[pos] != 0x2A:  # '*'
-                    raise ValueError
-                count = len(command)
-                pos += 3 + (digits[count] if count < 10000 else len(str(count)))
-                for arg in command:
-                    if type(arg) is not bytes or chunk[pos] != 0x24:  # '$'
-                        raise ValueError
-                    size = len(arg)
-                    pos += size + 5 + (digits[size] if size < 10000 else len(str(size)))
                 ready.append(command)
-        except (ValueError, IndexError, _hiredis.ProtocolError):
-            # Not plain arrays of bulk strings: the Python parser decides, from the same boundary.
-            self._reader = _hiredis.Reader()
-            self._py.feed(chunk)
+        except _hiredis.ProtocolError:
+            self._fall_back(chunk)
             return
-        self._ready.extend(ready)
-        if pos < len(chunk):
-            self._reader = _hiredis.Reader()  # forget the partial request hiredis holds
-            self._py.feed(chunk[pos:])
+        # hiredis says neither how far it read nor whether it holds part of a request (it may
+        # have taken a type byte, an array header, some elements): an empty array fed after the
+        # read comes back alone only if it holds nothing.
+        reader.feed(_SENTINEL)
+        try:
+            whole = reader.gets() == []
+        except _hiredis.ProtocolError:
+            whole = False
+        if not whole:
+            self._reader = _hiredis.Reader()
+        if not whole or any(mark in chunk for mark in _RISKY) or not _bulk_arrays(ready):
+            end = _canonical_end(chunk, ready)  # check the requests and find where they end
+            if end < 0:
+                self._fall_back(chunk)
+                return
+            if end < len(chunk):
+                self._py.feed(chunk[end:])  # the partial request goes to the Python parser
+        if self._next:
+            del self._ready[: self._next]
+            self._next = 0
+        self._ready += ready
+
+    def _fall_back(self, chunk: bytes) -> None:
+        """Not plain arrays of bulk strings: the Python parser decides, from the same boundary."""
+        self._reader = _hiredis.Reader()
+        self._py.feed(chunk)
 
     def next_command(self) -> Command | None:
         """The next complete request (possibly empty: skip it), or None; raises RespProtocolError."""
-        if self._ready:
-            return self._ready.popleft()
+        ready = self._ready
+        if self._next < len(ready):
+            command = ready[self._next]
+            self._next += 1
+            return command
+        if ready:
+            ready.clear()
+            self._next = 0
         py = self._py
-        command = py.next_command()
-        if command is not None and py.at_boundary and py.buffered and py.authenticated:
+        parsed = py.next_command()
+        if parsed is not None and py.at_boundary and py.buffered and py.authenticated:
             self._fast(py.take())  # the long request is done: hand the rest back to hiredis
-        return command
+        return parsed
+
+
+_SENTINEL: Final = b"*0\r\n"
+#: Type bytes after which hiredis returns bytes or a list that Redis would refuse in a request:
+#: simple strings, verbatim strings, big numbers, sets, pushes and attributes.
+_RISKY: Final = (b"+", b"=", b"(", b"~", b">", b"|")
+
+
+def _bulk_arrays(commands: list[Command]) -> bool:
+    """True if every command is a list of bytes (what hiredis returns for arrays of bulk strings)."""
+    for command in commands:
+        if type(command) is not list:
+            return False
+        for arg in command:
+            if type(arg) is not bytes:
+                return False
+    return True
+
+
+def _canonical_end(chunk: bytes, commands: list[Command]) -> int:
+    """Where ``commands`` end in ``chunk`` if each was an array of bulk strings there, else -1.
+
+    The lengths are canonical (hiredis, like Redis, refuses '+' signs and leading zeros), so
+    checking the type byte of each array and element where it must be proves, by induction,
+    that every request was an array of bulk strings and finds where the next one starts.
+    """
+    pos = 0
+    digits = _DIGITS_LEN
+    try:
+        for command in commands:
+            if type(command) is not list or chunk[pos] != 0x2A:  # '*'
+                return -1
+            count = len(command)
+            pos += 3 + (digits[count] if count < 10000 else len(str(count)))
+            for arg in command:
+                if type(arg) is not bytes or chunk[pos] != 0x24:  # '$'
+                    return -1
+                size = len(arg)
+                pos += size + 5 + (digits[size] if size < 10000 else len(str(size)))
+    except IndexError:
+        return -1
+    return pos
 
 
 def new_parser(max_buffer: int = 1 << 30) -> RequestParser | HiredisRequestParser:
