@@ -70,6 +70,10 @@ def _plain(value: Any) -> Any:
         return ("error", str(value))
     if isinstance(value, list):
         return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return [_plain(item) for pair in value.items() for item in pair]
+    if isinstance(value, set):
+        return sorted(value)
     return value
 
 

@@ -143,3 +143,15 @@ def test_config_set_is_kept_and_echoed() -> None:
     assert run(client, "CONFIG", "SET", "save", "900 1", "hz", "20") is OK
     assert run(client, "CONFIG", "GET", "save") == {b"save": b"900 1"}
     assert run(client, "CONFIG", "GET", "h*") == {b"hz": b"20"}
+
+
+def test_command_alone_and_with_subcommands() -> None:
+    _, client, _ = session()
+    every = run(client, "COMMAND")
+    assert isinstance(every, list)
+    assert [b"get", 2, [], 0, 0, 0] in every
+    assert run(client, "COMMAND", "COUNT") == len(every)
+    assert run(client, "COMMAND", "INFO", "get", "nosuch") == [[b"get", 2, [], 0, 0, 0], None]
+    docs = run(client, "COMMAND", "DOCS", "set")
+    assert isinstance(docs, dict)
+    assert list(docs) == [b"set"]

@@ -104,32 +104,40 @@ class KvHandler(Handler):
     def _serve(self, conn: Conn, session: _Session) -> None:
         client, parser = session.client, session.parser
         kv = self.kv
+        execute = client.execute
+        next_command = parser.next_command
+        authenticated = parser.authenticated
         out = bytearray()
+        served = 0
         with self.lock:
             kv.store.tick()
             kv.store.active_expire()
-            while True:
-                try:
-                    args = parser.next_command()
-                except RespProtocolError as exc:
-                    encode_reply(Error(f"ERR {exc}"), out, client.resp3)
-                    session.stopped = True
-                    break
-                if args is None:
-                    break
-                if not args:
-                    continue  # an empty array or a blank inline line: Redis skips it
-                encode_reply(client.execute(args), out, client.resp3)
-                kv.commands_processed += 1
-                if client.closing:
-                    session.stopped = True
-                    break
-                parser.authenticated = client.authenticated
-                if len(out) >= FLUSH_AT:
-                    conn.write(out)
-                    out = bytearray()
-                    if not conn.writable:
-                        return  # the rest waits in the parser until on_writable
+            try:
+                while True:
+                    try:
+                        args = next_command()
+                    except RespProtocolError as exc:
+                        encode_reply(Error(f"ERR {exc}"), out, client.resp3)
+                        session.stopped = True
+                        break
+                    if args is None:
+                        break
+                    if not args:
+                        continue  # an empty array or a blank inline line: Redis skips it
+                    encode_reply(execute(args), out, client.resp3)
+                    served += 1
+                    if client.closing:
+                        session.stopped = True
+                        break
+                    if not authenticated and client.authenticated:
+                        parser.authenticated = authenticated = True  # Redis's looser limits from now on
+                    if len(out) >= FLUSH_AT:
+                        conn.write(out)
+                        out = bytearray()
+                        if not conn.writable:
+                            return  # the rest waits in the parser until on_writable
+            finally:
+                kv.commands_processed += served
         if out:
             conn.write(out)
         if session.stopped:

@@ -55,13 +55,13 @@ def command(name: str, arity: int, *flags: str) -> Callable[[CommandFn], Command
     return register
 
 
-def container(name: str, arity: int, *flags: str) -> None:
-    """Register ``name`` as a command with subcommands (CLIENT, CONFIG, COMMAND, OBJECT)."""
+def container(name: str, arity: int, *flags: str, bare: CommandFn | None = None) -> None:
+    """Register ``name`` as a command with subcommands (CLIENT, CONFIG, COMMAND); ``bare`` runs it alone."""
 
-    def unreachable(client: Client, args: list[bytes]) -> Any:  # dispatch resolves subcommands first
+    def unreachable(client: Client, args: list[bytes]) -> Any:  # arity -2: never called alone
         raise AssertionError(name)
 
-    TABLE[name.encode()] = Command(name, arity, frozenset(flags), unreachable, {})
+    TABLE[name.encode()] = Command(name, arity, frozenset(flags), bare or unreachable, {})
 
 
 #: Exact spellings (lower and upper case) → (function, least words, most words), for the common

@@ -225,13 +225,18 @@ def config_resetstat(client: Client, args: list[bytes]) -> Any:
     return OK
 
 
-container("command", -1)
-
-
 def _command_info(name: bytes) -> list[Any]:
     entry = TABLE[name]
     flags = [flag.encode() for flag in sorted(entry.flags)]
     return [name, entry.arity, flags, 0, 0, 0]
+
+
+def _every_command(client: Client, args: list[bytes]) -> Any:
+    """COMMAND: a short description of every command."""
+    return [_command_info(name) for name in TABLE]
+
+
+container("command", -1, bare=_every_command)
 
 
 @command("command|count", 2)
