@@ -83,14 +83,20 @@ def _string(client: Client, key: bytes) -> Any:
 @command("get", 2)
 def get(client: Client, args: list[bytes]) -> Any:
     """GET key."""
-    return _string(client, args[1])
+    db = client.db
+    value = db.data.get(args[1])
+    if value is not None and db.expires:
+        value = db.get(args[1])  # the lookup that expires
+    if value is not None and type(value) is not bytes:
+        return replies.WRONGTYPE
+    return value
 
 
 @command("set", -3, WRITE)
 def set_(client: Client, args: list[bytes]) -> Any:
     """SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ms|KEEPTTL]."""
     if len(args) == 3:  # the common case, without the option parsing
-        client.db.set(args[1], args[2])
+        client.db.set_string(args[1], args[2])
         return OK
     parsed = _parse_options(args, 3, _FOR_SET)
     if type(parsed) is Error:
