@@ -61,9 +61,11 @@ COMMANDS = [
     b"EXPIREAT", b"TTL", b"PERSIST", b"EXPIRETIME", b"SELECT",
     # lists, hashes, sets
     b"LPUSH", b"RPUSH", b"LPUSHX", b"RPUSHX", b"LPOP", b"RPOP", b"LRANGE", b"LLEN", b"LINDEX", b"LSET",
-    b"LREM", b"LTRIM", b"HSET", b"HSETNX", b"HGET", b"HMGET", b"HGETALL", b"HDEL", b"HEXISTS", b"HLEN",
+    b"LREM", b"LTRIM", b"LINSERT", b"LPOS", b"LMOVE", b"RPOPLPUSH", b"HSET", b"HSETNX", b"HGET", b"HMGET",
+    b"HGETALL", b"HDEL", b"HEXISTS", b"HLEN",
     b"HKEYS", b"HVALS", b"HINCRBY", b"HINCRBYFLOAT", b"HSTRLEN", b"SADD", b"SREM", b"SMEMBERS",
-    b"SISMEMBER", b"SMISMEMBER", b"SCARD", b"SINTER", b"SUNION", b"SDIFF",
+    b"SISMEMBER", b"SMISMEMBER", b"SCARD", b"SINTER", b"SUNION", b"SDIFF", b"SMOVE", b"SINTERSTORE",
+    b"SUNIONSTORE", b"SDIFFSTORE", b"SINTERCARD", b"SSCAN", b"HSCAN", b"COPY",
     # connection and transactions
     b"PING", b"ECHO", b"MULTI", b"EXEC", b"DISCARD", b"WATCH", b"UNWATCH", b"NOSUCHCOMMAND",
 ]  # fmt: skip

@@ -155,3 +155,22 @@ def test_command_alone_and_with_subcommands() -> None:
     docs = run(client, "COMMAND", "DOCS", "set")
     assert isinstance(docs, dict)
     assert list(docs) == [b"set"]
+
+
+def test_random_members_and_fields() -> None:
+    _, client, _ = session()
+    run(client, "SADD", "s", "a", "b", "c")
+    assert run(client, "SRANDMEMBER", "s") in {b"a", b"b", b"c"}
+    assert sorted(run(client, "SRANDMEMBER", "s", "5")) == [b"a", b"b", b"c"]  # type: ignore[arg-type]
+    assert len(run(client, "SRANDMEMBER", "s", "-5")) == 5  # type: ignore[arg-type]
+    assert run(client, "SPOP", "s", "2") <= {b"a", b"b", b"c"}  # type: ignore[operator]
+    assert run(client, "SCARD", "s") == 1
+    run(client, "SPOP", "s")
+    assert run(client, "EXISTS", "s") == 0
+    assert run(client, "SPOP", "s", "1") == set()
+    run(client, "HSET", "h", "f", "v", "g", "w")
+    assert run(client, "HRANDFIELD", "h") in {b"f", b"g"}
+    pairs = run(client, "HRANDFIELD", "h", "2", "WITHVALUES")
+    assert isinstance(pairs, list)
+    assert dict(zip(pairs[::2], pairs[1::2], strict=True)) == {b"f": b"v", b"g": b"w"}
+    assert run(client, "HRANDFIELD", "missing", "3") == []

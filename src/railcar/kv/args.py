@@ -41,3 +41,18 @@ def parse_float(arg: bytes) -> float | None:
     """Redis's ``string2d`` for doubles (strtod, whole string, no leading space, no NaN), else None."""
     value = parse_long_double(arg)
     return None if value is None else float(value)
+
+
+def parse_cursor(arg: bytes) -> int | None:
+    """A SCAN cursor as Redis reads it (``strtoul``: sign allowed, empty is 0, no spaces), else None."""
+    if not arg:
+        return 0
+    if arg[0] in _SPACES:
+        return None
+    sign, digits = (arg[:1], arg[1:]) if arg[:1] in (b"+", b"-") else (b"", arg)
+    if not digits or not digits.isdigit():
+        return None
+    value = int(digits)
+    if value >= 2**64:
+        return None
+    return (2**64 - value) % 2**64 if sign == b"-" else value

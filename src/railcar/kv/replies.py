@@ -24,6 +24,11 @@ def wrong_arity(name: str) -> Error:
     return Error(f"ERR wrong number of arguments for '{name}' command")
 
 
+def out_of_range(low: int, high: int) -> Error:
+    """Redis's error for an integer outside ``low..high`` (getRangeLongFromObjectOrReply)."""
+    return Error(f"ERR value is out of range, value must between {low} and {high}")
+
+
 def invalid_expire(name: str) -> Error:
     """The error for an expire time out of range in command ``name``."""
     return Error(f"ERR invalid expire time in '{name}' command")

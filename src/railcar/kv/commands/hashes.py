@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Any
 
 from railcar.kv import replies
-from railcar.kv.args import format_long_double, parse_int, parse_long_double
+from railcar.kv.args import format_long_double, parse_cursor, parse_int, parse_long_double
+from railcar.kv.glob import match
 from railcar.kv.store import ELEMENT_OVERHEAD
 from railcar.kv.table import WRITE, command
 from railcar.proto.resp import OK, Error
@@ -211,6 +213,8 @@ def hincrbyfloat(client: Client, args: list[bytes]) -> Any:
     by = parse_long_double(args[3])
     if by is None:
         return replies.NOT_FLOAT
+    if not by.__abs__() < float("inf"):
+        return Error("ERR value is NaN or Infinity")
     key, field = args[1], args[2]
     fields = _hash_for_write(client, key)
     if type(fields) is Error:
@@ -228,3 +232,55 @@ def hincrbyfloat(client: Client, args: list[bytes]) -> Any:
         return Error("ERR increment would produce NaN or Infinity")
     text = format_long_double(result)
     return _store_field(client, key, fields, field, text, text)
+
+
+@command("hscan", -3)
+def hscan(client: Client, args: list[bytes]) -> Any:
+    """HSCAN key cursor [MATCH pattern] [COUNT count]: every field at once, as Redis does for small hashes."""
+    from railcar.kv.commands.sets import scan_options  # noqa: PLC0415 - shared with SSCAN
+
+    if parse_cursor(args[2]) is None:
+        return Error("ERR invalid cursor")
+    fields = _hash(client, args[1])
+    if fields is None:
+        return [b"0", []]
+    if type(fields) is Error:
+        return fields
+    pattern = scan_options(args, 3)
+    if isinstance(pattern, Error):
+        return pattern
+    flat = [
+        item
+        for field, value in fields.items()
+        if pattern is None or match(pattern, field)
+        for item in (field, value)
+    ]
+    return [b"0", flat]
+
+
+@command("hrandfield", -2)
+def hrandfield(client: Client, args: list[bytes]) -> Any:
+    """HRANDFIELD key [count [WITHVALUES]]."""
+    if len(args) > 4 or (len(args) == 4 and args[3].lower() != b"withvalues"):
+        return replies.SYNTAX
+    count = None
+    if len(args) >= 3:
+        count = parse_int(args[2])
+        if count is None:
+            return replies.NOT_INTEGER
+    fields = _hash(client, args[1])
+    if type(fields) is Error:
+        return fields
+    if not fields:
+        return None if count is None else []
+    pool = list(fields)
+    if count is None:
+        return random.choice(pool)
+    chosen = (
+        random.sample(pool, min(count, len(pool)))
+        if count >= 0
+        else [random.choice(pool) for _ in range(-count)]
+    )
+    if len(args) == 4:
+        return [item for field in chosen for item in (field, fields[field])]
+    return chosen

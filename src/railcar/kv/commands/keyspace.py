@@ -7,7 +7,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from railcar.kv import replies
-from railcar.kv.args import parse_int
+from railcar.kv.args import parse_cursor, parse_int
 from railcar.kv.glob import match
 from railcar.kv.store import type_name
 from railcar.kv.table import WRITE, command
@@ -67,8 +67,8 @@ def scan(client: Client, args: list[bytes]) -> Any:
     The cursor is a position in the database's insertion order: every key present for the
     whole scan is returned (once) as long as no key before the cursor is deleted meanwhile.
     """
-    cursor = parse_int(args[1])
-    if cursor is None or cursor < 0:
+    cursor = parse_cursor(args[1])
+    if cursor is None:
         return Error("ERR invalid cursor")
     pattern: bytes | None = None
     count = 10
@@ -189,10 +189,58 @@ def flushall(client: Client, args: list[bytes]) -> Any:
 def select(client: Client, args: list[bytes]) -> Any:
     """SELECT index."""
     index = parse_int(args[1])
-    if index is None or not -(2**31) <= index < 2**31:
+    if index is None:
         return replies.NOT_INTEGER
+    if not -(2**31) <= index < 2**31:
+        return replies.out_of_range(-(2**31), 2**31 - 1)
     dbs = client.server.store.dbs
     if not 0 <= index < len(dbs):
         return Error("ERR DB index is out of range")
     client.db = dbs[index]
     return OK
+
+
+def _copy_value(value: Any) -> Any:
+    """A value no later write to the original can change."""
+    return value if type(value) is bytes else type(value)(value)
+
+
+@command("copy", -3, WRITE)
+def copy(client: Client, args: list[bytes]) -> Any:
+    """COPY source destination [DB destination-db] [REPLACE]."""
+    replace = False
+    target_db = client.db
+    index = 3
+    while index < len(args):
+        option = args[index].lower()
+        if option == b"replace":
+            replace = True
+        elif option == b"db" and index + 1 < len(args):
+            number = parse_int(args[index + 1])
+            if number is None:
+                return replies.NOT_INTEGER
+            if not -(2**31) <= number < 2**31:
+                return replies.out_of_range(-(2**31), 2**31 - 1)
+            dbs = client.server.store.dbs
+            if not 0 <= number < len(dbs):
+                return Error("ERR DB index is out of range")
+            target_db = dbs[number]
+            index += 1
+        else:
+            return replies.SYNTAX
+        index += 1
+    source, target = args[1], args[2]
+    if target_db is client.db and source == target:
+        return Error("ERR source and destination objects are the same")
+    value = client.db.get(source)
+    if value is None:
+        return 0
+    when = client.db.ttl_ms(source)
+    if target_db.get(target) is not None:
+        if not replace:
+            return 0
+        target_db.delete(target)
+    target_db.set(target, _copy_value(value))
+    if when is not None:
+        target_db.set_expire(target, when)
+    return 1

@@ -236,3 +236,132 @@ def ltrim(client: Client, args: list[bytes]) -> Any:
         items.extend(kept)
         client.db.grew(key, _cost(kept) - before)
     return OK
+
+
+@command("linsert", 5, WRITE)
+def linsert(client: Client, args: list[bytes]) -> Any:
+    """LINSERT key BEFORE|AFTER pivot element: the new length, -1 without the pivot."""
+    where = args[2].lower()
+    if where not in (b"before", b"after"):
+        return replies.SYNTAX
+    key = args[1]
+    items = _list(client, key)
+    if items is None:
+        return 0
+    if type(items) is Error:
+        return items
+    try:
+        index = items.index(args[3])
+    except ValueError:
+        return -1
+    items.insert(index + (where == b"after"), args[4])
+    client.db.grew(key, len(args[4]) + ELEMENT_OVERHEAD)
+    return len(items)
+
+
+def _positive(raw: bytes, message: str) -> int | Error:
+    value = parse_int(raw)
+    if value is None or value < 0:
+        return Error(f"ERR {message}")
+    return value
+
+
+@command("lpos", -3)
+def lpos(client: Client, args: list[bytes]) -> Any:
+    """LPOS key element [RANK rank] [COUNT num-matches] [MAXLEN len]."""
+    rank, count, maxlen = 1, None, 0
+    index = 3
+    while index < len(args):
+        option = args[index].lower()
+        if index + 1 >= len(args) or option not in (b"rank", b"count", b"maxlen"):
+            return replies.SYNTAX
+        index += 1
+        if option == b"rank":
+            parsed = parse_int(args[index])
+            if parsed is None:
+                return replies.NOT_INTEGER
+            if parsed == 0:
+                return Error(
+                    "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... "
+                    "or use negative to start from the end of the list"
+                )
+            rank = parsed
+        else:
+            message = "COUNT can't be negative" if option == b"count" else "MAXLEN can't be negative"
+            value = _positive(args[index], message)
+            if isinstance(value, Error):
+                return value
+            if option == b"count":
+                count = value
+            else:
+                maxlen = value
+        index += 1
+    items = _list(client, args[1])
+    if items is None:
+        return None if count is None else []
+    if type(items) is Error:
+        return items
+    size = len(items)
+    order = range(size) if rank > 0 else range(size - 1, -1, -1)
+    element = args[2]
+    found: list[int] = []
+    matches = 0
+    for checked, position in enumerate(order):
+        if maxlen and checked >= maxlen:
+            break
+        if items[position] == element:
+            matches += 1
+            if matches >= abs(rank):
+                found.append(position)
+                if count is None or (count and len(found) >= count):
+                    break
+    if count is None:
+        return found[0] if found else None
+    return found
+
+
+def _end(raw: bytes) -> bool | None:
+    """LEFT → True, RIGHT → False, anything else None."""
+    side = raw.lower()
+    return True if side == b"left" else False if side == b"right" else None
+
+
+def _move(client: Client, source: bytes, target: bytes, from_left: bool, to_left: bool) -> Any:
+    items = _list(client, source)
+    if items is None or type(items) is Error:
+        return items
+    destination = _list(client, target)
+    if type(destination) is Error:
+        return destination
+    value = items.popleft() if from_left else items.pop()
+    cost = len(value) + ELEMENT_OVERHEAD
+    if items:
+        client.db.grew(source, -cost)
+    elif source != target:
+        client.db.delete(source)
+    if source == target:
+        destination = items
+    elif destination is None:
+        destination = deque()
+        client.db.set(target, destination)
+    if to_left:
+        destination.appendleft(value)
+    else:
+        destination.append(value)
+    client.db.grew(target, cost)
+    return value
+
+
+@command("lmove", 5, WRITE)
+def lmove(client: Client, args: list[bytes]) -> Any:
+    """LMOVE source destination LEFT|RIGHT LEFT|RIGHT."""
+    from_left, to_left = _end(args[3]), _end(args[4])
+    if from_left is None or to_left is None:
+        return replies.SYNTAX
+    return _move(client, args[1], args[2], from_left, to_left)
+
+
+@command("rpoplpush", 3, WRITE)
+def rpoplpush(client: Client, args: list[bytes]) -> Any:
+    """RPOPLPUSH source destination."""
+    return _move(client, args[1], args[2], from_left=False, to_left=True)
