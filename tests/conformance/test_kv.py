@@ -243,3 +243,16 @@ def test_python_parser_serves_too(serve: ServerFactory) -> None:
     client.close()
     for wire, expected in BAD_INPUT:
         assert raw_exchange(server.port, wire) == expected
+
+
+def test_a_client_that_never_reads_does_not_stall_the_others(kv_server: Server) -> None:
+    value = b"v" * 100_000
+    with connect(kv_server.port, rcvbuf=64 * 1024) as hog, connect(kv_server.port) as other:
+        hog.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$100000\r\n" + value + b"\r\n")
+        assert recv_exactly(hog, 5) == b"+OK\r\n"
+        hog.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 400)  # 40 MB of replies nobody reads
+        for _ in range(20):
+            other.sendall(b"PING\r\n")
+            assert recv_exactly(other, 7) == b"+PONG\r\n"
+        other.sendall(b"*2\r\n$6\r\nSTRLEN\r\n$3\r\nbig\r\n")
+        assert recv_exactly(other, 9) == b":100000\r\n"

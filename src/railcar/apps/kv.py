@@ -102,6 +102,21 @@ class KvHandler(Handler):
             self._serve(conn, session)
 
     def _serve(self, conn: Conn, session: _Session) -> None:
+        while True:
+            out, more = self._run_batch(session)
+            if out:
+                conn.write(out)  # outside the lock: a blocking write (threads engine) stalls no one else
+            if session.stopped:
+                conn.close()
+                return
+            if not more or not conn.writable:
+                return  # done, or the rest waits in the parser until on_writable
+
+    def _run_batch(self, session: _Session) -> tuple[bytearray, bool]:
+        """Run requests until the parser has none complete or the replies pass FLUSH_AT.
+
+        Returns the encoded replies and whether requests may remain.
+        """
         client, parser = session.client, session.parser
         kv = self.kv
         execute = client.execute
@@ -119,29 +134,22 @@ class KvHandler(Handler):
                     except RespProtocolError as exc:
                         encode_reply(Error(f"ERR {exc}"), out, client.resp3)
                         session.stopped = True
-                        break
+                        return out, False
                     if args is None:
-                        break
+                        return out, False
                     if not args:
                         continue  # an empty array or a blank inline line: Redis skips it
                     encode_reply(execute(args), out, client.resp3)
                     served += 1
                     if client.closing:
                         session.stopped = True
-                        break
+                        return out, False
                     if not authenticated and client.authenticated:
                         parser.authenticated = authenticated = True  # Redis's looser limits from now on
                     if len(out) >= FLUSH_AT:
-                        conn.write(out)
-                        out = bytearray()
-                        if not conn.writable:
-                            return  # the rest waits in the parser until on_writable
+                        return out, True
             finally:
                 kv.commands_processed += served
-        if out:
-            conn.write(out)
-        if session.stopped:
-            conn.close()
 
     def on_close(self, conn: Conn, exc: BaseException | None) -> None:
         """Forget the connection's session and its WATCHes."""
