@@ -200,7 +200,10 @@ def serve_kv(
     from railcar.apps.kv import KvHandler  # noqa: PLC0415 - keep CLI start-up light
 
     handler = KvHandler(requirepass=requirepass, parser=parser)
-    run_until_signalled(create_server(handler, engine, host=host, port=port, unix=unix), deadline)
+    try:
+        run_until_signalled(create_server(handler, engine, host=host, port=port, unix=unix), deadline)
+    finally:
+        handler.close()
 
 
 @cli.group(

@@ -256,3 +256,14 @@ def test_a_client_that_never_reads_does_not_stall_the_others(kv_server: Server) 
             assert recv_exactly(other, 7) == b"+PONG\r\n"
         other.sendall(b"*2\r\n$6\r\nSTRLEN\r\n$3\r\nbig\r\n")
         assert recv_exactly(other, 9) == b":100000\r\n"
+
+
+def test_expired_keys_go_away_on_an_idle_server(kv_server: Server, r: redis.Redis) -> None:
+    for index in range(50):
+        r.set(f"short:{index}", "v", px=20)
+    r.set("kept", "v")
+    handler = kv_server.handler
+    assert isinstance(handler, KvHandler)
+    db = handler.kv.store.dbs[0]
+    assert wait_until(lambda: len(db.data) == 1)  # nobody read them: the background sweep did
+    assert list(db.data) == [b"kept"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Final
 
 from railcar.engine.api import Conn, Handler, Server
@@ -32,6 +33,8 @@ log = logging.getLogger("railcar.kv")
 
 #: Replies are written early once a read's output reaches this many bytes.
 FLUSH_AT: Final = 256 * 1024
+#: How often the background sweep looks for expired keys (Redis's default hz is 10).
+SWEEP_EVERY: Final = 0.1
 #: Redis's client-query-buffer-limit: a client with more unparsed request bytes is closed.
 MAX_QUERY_BUFFER: Final = 1 << 30
 
@@ -63,9 +66,24 @@ class KvHandler(Handler):
         self.max_query_buffer = max_query_buffer
         self.parser = parser
         self.lock = threading.Lock()
+        self.closed = threading.Event()
 
     def on_start(self, server: Server) -> None:
-        """Nothing to set up: the store exists from the start."""
+        """Start the background sweep of expired keys (for a server no client is talking to)."""
+        sweeper = threading.Thread(
+            target=_sweep, args=(weakref.ref(self),), name="railcar-kv-expire", daemon=True
+        )
+        sweeper.start()
+
+    def close(self) -> None:
+        """Stop the background sweep (it also stops once the handler is garbage)."""
+        self.closed.set()
+
+    def sweep(self) -> int:
+        """Delete expired keys by sampling, as a read's work does; return how many."""
+        with self.lock:
+            self.kv.store.tick()
+            return self.kv.store.active_expire()
 
     def on_open(self, conn: Conn) -> None:
         """Give the connection its session and request parser."""
@@ -157,3 +175,22 @@ class KvHandler(Handler):
         if session is not None:
             with self.lock:
                 session.client.close()
+
+
+def _sweep(handler_ref: weakref.ref[KvHandler]) -> None:
+    """Every SWEEP_EVERY s, expire keys nobody reads; ends with the handler.
+
+    Holds only a weak reference, so a server dropped without ``close`` ends the thread too.
+    """
+    while True:
+        handler = handler_ref()
+        if handler is None or handler.closed.is_set():
+            return
+        try:
+            handler.sweep()
+        except Exception:  # the sweep must outlive a bug in one pass
+            log.exception("expiry sweep failed")
+        closed = handler.closed
+        del handler
+        if closed.wait(SWEEP_EVERY):
+            return
