@@ -20,6 +20,7 @@ from railcar.engine.api import Conn, Handler, Server
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
 from railcar.proto.resp import (
+    OK,
     Error,
     HiredisRequestParser,
     QueryBufferOverflow,
@@ -135,39 +136,77 @@ class KvHandler(Handler):
 
         Returns the encoded replies and whether requests may remain.
         """
-        client, parser = session.client, session.parser
-        kv = self.kv
-        execute = client.execute
-        next_command = parser.next_command
-        authenticated = parser.authenticated
         out = bytearray()
-        served = 0
         with self.lock:
-            kv.store.tick()
-            kv.store.active_expire()
-            try:
-                while True:
-                    try:
-                        args = next_command()
-                    except RespProtocolError as exc:
-                        encode_reply(Error(f"ERR {exc}"), out, client.resp3)
-                        session.stopped = True
-                        return out, False
-                    if args is None:
-                        return out, False
-                    if not args:
-                        continue  # an empty array or a blank inline line: Redis skips it
-                    encode_reply(execute(args), out, client.resp3)
-                    served += 1
-                    if client.closing:
-                        session.stopped = True
-                        return out, False
-                    if not authenticated and client.authenticated:
-                        parser.authenticated = authenticated = True  # Redis's looser limits from now on
-                    if len(out) >= FLUSH_AT:
-                        return out, True
-            finally:
-                kv.commands_processed += served
+            store = self.kv.store
+            store.tick()
+            store.active_expire()
+            parser = session.parser
+            while True:
+                if type(parser) is HiredisRequestParser:
+                    batch = parser.take_ready()
+                    if batch:
+                        more = self._run_parsed(session, batch, out)
+                        if more is not None:
+                            return out, more
+                        continue
+                done = self._run_one(session, out)
+                if done is not None:
+                    return out, done
+
+    def _run_parsed(self, session: _Session, batch: list[list[bytes]], out: bytearray) -> bool | None:
+        """Run the requests hiredis parsed: None when all ran, else whether requests may remain."""
+        client = session.client
+        execute = client.execute
+        served = 0
+        try:
+            for index, args in enumerate(batch):
+                if not args:
+                    continue  # an empty array: Redis skips it
+                reply = execute(args)
+                served += 1
+                # The most common replies inline (the same in RESP2 and RESP3); the rest through the encoder.
+                if type(reply) is bytes:
+                    out += b"$%d\r\n" % len(reply)
+                    out += reply
+                    out += b"\r\n"
+                elif reply is OK:
+                    out += b"+OK\r\n"
+                else:
+                    encode_reply(reply, out, client.resp3)
+                if client.closing:
+                    session.stopped = True
+                    return False
+                if len(out) >= FLUSH_AT:
+                    session.parser.put_back(batch[index + 1 :])  # type: ignore[union-attr]
+                    return True
+            return None
+        finally:
+            self.kv.commands_processed += served
+
+    def _run_one(self, session: _Session, out: bytearray) -> bool | None:
+        """Run the next request the parser completes: None if it ran, else whether requests may remain."""
+        client, parser = session.client, session.parser
+        try:
+            args = parser.next_command()
+        except RespProtocolError as exc:
+            encode_reply(Error(f"ERR {exc}"), out, client.resp3)
+            session.stopped = True
+            return False
+        if args is None:
+            return False
+        if not args:
+            return None  # an empty array or a blank inline line: Redis skips it
+        encode_reply(client.execute(args), out, client.resp3)
+        self.kv.commands_processed += 1
+        if client.closing:
+            session.stopped = True
+            return False
+        if not parser.authenticated and client.authenticated:
+            parser.authenticated = True  # Redis's looser limits from now on
+        if len(out) >= FLUSH_AT:
+            return True
+        return None
 
     def on_close(self, conn: Conn, exc: BaseException | None) -> None:
         """Forget the connection's session and its WATCHes."""

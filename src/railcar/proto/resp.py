@@ -360,6 +360,25 @@ class HiredisRequestParser:
             self._next = 0
         self._ready += ready
 
+    def take_ready(self) -> list[Command]:
+        """Every request hiredis has parsed and not yet returned, at once (the caller runs them in order).
+
+        Requests the caller does not run must be handed back with ``put_back``.
+        """
+        ready = self._ready
+        if self._next:
+            del ready[: self._next]
+            self._next = 0
+        self._ready = []
+        return ready
+
+    def put_back(self, commands: list[Command]) -> None:
+        """Return requests taken with ``take_ready`` and not run, to be returned first."""
+        if commands:
+            self._ready[: self._next] = []
+            self._next = 0
+            self._ready[:0] = commands
+
     def _fall_back(self, chunk: bytes) -> None:
         """Not plain arrays of bulk strings: the Python parser decides, from the same boundary."""
         self._reader = _hiredis.Reader()
