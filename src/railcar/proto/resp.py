@@ -335,7 +335,7 @@ class HiredisRequestParser:
         try:
             while (command := reader.gets()) is not False:
                 ready.append(command)
-        except _hiredis.ProtocolError:
+        except Exception:  # noqa: BLE001 - ProtocolError, or TypeError for a list as a map key: Python decides
             self._fall_back(chunk)
             return
         # hiredis says neither how far it read nor whether it holds part of a request (it may
@@ -344,7 +344,7 @@ class HiredisRequestParser:
         reader.feed(_SENTINEL)
         try:
             whole = reader.gets() == []
-        except _hiredis.ProtocolError:
+        except Exception:  # noqa: BLE001 - whatever hiredis makes of it, it held something
             whole = False
         if not whole:
             self._reader = _hiredis.Reader()
