@@ -17,6 +17,7 @@ import weakref
 from typing import Final
 
 from railcar.engine.api import Conn, Handler, Server
+from railcar.kv.aof import FSYNC_POLICIES, AppendOnlyFile, Fsync, replay
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
 from railcar.proto.resp import (
@@ -60,10 +61,19 @@ class KvHandler(Handler):
         requirepass: str | None = None,
         max_query_buffer: int = MAX_QUERY_BUFFER,
         parser: str = "auto",
+        appendonly: str | None = None,
+        appendfsync: Fsync = "everysec",
     ) -> None:
+        """Raises ValueError for an unknown parser or fsync policy, AofError for a damaged AOF."""
         if parser not in ("auto", "python", "hiredis"):
             raise ValueError(f"parser must be auto, python or hiredis, not {parser!r}")
+        if appendfsync not in FSYNC_POLICIES:
+            raise ValueError(f"appendfsync must be one of {', '.join(FSYNC_POLICIES)}, not {appendfsync!r}")
         self.kv = server if server is not None else KvServer(requirepass=requirepass)
+        if appendonly is not None:
+            report = replay(appendonly, self.kv)
+            log.info("append-only file %s: %d commands replayed", appendonly, report.commands)
+            self.kv.open_aof(AppendOnlyFile(appendonly, appendfsync, db=report.db))
         self.max_query_buffer = max_query_buffer
         self.parser = parser
         self.lock = threading.Lock()
@@ -77,14 +87,20 @@ class KvHandler(Handler):
         sweeper.start()
 
     def close(self) -> None:
-        """Stop the background sweep (it also stops once the handler is garbage)."""
+        """Stop the background sweep (it also stops once the handler is garbage) and close the AOF."""
         self.closed.set()
+        with self.lock:
+            if self.kv.aof is not None:
+                self.kv.aof.close()
+                self.kv.aof = None
 
     def sweep(self) -> int:
         """Delete expired keys by sampling, as a read's work does; return how many."""
         with self.lock:
             self.kv.store.tick()
-            return self.kv.store.active_expire()
+            deleted = self.kv.store.active_expire()
+            self.kv.flush_aof()
+            return deleted
 
     def on_open(self, conn: Conn) -> None:
         """Give the connection its session and request parser."""
@@ -142,17 +158,22 @@ class KvHandler(Handler):
             store.tick()
             store.active_expire()
             parser = session.parser
-            while True:
-                if type(parser) is HiredisRequestParser:
-                    batch = parser.take_ready()
-                    if batch:
-                        more = self._run_parsed(session, batch, out)
-                        if more is not None:
-                            return out, more
-                        continue
-                done = self._run_one(session, out)
-                if done is not None:
-                    return out, done
+            try:
+                while True:
+                    if type(parser) is HiredisRequestParser:
+                        batch = parser.take_ready()
+                        if batch:
+                            more = self._run_parsed(session, batch, out)
+                            if more is not None:
+                                return out, more
+                            continue
+                    done = self._run_one(session, out)
+                    if done is not None:
+                        return out, done
+            finally:
+                # The batch's changes reach the file (and the disk, under appendfsync always)
+                # before any of its replies is sent: one write and one fsync for all of them.
+                self.kv.flush_aof()
 
     def _run_parsed(self, session: _Session, batch: list[list[bytes]], out: bytearray) -> bool | None:
         """Run the requests hiredis parsed: None when all ran, else whether requests may remain."""

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from railcar.kv import replies
-from railcar.kv.table import FAST, NOAUTH, NOMULTI, TABLE, Command
+from railcar.kv.table import FAST, NOAUTH, NOMULTI, TABLE, WRITE, Command
 from railcar.proto.resp import NULL_ARRAY, OK, QUEUED, Error
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class Client:
         "name",
         "peer",
         "resp3",
+        "rewrite",
         "server",
         "watch_dirty",
         "watching",
@@ -52,11 +53,13 @@ class Client:
         self.watching: set[tuple[int, bytes]] = set()
         self.watch_dirty = False
         self.closing = False  # QUIT: close once the reply is sent
+        #: Set by a command whose change replays differently from its own words (see kv/aof.py).
+        self.rewrite: list[list[bytes]] | None = None
 
     def execute(self, args: list[bytes]) -> Any:
         """Run one request (a non-empty list of words) and return its reply."""
         fast = FAST.get(args[0])
-        if fast is not None and self.multi is None and self.authenticated:
+        if fast is not None and self.multi is None and self.authenticated and self.server.aof is None:
             fn, least, most = fast
             if least <= len(args) <= most:
                 try:
@@ -89,11 +92,25 @@ class Client:
         return self._run(entry, args)
 
     def _run(self, entry: Command, args: list[bytes]) -> Any:
+        server = self.server
+        if server.aof is None or WRITE not in entry.flags:
+            try:
+                return entry.fn(self, args)
+            except Exception:  # a bug in one command must not take the connection or the server down
+                log.exception("command %s failed", entry.name)
+                return Error(f"ERR internal error in '{entry.name}'")
+        store = server.store
+        before = store.dirty
+        self.rewrite = None
+        db = self.db.index  # a command runs in the database selected when it starts
         try:
-            return entry.fn(self, args)
-        except Exception:  # a bug in one command must not take the connection or the server down
+            reply = entry.fn(self, args)
+        except Exception:
             log.exception("command %s failed", entry.name)
-            return Error(f"ERR internal error in '{entry.name}'")
+            reply = Error(f"ERR internal error in '{entry.name}'")
+        if store.dirty != before:
+            server.propagate(db, self.rewrite if self.rewrite is not None else [args])
+        return reply
 
     def _reject(self, error: Error, entry: Command | None = None) -> Error:
         if entry is not None and entry.name == "exec":  # Redis aborts the transaction and says why
@@ -125,7 +142,15 @@ class Client:
             return replies.EXECABORT
         if dirty:
             return NULL_ARRAY
-        return [self._run(entry, args) for entry, args in queued]
+        aof = self.server.aof
+        if aof is None:
+            return [self._run(entry, args) for entry, args in queued]
+        # The transaction's changes go to the file inside MULTI/EXEC, so that replaying a file
+        # cut in the middle of them applies none.
+        mark = aof.mark()
+        results = [self._run(entry, args) for entry, args in queued]
+        aof.wrap_transaction(mark)
+        return results
 
     def discard(self) -> None:
         """Forget the transaction and every WATCH."""

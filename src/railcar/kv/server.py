@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from railcar.kv import commands  # noqa: F401 - registers every command in the table
+from railcar.kv.aof import AppendOnlyFile
 from railcar.kv.client import Client
 from railcar.kv.store import Store
 
@@ -23,6 +24,7 @@ class KvServer:
         self.clients: dict[int, Client] = {}
         self._ids = itertools.count(1)
         self.commands_processed = 0
+        self.aof: AppendOnlyFile | None = None
         self.connections_received = 0
         self.config: dict[bytes, bytes] = {
             b"save": b"",
@@ -34,6 +36,26 @@ class KvServer:
             b"proto-max-bulk-len": b"536870912",
             b"requirepass": self.requirepass or b"",
         }
+
+    def open_aof(self, aof: AppendOnlyFile) -> None:
+        """From now on, record every change in ``aof`` (after replaying it: ``aof.replay``)."""
+        self.aof = aof
+        self.store.expired_hook = self._expired
+
+    def _expired(self, db: int, key: bytes) -> None:
+        if self.aof is not None:
+            self.aof.record(db, [b"DEL", key])
+
+    def propagate(self, db: int, records: list[list[bytes]]) -> None:
+        """Record the commands that made a change (none without an append-only file)."""
+        if self.aof is not None:
+            for args in records:
+                self.aof.record(db, args)
+
+    def flush_aof(self) -> None:
+        """Write the changes recorded since the last flush (fsync per policy); raises AofError."""
+        if self.aof is not None:
+            self.aof.flush()
 
     def new_client(self, peer: Any = None) -> Client:
         """A session for a new connection."""

@@ -63,10 +63,17 @@ class Database:
         value = self.data.get(key)
         if value is not None and self.expires:
             when = self.expires.get(key)
-            if when is not None and self.store.now > when:
-                self.delete(key)
+            if when is not None and self.store.now > when and not self.store.loading:
+                self.expire_now(key)
                 return None
         return value
+
+    def expire_now(self, key: bytes) -> None:
+        """Delete a key whose time has passed, and tell the expiry hook (the AOF logs a DEL)."""
+        self.delete(key)
+        hook = self.store.expired_hook
+        if hook is not None:
+            hook(self.index, key)
 
     def set(self, key: bytes, value: Value, keep_ttl: bool = False) -> None:
         """Store ``value`` under ``key``, dropping its TTL unless ``keep_ttl``."""
@@ -79,6 +86,7 @@ class Database:
         else:
             store.used += size - (len(old) if type(old) is bytes else value_size(old))
         data[key] = value
+        store.dirty += 1
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
         if store.watchers:
@@ -96,6 +104,7 @@ class Database:
         else:
             store.used += len(value) - value_size(old)
         data[key] = value
+        store.dirty += 1
         if self.expires:
             self.expires.pop(key, None)
         if store.watchers:
@@ -107,6 +116,7 @@ class Database:
         if old is None:
             return False
         store = self.store
+        store.dirty += 1
         store.used -= len(key) + KEY_OVERHEAD + value_size(old)
         if self.expires:
             self.expires.pop(key, None)
@@ -118,6 +128,7 @@ class Database:
         """Account for a container value changed in place by ``delta`` bytes, and tell watchers."""
         store = self.store
         store.used += delta
+        store.dirty += 1
         if store.watchers:
             store.touch(self.index, key)
 
@@ -128,6 +139,7 @@ class Database:
     def set_expire(self, key: bytes, when: int) -> None:
         """Give an existing key the absolute expiry ``when`` (ms)."""
         self.expires[key] = when
+        self.store.dirty += 1
         if self.store.watchers:
             self.store.touch(self.index, key)
 
@@ -135,6 +147,7 @@ class Database:
         """Drop the TTL of ``key``; True if it had one."""
         if self.expires.pop(key, None) is None:
             return False
+        self.store.dirty += 1
         if self.store.watchers:
             self.store.touch(self.index, key)
         return True
@@ -146,6 +159,7 @@ class Database:
             for key in list(self.data):
                 store.touch(self.index, key)
         store.used -= sum(len(k) + KEY_OVERHEAD + value_size(v) for k, v in self.data.items())
+        store.dirty += 1
         self.data = {}
         self.expires = {}
 
@@ -159,7 +173,7 @@ class Database:
         deleted = 0
         for key in keys:
             if expires[key] < now:
-                self.delete(key)
+                self.expire_now(key)
                 deleted += 1
         return len(keys), deleted
 
@@ -171,10 +185,15 @@ class Store:
         self.clock = clock
         self.now = int(clock() * 1000)
         self.used = 0  # estimated bytes held by keys and values
+        self.dirty = 0  # changes made so far (Redis's server.dirty): a command that moved it wrote
         self.dbs = [Database(self, index) for index in range(databases)]
         #: (db index, key) → clients watching it; each is told by ``touch`` when the key changes.
         self.watchers: dict[tuple[int, bytes], set[Any]] = {}
         self.config: dict[bytes, bytes] = {}
+        #: Replaying an append-only file: no key expires (as in Redis), so replay gives back the same state.
+        self.loading = False
+        #: Called with (db index, key) for every key deleted because its time passed.
+        self.expired_hook: Any = None
         self._rng = random.Random()
         self._next_sweep = 0.0
 
@@ -190,7 +209,7 @@ class Store:
     def active_expire(self, budget: float = 0.001, every: float = 0.1) -> int:
         """Sweep expired keys by sampling at most every ``every`` s for ``budget`` s; return deletions."""
         start = time.monotonic()
-        if start < self._next_sweep:
+        if start < self._next_sweep or self.loading:
             return 0
         self._next_sweep = start + every
         deleted = 0

@@ -56,10 +56,12 @@ def _expire(client: Client, args: list[bytes], name: str, seconds: bool, absolut
             return 0
         if flags & _LT and current is not None and when >= current:
             return 0
-    if when <= now:
+    if when <= now and not client.server.store.loading:  # a time already past deletes (not on replay)
         db.delete(key)
+        client.rewrite = [[b"DEL", key]]
     else:
         db.set_expire(key, when)
+        client.rewrite = [[b"PEXPIREAT", key, b"%d" % when]]  # relative times replay wrong
     return 1
 
 

@@ -167,6 +167,7 @@ def spop(client: Client, args: list[bytes]) -> Any:
         return None if count is None else set()
     chosen = random.sample(list(members), min(count if count is not None else 1, len(members)))
     members.difference_update(chosen)
+    client.rewrite = [[b"SREM", key, *chosen]]  # the draw is random: replay what it drew
     if members:
         client.db.grew(key, -sum(len(m) + ELEMENT_OVERHEAD for m in chosen))
     else:

@@ -106,11 +106,12 @@ def set_(client: Client, args: list[bytes]) -> Any:
 
 
 def _set(client: Client, key: bytes, value: bytes, flags: int, expire: bytes | None, name: str) -> Any:
-    when = None
+    when: int | None = None
     if expire is not None:
-        when = expire_at_ms(client, expire, flags, name)
-        if type(when) is Error:
-            return when
+        parsed = expire_at_ms(client, expire, flags, name)
+        if isinstance(parsed, Error):
+            return parsed
+        when = parsed
     db = client.db
     old = None
     if flags & _GET:
@@ -123,7 +124,8 @@ def _set(client: Client, key: bytes, value: bytes, flags: int, expire: bytes | N
             return old if flags & _GET else None
     db.set(key, value, keep_ttl=bool(flags & _KEEPTTL))
     if when is not None:
-        db.set_expire(key, when)  # type: ignore[arg-type]
+        db.set_expire(key, when)
+        client.rewrite = [[b"SET", key, value, b"PXAT", b"%d" % when]]  # a relative time replays wrong
     return old if flags & _GET else OK
 
 
@@ -141,14 +143,17 @@ def getex(client: Client, args: list[bytes]) -> Any:
     db = client.db
     if expire is not None:
         when = expire_at_ms(client, expire, flags, "getex")
-        if type(when) is Error:
+        if isinstance(when, Error):
             return when
-        if flags & (_EXAT | _PXAT) and when <= client.server.store.now:  # type: ignore[operator]
+        if flags & (_EXAT | _PXAT) and when <= client.server.store.now:
             db.delete(key)
+            client.rewrite = [[b"DEL", key]]
         else:
-            db.set_expire(key, when)  # type: ignore[arg-type]
+            db.set_expire(key, when)
+            client.rewrite = [[b"PEXPIREAT", key, b"%d" % when]]
     elif flags & _PERSIST:
         db.persist(key)
+        client.rewrite = [[b"PERSIST", key]]
     return value
 
 
