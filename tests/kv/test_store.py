@@ -174,3 +174,15 @@ def test_random_members_and_fields() -> None:
     assert isinstance(pairs, list)
     assert dict(zip(pairs[::2], pairs[1::2], strict=True)) == {b"f": b"v", b"g": b"w"}
     assert run(client, "HRANDFIELD", "missing", "3") == []
+
+
+def test_config_set_requirepass_takes_effect_for_new_connections() -> None:
+    server, client, _ = session()
+    assert run(client, "CONFIG", "SET", "requirepass", "pw") is OK
+    assert run(client, "GET", "k") is None  # this connection stays authenticated, as in Redis
+    newcomer = server.new_client()
+    assert run(newcomer, "GET", "k") == Error("NOAUTH Authentication required.")
+    assert run(newcomer, "AUTH", "pw") is OK
+    assert run(client, "CONFIG", "SET", "requirepass", "") is OK
+    assert run(server.new_client(), "GET", "k") is None
+    assert isinstance(run(client, "CONFIG", "SET", "appendfsync", "sometimes"), Error)

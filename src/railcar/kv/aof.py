@@ -67,6 +67,17 @@ class AppendOnlyFile:
             )
             self._syncer.start()
 
+    def set_fsync(self, fsync: str) -> None:
+        """Change the fsync policy (CONFIG SET appendfsync); raises ValueError for an unknown one."""
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"appendfsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        self.fsync = fsync  # type: ignore[assignment]
+        if fsync == "everysec" and self._syncer is None:
+            self._syncer = threading.Thread(
+                target=self._sync_every_second, name="railcar-aof-fsync", daemon=True
+            )
+            self._syncer.start()
+
     def record(self, db: int, args: list[bytes]) -> None:
         """Queue one command for database ``db`` (with a SELECT first when the file is on another)."""
         if db != self.db:

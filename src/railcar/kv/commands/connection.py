@@ -210,11 +210,24 @@ def config_get(client: Client, args: list[bytes]) -> Any:
 
 @command("config|set", -4)
 def config_set(client: Client, args: list[bytes]) -> Any:
-    """CONFIG SET name value [name value ...]: kept and echoed by CONFIG GET."""
+    """CONFIG SET name value [name value ...]: requirepass and appendfsync act; CONFIG GET echoes all."""
     if len(args) % 2:
         return replies.wrong_arity("config|set")
-    for index in range(2, len(args), 2):
-        client.server.config[args[index].lower()] = args[index + 1]
+    server = client.server
+    settings = {args[index].lower(): args[index + 1] for index in range(2, len(args), 2)}
+    fsync = settings.get(b"appendfsync")
+    if fsync is not None and fsync.lower() not in (b"always", b"everysec", b"no"):
+        return Error(
+            "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - argument(s) must be one of "
+            "the following: everysec, always, no"
+        )
+    for name, value in settings.items():
+        server.config[name] = value
+    if b"requirepass" in settings:
+        # As in Redis: connections already authenticated stay so; new ones need the new password.
+        server.requirepass = settings[b"requirepass"] or None
+    if fsync is not None and server.aof is not None:
+        server.aof.set_fsync(fsync.lower().decode())
     return OK
 
 
