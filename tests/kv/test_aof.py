@@ -158,3 +158,37 @@ def test_random_sequences_replay_to_the_same_store(tmp_path: Path, requests: lis
     assert again.aof is not None
     again.aof.close()
     path.unlink()
+
+
+def test_bgrewriteaof_compacts_the_file_and_keeps_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "appendonly.aof"
+    server = open_server(path)
+    client = server.new_client()
+    run(server, client, *([[b"INCR", b"counter"]] * 500))
+    run(server, client, [b"RPUSH", b"list", *[b"item%d" % i for i in range(200)]], [b"SET", b"gone", b"x"])
+    run(
+        server, client, [b"HSET", b"hash", b"a", b"1", b"b", b"2"], [b"SADD", b"set", b"m"], [b"DEL", b"gone"]
+    )
+    run(server, client, [b"SELECT", b"5"], [b"SET", b"five", b"5", b"EX", b"1000"], [b"SELECT", b"0"])
+    grown = path.stat().st_size
+    assert server.aof is not None
+    assert run(server, client, [b"BGREWRITEAOF"])[0].text == "Background append only file rewriting started"
+    run(server, client, [b"INCR", b"counter"], [b"SELECT", b"3"], [b"SET", b"during", b"rewrite"])
+    assert server.aof.wait_rewrite(10)
+    run(server, client, [b"SET", b"after", b"rewrite"], [b"LPOP", b"list"])
+    assert server.aof.rewrites == 1
+    assert path.stat().st_size < grown
+    assert path.read_bytes().count(b"INCR") == 1  # the 500 before the rewrite became one SET
+    before = snapshot(server)
+    again = reopen(path, server)
+    assert snapshot(again) == before
+    assert again.aof is not None
+    again.aof.close()
+    check = subprocess.run([tool("redis-check-aof"), str(path)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_bgrewriteaof_without_a_file_is_refused() -> None:
+    server = KvServer()
+    reply = server.new_client().execute([b"BGREWRITEAOF"])
+    assert reply.text.startswith("ERR no append-only file")

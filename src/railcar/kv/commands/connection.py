@@ -11,7 +11,7 @@ from railcar.kv import replies
 from railcar.kv.args import parse_int
 from railcar.kv.glob import match
 from railcar.kv.table import NOAUTH, NOMULTI, TABLE, command, container
-from railcar.proto.resp import OK, PONG, Error, Verbatim
+from railcar.proto.resp import OK, PONG, Error, Simple, Verbatim
 
 if TYPE_CHECKING:
     from railcar.kv.client import Client
@@ -320,3 +320,18 @@ def unwatch(client: Client, args: list[bytes]) -> Any:
     """UNWATCH."""
     client.unwatch()
     return OK
+
+
+@command("bgrewriteaof", 1)
+def bgrewriteaof(client: Client, args: list[bytes]) -> Any:
+    """BGREWRITEAOF: rewrite the append-only file from the store, in the background."""
+    from railcar.kv.aof import snapshot_of  # noqa: PLC0415 - aof imports the server, which imports this
+
+    aof = client.server.aof
+    if aof is None:
+        return Error("ERR no append-only file to rewrite: start the server with --appendonly PATH")
+    if aof.rewriting:
+        return Error("ERR Background append only file rewriting already in progress")
+    aof.flush()  # what ran before is in the snapshot: it must not be in the rewrite's buffer too
+    aof.start_rewrite(snapshot_of(client.server))
+    return Simple("Background append only file rewriting started")
