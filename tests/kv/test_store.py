@@ -5,7 +5,7 @@ from __future__ import annotations
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
 from railcar.kv.store import Store
-from railcar.proto.resp import NULL_ARRAY, OK, QUEUED, Error
+from railcar.proto.resp import NULL_ARRAY, OK, QUEUED, Error, Verbatim
 
 
 class Clock:
@@ -186,3 +186,21 @@ def test_config_set_requirepass_takes_effect_for_new_connections() -> None:
     assert run(client, "CONFIG", "SET", "requirepass", "") is OK
     assert run(server.new_client(), "GET", "k") is None
     assert isinstance(run(client, "CONFIG", "SET", "appendfsync", "sometimes"), Error)
+
+
+def test_info_sections() -> None:
+    _, client, _ = session()
+    run(client, "SET", "k", "v")
+    text = run(client, "INFO")
+    assert isinstance(text, Verbatim)
+    for needle in (
+        b"redis_version:7.0.15",
+        b"connected_clients:1",
+        b"used_memory:",
+        b"aof_enabled:0",
+        b"db0:keys=1",
+    ):
+        assert needle in text.data
+    only = run(client, "INFO", "keyspace")
+    assert isinstance(only, Verbatim)
+    assert only.data.startswith(b"# Keyspace")

@@ -171,6 +171,14 @@ def _info(client: Client, sections: set[str]) -> bytes:
         parts.append(f"# Clients\r\nconnected_clients:{len(server.clients)}\r\n")
     if every or "memory" in sections:
         parts.append(f"# Memory\r\nused_memory:{store.used}\r\nmaxmemory:0\r\n")
+    if every or "persistence" in sections:
+        aof = server.aof
+        parts.append(
+            "# Persistence\r\nloading:0\r\n"
+            f"aof_enabled:{int(aof is not None)}\r\n"
+            f"aof_rewrite_in_progress:{int(aof is not None and aof.rewriting)}\r\n"
+            f"aof_rewrites:{aof.rewrites if aof is not None else 0}\r\n"
+        )
     if every or "stats" in sections:
         parts.append(
             "# Stats\r\n"
@@ -189,7 +197,7 @@ def _info(client: Client, sections: set[str]) -> bytes:
 
 @command("info", -1)
 def info(client: Client, args: list[bytes]) -> Any:
-    """INFO [section ...]: server, clients, memory, stats and keyspace."""
+    """INFO [section ...]: server, clients, memory, persistence, stats and keyspace."""
     return Verbatim(_info(client, {arg.decode("utf-8", "replace").lower() for arg in args[1:]}))
 
 
