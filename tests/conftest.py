@@ -9,6 +9,7 @@ import pytest
 from hypothesis import settings
 
 from railcar import ENGINES, Handler, Server, create_server
+from railcar.bench.external import redis_server
 from railcar.limits import raise_open_file_limit
 
 raise_open_file_limit()
@@ -41,3 +42,10 @@ def serve(engine: str) -> Iterator[ServerFactory]:
     yield start
     for server in servers:
         server.stop(deadline=1.0)
+
+
+@pytest.fixture(scope="session")
+def redis_port() -> Iterator[int]:
+    """A real redis-server (no persistence) on a free loopback port; missing, it fails naming its install."""
+    with redis_server() as (port, _pid):
+        yield port

@@ -262,6 +262,60 @@ def serve_reqrep(
     run_until_signalled(server, deadline)
 
 
+@serve.command("kv")
+@click.option(
+    "--requirepass",
+    metavar="PASSWORD",
+    help="Require AUTH with this password before other commands (Redis's option of the same name).",
+)
+@click.option(
+    "--appendonly",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="Append-only file: replayed at start, every change appended (Redis's format, for redis-check-aof).",
+)
+@click.option(
+    "--appendfsync",
+    type=click.Choice(["always", "everysec", "no"]),
+    default="everysec",
+    show_default=True,
+    help="always: reply once changes are on disk; everysec: fsync once a second; no: when the kernel does.",
+)
+@click.option(
+    "--parser",
+    type=click.Choice(["auto", "hiredis", "python"]),
+    default="auto",
+    show_default=True,
+    help="RESP request parser: hiredis (C) where installed, or the pure-Python one.",
+)
+@listen_options(default_port=6379)
+def serve_kv(
+    requirepass: str | None,
+    appendonly: str | None,
+    appendfsync: str,
+    parser: str,
+    engine: str,
+    host: str,
+    port: int,
+    unix: str | None,
+    deadline: float,
+) -> None:
+    """A Redis-compatible key-value server (RESP2/3): strings, keys, expiry, lists, hashes, sets, MULTI."""
+    from railcar.apps.kv import KvHandler  # noqa: PLC0415 - keep CLI start-up light
+    from railcar.kv.aof import Fsync  # noqa: PLC0415
+
+    handler = KvHandler(
+        requirepass=requirepass,
+        parser=parser,
+        appendonly=appendonly,
+        appendfsync=cast(Fsync, appendfsync),
+    )
+    try:
+        run_until_signalled(create_server(handler, engine, host=host, port=port, unix=unix), deadline)
+    finally:
+        handler.close()
+
+
 @cli.group(
     cls=_LazyGroup,
     lazy={

@@ -1,0 +1,256 @@
+"""The key–value server: RESP requests from any engine run against one shared store.
+
+Each read is parsed (``proto/resp``), its requests run in order against the store
+(``kv``), and their replies encoded into one buffer written once.  Only when that buffer
+passes ``FLUSH_AT`` is it written early; if the connection then stops taking output
+(over the engine's high-water mark), the requests still unparsed wait in the parser
+until ``on_writable``, so a pipeline of large replies never grows the server's memory past
+the engine's bound.  One lock serialises the store, which the ``threads`` engine reaches
+from a thread per connection (uncontended on the event-loop engines).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Final
+
+from railcar.engine.api import Conn, Handler, Server
+from railcar.kv.aof import FSYNC_POLICIES, AppendOnlyFile, Fsync, replay
+from railcar.kv.client import Client
+from railcar.kv.server import KvServer
+from railcar.proto.resp import (
+    OK,
+    Error,
+    HiredisRequestParser,
+    QueryBufferOverflow,
+    RequestParser,
+    RespProtocolError,
+    encode_reply,
+    new_parser,
+)
+
+log = logging.getLogger("railcar.kv")
+
+#: Replies are written early once a read's output reaches this many bytes.
+FLUSH_AT: Final = 256 * 1024
+#: How often the background sweep looks for expired keys (Redis's default hz is 10).
+SWEEP_EVERY: Final = 0.1
+#: Redis's client-query-buffer-limit: a client with more unparsed request bytes is closed.
+MAX_QUERY_BUFFER: Final = 1 << 30
+
+_STATE = "kv"
+
+
+class _Session:
+    __slots__ = ("client", "parser", "stopped")
+
+    def __init__(self, client: Client, parser: RequestParser | HiredisRequestParser) -> None:
+        self.client = client
+        self.parser = parser
+        self.stopped = False  # QUIT or a protocol error: answer what came before, then close
+
+
+class KvHandler(Handler):
+    """Serves Redis clients on any engine; ``server`` holds the store shared by every connection."""
+
+    def __init__(
+        self,
+        server: KvServer | None = None,
+        requirepass: str | None = None,
+        max_query_buffer: int = MAX_QUERY_BUFFER,
+        parser: str = "auto",
+        appendonly: str | None = None,
+        appendfsync: Fsync = "everysec",
+    ) -> None:
+        """Raises ValueError for an unknown parser or fsync policy, AofError for a damaged AOF."""
+        if parser not in ("auto", "python", "hiredis"):
+            raise ValueError(f"parser must be auto, python or hiredis, not {parser!r}")
+        if appendfsync not in FSYNC_POLICIES:
+            raise ValueError(f"appendfsync must be one of {', '.join(FSYNC_POLICIES)}, not {appendfsync!r}")
+        self.kv = server if server is not None else KvServer(requirepass=requirepass)
+        if appendonly is not None:
+            report = replay(appendonly, self.kv)
+            log.info("append-only file %s: %d commands replayed", appendonly, report.commands)
+            self.kv.open_aof(AppendOnlyFile(appendonly, appendfsync, db=report.db))
+        self.max_query_buffer = max_query_buffer
+        self.parser = parser
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+
+    def on_start(self, server: Server) -> None:
+        """Start the background sweep of expired keys (for a server no client is talking to)."""
+        sweeper = threading.Thread(
+            target=_sweep, args=(weakref.ref(self),), name="railcar-kv-expire", daemon=True
+        )
+        sweeper.start()
+
+    def close(self) -> None:
+        """Stop the background sweep (it also stops once the handler is garbage) and close the AOF."""
+        self.closed.set()
+        with self.lock:
+            if self.kv.aof is not None:
+                self.kv.aof.close()
+                self.kv.aof = None
+
+    def sweep(self) -> int:
+        """Delete expired keys by sampling, as a read's work does; return how many."""
+        with self.lock:
+            self.kv.store.tick()
+            deleted = self.kv.store.active_expire()
+            self.kv.flush_aof()
+            return deleted
+
+    def on_open(self, conn: Conn) -> None:
+        """Give the connection its session and request parser."""
+        with self.lock:
+            client = self.kv.new_client(conn.peer)
+        parser: RequestParser | HiredisRequestParser
+        if self.parser == "python":
+            parser = RequestParser(self.max_query_buffer)
+        elif self.parser == "hiredis":
+            parser = HiredisRequestParser(self.max_query_buffer)
+        else:
+            parser = new_parser(self.max_query_buffer)
+        parser.authenticated = client.authenticated
+        conn.context[_STATE] = _Session(client, parser)
+
+    def on_data(self, conn: Conn, data: memoryview) -> None:
+        """Parse ``data``, run the requests it completes and write their replies."""
+        session: _Session = conn.context[_STATE]
+        if session.stopped:
+            return  # closing: Redis reads nothing more from such a client
+        try:
+            session.parser.feed(data)
+        except QueryBufferOverflow as exc:
+            log.warning("closing client %s: %s", conn.peer, exc)
+            session.stopped = True
+            conn.abort()
+            return
+        self._serve(conn, session)
+
+    def on_writable(self, conn: Conn) -> None:
+        """Output drained: run the requests that waited for it."""
+        session: _Session | None = conn.context.get(_STATE)
+        if session is not None and not session.stopped:
+            self._serve(conn, session)
+
+    def _serve(self, conn: Conn, session: _Session) -> None:
+        while True:
+            out, more = self._run_batch(session)
+            if out:
+                conn.write(out)  # outside the lock: a blocking write (threads engine) stalls no one else
+            if session.stopped:
+                conn.close()
+                return
+            if not more or not conn.writable:
+                return  # done, or the rest waits in the parser until on_writable
+
+    def _run_batch(self, session: _Session) -> tuple[bytearray, bool]:
+        """Run requests until the parser has none complete or the replies pass FLUSH_AT.
+
+        Returns the encoded replies and whether requests may remain.
+        """
+        out = bytearray()
+        with self.lock:
+            store = self.kv.store
+            store.tick()
+            store.active_expire()
+            parser = session.parser
+            try:
+                while True:
+                    if type(parser) is HiredisRequestParser:
+                        batch = parser.take_ready()
+                        if batch:
+                            more = self._run_parsed(session, batch, out)
+                            if more is not None:
+                                return out, more
+                            continue
+                    done = self._run_one(session, out)
+                    if done is not None:
+                        return out, done
+            finally:
+                # The batch's changes reach the file (and the disk, under appendfsync always)
+                # before any of its replies is sent: one write and one fsync for all of them.
+                self.kv.flush_aof()
+
+    def _run_parsed(self, session: _Session, batch: list[list[bytes]], out: bytearray) -> bool | None:
+        """Run the requests hiredis parsed: None when all ran, else whether requests may remain."""
+        client = session.client
+        execute = client.execute
+        served = 0
+        try:
+            for index, args in enumerate(batch):
+                if not args:
+                    continue  # an empty array: Redis skips it
+                reply = execute(args)
+                served += 1
+                # The most common replies inline (the same in RESP2 and RESP3); the rest through the encoder.
+                if type(reply) is bytes:
+                    out += b"$%d\r\n" % len(reply)
+                    out += reply
+                    out += b"\r\n"
+                elif reply is OK:
+                    out += b"+OK\r\n"
+                else:
+                    encode_reply(reply, out, client.resp3)
+                if client.closing:
+                    session.stopped = True
+                    return False
+                if len(out) >= FLUSH_AT:
+                    session.parser.put_back(batch[index + 1 :])  # type: ignore[union-attr]
+                    return True
+            return None
+        finally:
+            self.kv.commands_processed += served
+
+    def _run_one(self, session: _Session, out: bytearray) -> bool | None:
+        """Run the next request the parser completes: None if it ran, else whether requests may remain."""
+        client, parser = session.client, session.parser
+        try:
+            args = parser.next_command()
+        except RespProtocolError as exc:
+            encode_reply(Error(f"ERR {exc}"), out, client.resp3)
+            session.stopped = True
+            return False
+        if args is None:
+            return False
+        if not args:
+            return None  # an empty array or a blank inline line: Redis skips it
+        encode_reply(client.execute(args), out, client.resp3)
+        self.kv.commands_processed += 1
+        if client.closing:
+            session.stopped = True
+            return False
+        if not parser.authenticated and client.authenticated:
+            parser.authenticated = True  # Redis's looser limits from now on
+        if len(out) >= FLUSH_AT:
+            return True
+        return None
+
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
+        """Forget the connection's session and its WATCHes."""
+        session: _Session | None = conn.context.get(_STATE)
+        if session is not None:
+            with self.lock:
+                session.client.close()
+
+
+def _sweep(handler_ref: weakref.ref[KvHandler]) -> None:
+    """Every SWEEP_EVERY s, expire keys nobody reads; ends with the handler.
+
+    Holds only a weak reference, so a server dropped without ``close`` ends the thread too.
+    """
+    while True:
+        handler = handler_ref()
+        if handler is None or handler.closed.is_set():
+            return
+        try:
+            handler.sweep()
+        except Exception:  # the sweep must outlive a bug in one pass
+            log.exception("expiry sweep failed")
+        closed = handler.closed
+        del handler
+        if closed.wait(SWEEP_EVERY):
+            return

@@ -1,0 +1,1 @@
+"""A Redis-compatible key–value store and its commands, independent of any wire or engine."""

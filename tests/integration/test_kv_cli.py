@@ -1,0 +1,121 @@
+"""``railcar serve kv`` as a user runs it, driven by a scripted redis-cli session like a real redis-server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from railcar import ENGINES
+from railcar.bench.external import tool
+
+SESSION = """\
+PING
+SET greeting "hello world"
+GET greeting
+APPEND greeting !
+STRLEN greeting
+SET n 41
+INCR n
+INCRBYFLOAT n 0.5
+GETSET n 0
+MSET a 1 b 2
+MGET a b nothing
+SETRANGE a 3 xyz
+GETRANGE a 0 -1
+EXPIRE a 100
+TTL a
+PERSIST a
+TTL a
+TYPE a
+RENAME a c
+EXISTS a c
+RPUSH list one two three
+LRANGE list 0 -1
+LPOP list
+LINDEX list -1
+HSET user name ada lang python
+HGET user name
+HINCRBY user visits 3
+SADD tags x y
+SISMEMBER tags y
+SCARD tags
+MULTI
+INCR counter
+INCR counter
+EXEC
+SELECT 3
+DBSIZE
+SELECT 0
+DEL greeting c list user tags
+GET greeting
+INCR greeting greeting
+NOSUCHCOMMAND with args
+LPUSH n x
+CONFIG GET appendonly
+"""
+
+
+@pytest.fixture(params=ENGINES)
+def railcar_kv(request: pytest.FixtureRequest) -> Iterator[int]:
+    with subprocess.Popen(
+        [sys.executable, "-m", "railcar", "serve", "kv", "--engine", request.param, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert first.startswith("listening on 127.0.0.1:"), first
+            yield int(first.rsplit(":", 1)[1])
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+            assert "Traceback" not in err, err
+
+
+def cli_session(port: int, script: str) -> str:
+    result = subprocess.run(
+        [tool("redis-cli"), "-p", str(port)],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_redis_cli_session_reads_the_same_as_on_redis_server(railcar_kv: int, redis_port: int) -> None:
+    cli_session(redis_port, "FLUSHALL\n")
+    expected = cli_session(redis_port, SESSION)
+    got = cli_session(railcar_kv, SESSION)
+    assert got == expected
+    assert "hello world\n12\n" in got
+    assert "WRONGTYPE Operation against a key holding the wrong kind of value" in got
+
+
+def test_requirepass_from_the_command_line() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "railcar", "serve", "kv", "--port", "0", "--requirepass", "pw"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline().rsplit(":", 1)[1])
+            assert cli_session(port, "GET k\n").strip() == "NOAUTH Authentication required."
+            out = subprocess.run(
+                [tool("redis-cli"), "-p", str(port), "-a", "pw", "--no-auth-warning", "SET", "k", "v"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
+            assert out.strip() == "OK"
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
