@@ -219,6 +219,26 @@ def test_a_pool_keeps_serving_when_one_of_three_servers_dies(open_pool: OpenClie
             assert [pool.call(n, timeout=5) for n in range(30)] == list(range(1, 31))
 
 
+def test_a_pool_passes_over_a_stopped_server_once_a_call_to_it_timed_out(open_pool: OpenClient) -> None:
+    with reqrep_process() as first, reqrep_process() as second:
+        pool = open_pool(servers=[(first.host, first.port), (second.host, second.port)], size=2)
+        assert [pool.call(n) for n in range(4)] == list(range(1, 5))
+        os.kill(second.pid, signal.SIGSTOP)
+        assert wait_until(lambda: stopped(second.pid))
+        try:
+            outcomes = []
+            for n in range(20):
+                try:
+                    outcomes.append(pool.call(n, timeout=0.3))
+                except RequestTimeout:
+                    outcomes.append(None)
+            assert outcomes.count(None) <= 1  # the stalled one is tried once, then passed over
+            assert pool.connected == 2  # a stopped server keeps its connection up
+        finally:
+            os.kill(second.pid, signal.SIGCONT)
+        assert wait_until(lambda: all(not c.timeouts_in_a_row for c in pool.clients))  # late replies came
+
+
 def unused_port() -> int:
     """A loopback port nothing listens on (just now)."""
     with socket.socket() as probe:

@@ -21,7 +21,15 @@ from numpy.typing import NDArray
 
 from railcar.clientcore.waiter import Waiter
 from railcar.codecs import CodecFactory, FixedSizeCodec
-from railcar.errors import CodecError, ConnectionLost, FrameTooLarge, ProtocolError, RemoteError, renewed
+from railcar.errors import (
+    CodecError,
+    ConnectionLost,
+    FrameTooLarge,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+    renewed,
+)
 from railcar.proto.reqrep import (
     CONN_ERROR,
     ERROR,
@@ -114,6 +122,7 @@ class ClientCore:
         self.queued: list[Any] = []
         self.queued_ids: list[int] = []
         self.withdrawn = 0  # calls that ended while queued: take_calls leaves them out
+        self.timeouts_in_a_row = 0  # calls timed out since the server last sent anything
         self.reader = self._new_reader()
 
     # -- the window ------------------------------------------------------------------------
@@ -284,6 +293,7 @@ class ClientCore:
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         """Settle every reply ``data`` completes; raises ProtocolError, or ConnectionLost for a CONN_ERROR."""
+        self.timeouts_in_a_row = 0  # the server is alive
         view = memoryview(data)
         start = 0 if self.reader.buffered else self._settle_in_place(view)
         for frame in self.reader.feed(view[start:]):
@@ -447,6 +457,8 @@ class ClientCore:
         self.in_flight -= 1
         if self.queued_ids and request_id >= self.queued_ids[0]:  # calls queue in id order
             self.withdrawn += 1
+        if isinstance(error, RequestTimeout):
+            self.timeouts_in_a_row += 1
         if not waiter.done():
             waiter.set_exception(error)
         return True
@@ -457,6 +469,8 @@ class ClientCore:
             self.batches.pop(frame_id, None)
         self.in_flight -= batch.remaining
         batch.remaining = 0
+        if isinstance(error, RequestTimeout):
+            self.timeouts_in_a_row += 1
         if not batch.waiter.done():
             batch.waiter.set_exception(error)
 
@@ -504,6 +518,11 @@ class ClientState:
     def closed(self) -> bool:
         """True once ``close()`` was called, or the connection was lost for good."""
         return self._closed
+
+    @property
+    def timeouts_in_a_row(self) -> int:
+        """Calls timed out since the server last sent anything: not 0 while it may be stalled."""
+        return self._core.timeouts_in_a_row
 
 
 def check_limits(max_in_flight: int, batch_size: int, max_frame: int) -> None:

@@ -26,6 +26,9 @@ class _Member(Protocol):
     @property
     def closed(self) -> bool: ...
 
+    @property
+    def timeouts_in_a_row(self) -> int: ...
+
     last_error: BaseException | None
 
 
@@ -33,10 +36,17 @@ M = TypeVar("M", bound=_Member)
 
 
 def _pick(members: Sequence[M], turn: Iterator[int]) -> M:
-    """The next connected member in rotation; else the next one still reconnecting; else the first."""
+    """The next healthy member in rotation; else connected; else reconnecting; else the first.
+
+    Healthy: connected, and no call timed out since its server last sent anything (a
+    stopped or stalled server keeps its connection up, so ``connected`` alone is no proof).
+    """
     start = next(turn)
     size = len(members)
     rotation = [members[(start + step) % size] for step in range(size)]
+    for member in rotation:
+        if member.connected and not member.timeouts_in_a_row:
+            return member
     for member in rotation:
         if member.connected:
             return member
