@@ -18,7 +18,6 @@ class Server:
     user: str = ""
     password: str = ""
     implicit: bool = False
-    attempts: int = 0  # failed attempts in a row
     last_attempt: float = -1e9  # loop time of the last dial
 
     @property
@@ -85,10 +84,3 @@ class ServerPool:
             self.servers.append(self.current)
         self.current = self.servers[0]
         return self.current
-
-    def drop(self, server: Server) -> None:
-        """Forget a server that used up its attempts."""
-        if server in self.servers:
-            self.servers.remove(server)
-        if self.current is server:
-            self.current = None
