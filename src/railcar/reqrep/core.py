@@ -82,7 +82,7 @@ class Batch:
         self.results: list[Any] = [] if raw else [None] * count
         self.parts: list[tuple[int, bytes]] = []
         self.frame_ids: list[int] = []
-        self.answered: set[int] = set()  # offsets answered one by one (REPLY_IDS): a repeat is late
+        self.answered: set[int] | None = None  # offsets answered one by one (REPLY_IDS): a repeat is late
 
     def fill(self, offset: int, values: Sequence[Any]) -> None:
         """Store decoded replies from ``offset``; complete the waiter with the last."""
@@ -93,6 +93,11 @@ class Batch:
 
     def fill_raw(self, offset: int, count: int, payload: bytes) -> None:
         """Store ``count`` undecoded replies from ``offset``; complete the waiter with the last."""
+        if count == self.count:  # the whole batch in one frame: nothing to put together
+            self.remaining = 0
+            if not self.waiter.done():
+                self.waiter.set_result(payload)
+            return
         self.parts.append((offset, payload))
         self.remaining -= count
         if not self.remaining and not self.waiter.done():
@@ -269,7 +274,7 @@ class ClientCore:
     ) -> tuple[Batch, list[bytes | bytearray | memoryview]]:
         """Register an encoded batch; return it and its frames as header, payload, header, payload, …."""
         first_id = self.next_id
-        count = sum(n for n, _ in payloads)
+        count = payloads[0][0] if len(payloads) == 1 else sum(n for n, _ in payloads)
         self.next_id = first_id + count
         batch = Batch(waiter, first_id, count, raw)
         chunks: list[bytes | bytearray | memoryview] = []
@@ -295,8 +300,13 @@ class ClientCore:
         """Settle every reply ``data`` completes; raises ProtocolError, or ConnectionLost for a CONN_ERROR."""
         self.timeouts_in_a_row = 0  # the server is alive
         view = memoryview(data)
-        start = 0 if self.reader.buffered else self._settle_in_place(view)
-        for frame in self.reader.feed(view[start:]):
+        reader = self.reader
+        if not reader.buffered:
+            start = self._settle_in_place(view)
+            if start == len(view):  # the usual read: whole reply frames, all settled in place
+                return
+            view = view[start:]
+        for frame in reader.feed(view):
             self._on_frame(frame)
 
     def _settle_in_place(self, view: memoryview) -> int:
@@ -405,6 +415,8 @@ class ClientCore:
             return
         batch, offset = found
         frame_id = max(frame for frame in batch.frame_ids if frame <= request_id)
+        if batch.answered is None:
+            batch.answered = set()
         if offset in batch.answered or frame_id not in self.batches:  # answered already
             self.late_replies += 1
             return
