@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +142,50 @@ def test_sub_says_so_when_its_server_goes_away(
         "railcar: error: connection lost: connection closed by the server"
     )
     assert "Traceback" not in err
+
+
+def test_bench_smoke_runs_every_scenario_beside_nats_py(tmp_path: Path) -> None:
+    md = tmp_path / "BENCH.md"
+    result = run(
+        "bench",
+        "--msgs",
+        "2000",
+        "--requests",
+        "300",
+        "--rounds",
+        "1",
+        "--json",
+        "--md",
+        str(md),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    rows = {(r["scenario"], r["system"]): r for r in doc["results"]}
+    assert set(rows) == {(s, n) for s in ("pub", "pubsub", "reqrep") for n in ("railcar", "nats-py")}
+    for (scenario, _), row in rows.items():
+        assert row["msgs_per_s"] > 0
+        assert row["lost"] == 0
+        assert len(row["runs"]) == 1
+        assert scenario != "pub" or row["server_cpu"] >= 0
+    assert all("ratio" in row for (_, system), row in rows.items() if system == "railcar")
+    text = md.read_text()
+    assert "<!-- bench:nats -->" in text
+    assert "railcar nats bench --msgs 2000" in text
+    assert "| pubsub   | nats-py |" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["bench", "--msgs", "0"], "--msgs"),
+        (["bench", "--scenario", "teleport"], "'teleport' is not one of"),
+        (["bench", "--warmup", "2"], "--warmup"),
+        (["bench", "--md", "/nonexistent-dir/BENCHMARKS.md"], "does not exist"),
+    ],
+)
+def test_bench_bad_arguments_are_one_line(args: list[str], needle: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

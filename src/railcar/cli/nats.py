@@ -115,7 +115,7 @@ def format_msg(number: int, msg: Msg) -> str:
     return "\n".join(lines)
 
 
-@click.group(cls=_LazyGroup, lazy={})
+@click.group(cls=_LazyGroup, lazy={"bench": "railcar.bench.nats_bench:bench_nats"})
 def nats() -> None:
     """Talk to a NATS server: publish, subscribe, request, reply, and measure the client."""
 
