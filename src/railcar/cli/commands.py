@@ -1,4 +1,4 @@
-"""The commands of the ``railcar`` command line: serve, bench, and (imported when used) load and stress."""
+"""The commands of the ``railcar`` command line: serve, bench, and (imported when used) load, stress, nats."""
 
 from __future__ import annotations
 
@@ -46,7 +46,11 @@ class _LazyGroup(click.Group):
 
 @click.group(
     cls=_LazyGroup,
-    lazy={"load": "railcar.load.command:load_command", "stress": "railcar.load.command:stress_command"},
+    lazy={
+        "load": "railcar.load.command:load_command",
+        "stress": "railcar.load.command:stress_command",
+        "nats": "railcar.cli.nats:nats",
+    },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="railcar")

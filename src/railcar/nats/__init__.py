@@ -1,4 +1,4 @@
-"""An asyncio NATS client: ``nc = await railcar.nats.connect(["nats://127.0.0.1:4222"])``."""
+"""NATS clients: ``await railcar.nats.connect(...)`` (asyncio) and ``railcar.nats.sync.connect(...)``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from railcar.nats.errors import (
     OutboundBufferFull,
     ServerError,
     SlowConsumer,
+    SubscriptionClosed,
 )
 from railcar.nats.subscription import Subscription
 from railcar.proto.nats import Headers, InvalidHeader, InvalidSubject, Msg
@@ -34,5 +35,6 @@ __all__ = [
     "ServerError",
     "SlowConsumer",
     "Subscription",
+    "SubscriptionClosed",
     "connect",
 ]

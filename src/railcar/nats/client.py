@@ -729,6 +729,7 @@ class Client:
         if conn is not self._conn:
             return  # a connection still in its handshake, or one already replaced
         self._conn = None
+        self.last_error = error
         self._stop_pings()
         if self._flush_handle is not None:
             self._flush_handle.cancel()

@@ -46,3 +46,7 @@ class BadHeaders(NatsError):
 
 class OutboundBufferFull(NatsError):
     """Publishing while disconnected would pass the bound of the pending buffer; nothing was queued."""
+
+
+class SubscriptionClosed(NatsError):
+    """The subscription ended (unsubscribed, its max_msgs reached, or the client closed) and is empty."""
