@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol, cast
@@ -97,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self.abandoned: str | None = None  # why the client itself aborted the connection
         self.paused = False
         self.lost = False
+        self.tls = False  # upgraded to TLS after the server's INFO
         self.closed: asyncio.Future[None] = client._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,6 +149,8 @@ class Client:
         password: str | None,
         token: str | None,
         dial: Dial | None,
+        tls: ssl.SSLContext | None,
+        tls_hostname: str | None,
         policy: ReconnectPolicy,
         connect_timeout: float,
         ping_interval: float,
@@ -163,6 +167,7 @@ class Client:
         self._name = name
         self._user, self._password, self._token = user, password, token
         self._dial = dial
+        self._tls, self._tls_hostname = tls, tls_hostname
         self._policy = policy
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
@@ -660,11 +665,13 @@ class Client:
                 if conn.transport is None:
                     raise ConnectionLost("connection closed while connecting")
                 info = await conn.info
+                if server.tls or info.get("tls_required") or self._tls is not None:
+                    await self._start_tls(conn, server)
                 transport = conn.transport
                 transport.set_write_buffer_limits(self._write_buffer)
                 pong: asyncio.Future[None] = self._loop.create_future()
                 conn.pongs.append(pong)
-                transport.write(connect_op(self._connect_options(server, info)) + PING_OP)
+                transport.write(connect_op(self._connect_options(server, conn.tls)) + PING_OP)
                 await pong
         except TimeoutError:
             self._abort(conn)
@@ -696,11 +703,25 @@ class Client:
         self._start_pings(conn)
         self._wake_waiters()
 
-    def _connect_options(self, server: Server, info: dict[str, Any]) -> dict[str, Any]:
+    async def _start_tls(self, conn: _Connection, server: Server) -> None:
+        """Upgrade the connection to TLS after the server's INFO, as NATS does; raises ConnectionError."""
+        assert conn.transport is not None
+        context = self._tls or ssl.create_default_context()
+        hostname = self._tls_hostname or server.host
+        try:
+            upgraded = await self._loop.start_tls(conn.transport, conn, context, server_hostname=hostname)
+        except (ssl.SSLError, ConnectionError) as exc:
+            raise ConnectionError(f"TLS handshake with {server.address} failed: {exc}") from exc
+        if upgraded is None:
+            raise ConnectionLost(f"connection to {server.address} closed during the TLS handshake")
+        conn.transport = upgraded
+        conn.tls = True
+
+    def _connect_options(self, server: Server, tls: bool) -> dict[str, Any]:
         options: dict[str, Any] = {
             "verbose": False,
             "pedantic": False,
-            "tls_required": False,
+            "tls_required": tls,
             "lang": "python-railcar",
             "version": "0.1.0",
             "protocol": 1,
@@ -831,6 +852,8 @@ async def connect(
     password: str | None = None,
     token: str | None = None,
     dial: Dial | None = None,
+    tls: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
     connect_timeout: float = 5.0,
     reconnect: bool = True,
     reconnect_wait: float = 2.0,
@@ -852,7 +875,11 @@ async def connect(
     Raises ValueError (bad URL or option), AuthorizationError or ServerError (the server
     refused the handshake), or OSError/TimeoutError when no server could be reached.
     ``dial`` replaces how every connection is opened (the servers' addresses are then only
-    names).  A lost connection is rebuilt over the pool (given servers and those INFO
+    names).  A connection is upgraded to TLS after the server's INFO when the URL is
+    ``tls://``, the server requires it, or ``tls`` (an ``ssl.SSLContext``) is given; without
+    one the system's default context checks the server's certificate for ``tls_hostname``
+    (default: the URL's host).  A failed TLS handshake raises ConnectionError saying why.
+    A lost connection is rebuilt over the pool (given servers and those INFO
     advertises) every ``reconnect_wait`` s per server (less up to 20% jitter), at most
     ``max_reconnects`` attempts in a row (None: no limit); publishes made meanwhile are kept
     up to ``pending_size`` bytes.
@@ -870,6 +897,8 @@ async def connect(
         password=password,
         token=token,
         dial=dial,
+        tls=tls,
+        tls_hostname=tls_hostname,
         policy=policy,
         connect_timeout=connect_timeout,
         ping_interval=ping_interval,

@@ -18,6 +18,7 @@ class Server:
     user: str = ""
     password: str = ""
     implicit: bool = False
+    tls: bool = False  # a tls:// URL: the connection must be upgraded to TLS
     last_attempt: float = -1e9  # loop time of the last dial
 
     @property
@@ -28,13 +29,13 @@ class Server:
 
 
 def parse_url(url: str, implicit: bool = False) -> Server:
-    """Parse ``nats://[user:pass@]host[:port]`` (scheme optional); raises ValueError for a bad URL."""
+    """Parse ``nats://`` or ``tls://[user:pass@]host[:port]`` (scheme optional); raises ValueError."""
     text = url.strip()
     if "://" not in text:
         text = "nats://" + text
     parts = urlsplit(text)
     if parts.scheme not in {"nats", "tls"}:
-        raise ValueError(f"bad NATS URL {url!r}: scheme must be nats:// (got {parts.scheme}://)")
+        raise ValueError(f"bad NATS URL {url!r}: scheme must be nats:// or tls:// (got {parts.scheme}://)")
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
@@ -47,6 +48,7 @@ def parse_url(url: str, implicit: bool = False) -> Server:
         unquote(parts.username or ""),
         unquote(parts.password or ""),
         implicit,
+        parts.scheme == "tls",
     )
 
 
