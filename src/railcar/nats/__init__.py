@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from railcar.errors import ConnectionLost, RequestTimeout
+from railcar.nats.batches import batch_handler, call_array, call_batch
 from railcar.nats.client import Client, connect
 from railcar.nats.errors import (
     AuthorizationError,
@@ -15,6 +16,7 @@ from railcar.nats.errors import (
     SlowConsumer,
     SubscriptionClosed,
 )
+from railcar.nats.service import Service, ServiceError, add_service
 from railcar.nats.subscription import Subscription
 from railcar.proto.nats import Headers, InvalidHeader, InvalidSubject, Msg
 
@@ -33,8 +35,14 @@ __all__ = [
     "OutboundBufferFull",
     "RequestTimeout",
     "ServerError",
+    "Service",
+    "ServiceError",
     "SlowConsumer",
     "Subscription",
     "SubscriptionClosed",
+    "add_service",
+    "batch_handler",
+    "call_array",
+    "call_batch",
     "connect",
 ]
