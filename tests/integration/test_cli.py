@@ -297,6 +297,23 @@ def test_bench_load_smoke_runs_every_scenario_and_peer() -> None:
     assert 0 < rows[("users8000", "railcar-load")]["generator_rss_bytes"] < 2**30
 
 
+def test_bench_kv_smoke_measures_every_test_beside_redis_server(tmp_path: os.PathLike[str]) -> None:
+    md = os.path.join(tmp_path, "BENCH.md")
+    result = run("bench", "kv", "--requests", "2000", "--rounds", "1", "--json", "--md", md, timeout=300)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    rows = {(r["pipeline"], r["test"], r["system"]): r for r in doc["results"]}
+    tests = ("set", "get", "incr", "lpush", "lpop")
+    assert set(rows) == {(p, t, s) for p in (1, 32) for t in tests for s in ("railcar-epoll", "redis-server")}
+    for (pipeline, _, system), row in rows.items():
+        assert row["ops_per_s"] > 0, row
+        if system == "railcar-epoll":
+            assert row["ratio"] > 0
+            assert row["target"] == (0.7 if pipeline == 1 else 0.5)
+    with open(md) as written:
+        assert "<!-- bench:kv -->" in written.read()
+
+
 def test_stress_steps_report_each_step(tmp_path: os.PathLike[str]) -> None:
     with subprocess.Popen(
         [*RAILCAR, "serve", "echo", "--engine", "epoll", "--port", "0"], stdout=subprocess.PIPE, text=True

@@ -327,6 +327,7 @@ def serve_kv(
         "idle": "railcar.bench.echo:bench_idle",
         "reqrep": "railcar.bench.reqrep:bench_reqrep",
         "load": "railcar.bench.load:bench_load",
+        "kv": "railcar.bench.kv:bench_kv",
     },
 )
 def bench() -> None:
