@@ -9,6 +9,7 @@ existing NATS tools list it and its figures.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from railcar.errors import ConnectionLost, RequestTimeout
 from railcar.nats.client import Client
 from railcar.nats.nuid import Nuid
 from railcar.nats.subscription import Subscription
@@ -126,11 +128,18 @@ class Service:
         self.endpoints.append(endpoint)
         return endpoint
 
-    async def stop(self) -> None:
-        """Stop answering (endpoints first, then the ``$SRV`` subjects); raises nothing."""
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Stop answering (endpoints first, then the ``$SRV`` subjects); raises nothing.
+
+        Returns once the server has the unsubscriptions (or after ``timeout`` s without its
+        answer): from then on a request to the service finds no responders instead of a
+        subscription that drops it.
+        """
         for subscription in [endpoint.subscription for endpoint in self.endpoints] + self._control:
             if subscription is not None and not subscription.closed:
                 await subscription.unsubscribe()
+        with contextlib.suppress(RequestTimeout, ConnectionLost):
+            await self.client.flush(timeout)
 
     async def __aenter__(self) -> Service:
         """Use as ``async with await add_service(...) as service``."""
