@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from railcar.proto.resp import HiredisRequestParser, RequestParser, RespProtocolError, encode_command
@@ -69,6 +69,9 @@ pieces = st.one_of(
 
 @settings(max_examples=500, deadline=None)
 @given(parts=st.lists(pieces, max_size=12), cuts=st.lists(st.integers(0, 5000), max_size=6))
+# An inline line Redis holds as unterminated (a NUL before its CRLF) after a long request the
+# Python parser finished: it was handed to hiredis, which read it as something else.
+@example(parts=[b"+OK", b":1", encode_command(b"", b"", b"\x01\x01", b"#\x00\r\n"), b"**:1:1"], cuts=[267])
 def test_hiredis_parser_agrees_with_the_python_parser_on_any_bytes(
     parts: list[bytes], cuts: list[int]
 ) -> None:

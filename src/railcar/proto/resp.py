@@ -192,6 +192,11 @@ class RequestParser:
         if len(buf) - self._pos > self.max_buffer:
             raise QueryBufferOverflow(f"query buffer over {self.max_buffer} bytes")
 
+    @property
+    def array_next(self) -> bool:
+        """True if the unparsed bytes begin with an array (``*``): the only requests hiredis is given."""
+        return self._pos < len(self._buf) and self._buf[self._pos] == 0x2A
+
     def take(self) -> bytes:
         """Remove and return every unparsed byte (for a faster parser to continue from a request boundary)."""
         rest = bytes(self._buf[self._pos :])
@@ -396,8 +401,11 @@ class HiredisRequestParser:
             self._next = 0
         py = self._py
         parsed = py.next_command()
-        if parsed is not None and py.at_boundary and py.buffered and py.authenticated:
-            self._fast(py.take())  # the long request is done: hand the rest back to hiredis
+        if parsed is not None and py.at_boundary and py.array_next and py.authenticated:
+            # The long request is done: hand the rest back to hiredis.  Not an inline line: it
+            # may be one Redis (and so the Python parser) holds as unterminated, which hiredis
+            # would read as something else.
+            self._fast(py.take())
         return parsed
 
 
