@@ -16,8 +16,9 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol
 
+from railcar.clientcore.connection import ClientConnection
 from railcar.clientcore.dial import Dial, tcp_dial
 from railcar.clientcore.gate import Gate
 from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify_soon
@@ -83,49 +84,29 @@ class _Target(Protocol):
     def deliver(self, msg: Msg) -> None: ...
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(ClientConnection):
     """One transport's events, passed to the client; a connection that is not the live one is ignored."""
 
+    client: Client
+
     def __init__(self, client: Client, server: Server, max_payload: int) -> None:
-        self.client = client
+        super().__init__(client)
         self.server = server
         self.parser = Parser(max_payload=max_payload)
-        self.transport: asyncio.Transport | None = None
         self.info: asyncio.Future[dict[str, Any]] = client._loop.create_future()
         self.pongs: deque[asyncio.Future[None] | None] = deque()  # one per PING sent, in order
         self.outstanding = 0  # liveness PINGs sent since the last PONG
         self.error: ServerError | None = None  # the last -ERR, which usually precedes a close
         self.abandoned: str | None = None  # why the client itself aborted the connection
-        self.paused = False
-        self.lost = False
         self.tls = False  # upgraded to TLS after the server's INFO
-        self.closed: asyncio.Future[None] = client._loop.create_future()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio subclasses
-
-    def data_received(self, data: bytes) -> None:
-        self.client._on_data(self, data)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self.client._wake_waiters()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
+    def lost_error(self, exc: Exception | None) -> ConnectionLost:
+        """Why the connection ended: the client's own reason, the server's last -ERR, or the socket's."""
         if self.abandoned is not None:
-            error = ConnectionLost(self.abandoned)
-        elif self.error is not None:
-            error = ConnectionLost(f"server closed the connection: {self.error}")
-        else:
-            error = ConnectionLost(f"connection lost: {exc}" if exc else "connection closed by the server")
-        self.fail(error)
-        self.client._on_lost(self, error)
-        if not self.closed.done():
-            self.closed.set_result(None)
+            return ConnectionLost(self.abandoned)
+        if self.error is not None:
+            return ConnectionLost(f"server closed the connection: {self.error}")
+        return ConnectionLost(f"connection lost: {exc}" if exc else "connection closed by the server")
 
     def fail(self, error: BaseException) -> None:
         """Fail the handshake and every flush waiting on this connection."""

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from numpy.typing import NDArray
 
+from railcar.clientcore.connection import ClientConnection
 from railcar.clientcore.dial import Dial, tcp_dial, unix_dial
 from railcar.clientcore.gate import Gate
 from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify_soon
@@ -26,36 +27,10 @@ from railcar.reqrep.core import Batch, ClientCore, ClientState, check_limits
 log = logging.getLogger("railcar.reqrep")
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(ClientConnection):
     """One transport's events, passed to the client that made it; a replaced one is ignored."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.paused = False
-        self.lost = False
-        self.closed = client._loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio subclasses
-
-    def data_received(self, data: bytes) -> None:
-        self.client._on_data(self, data)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self.client._wake_waiters()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.client._on_lost(
-            self, ConnectionLost(f"connection lost: {exc}" if exc else "connection closed by peer")
-        )
-        if not self.closed.done():
-            self.closed.set_result(None)
+    client: Client
 
 
 class Client(ClientState):
