@@ -134,6 +134,7 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["serve", "echo", "--bogus"], "No such option"),
         (["serve", "teleport"], "No such command"),
         (["bench", "echo", "--engines", "warp"], "unknown engine 'warp'"),
+        (["bench", "kv", "--engines", "warp"], "unknown engine 'warp'"),
         (["bench", "echo", "--seconds", "-3"], "--seconds"),
         (["bench", "idle", "--connections", "0"], "--connections"),
         (["serve", "echo", "--deadline", "nan"], "not a finite number"),

@@ -12,9 +12,8 @@ from typing import Any
 import click
 
 from railcar.bench.prime import ECHO
-from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load, running_server
-from railcar.engine import ENGINES, server_class
-from railcar.errors import EngineUnavailable
+from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load, parse_engines, running_server
+from railcar.engine import ENGINES
 from railcar.limits import raise_open_file_limit, rss_bytes
 from railcar.report import (
     FiniteFloatRange,
@@ -75,18 +74,6 @@ def _systems(engines: list[str], with_peers: bool) -> list[System]:
     if with_peers:
         order.extend(peer for peer in PEERS.values() if peer not in order)
     return order
-
-
-def _parse_engines(value: str) -> list[str]:
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    for name in names:
-        try:
-            server_class(name)
-        except EngineUnavailable as exc:
-            raise click.BadParameter(str(exc), param_hint="--engines") from exc
-    if not names:
-        raise click.BadParameter("no engine given", param_hint="--engines")
-    return names
 
 
 def _measure_echo(
@@ -250,7 +237,7 @@ def bench_echo(
     md: Path | None,
 ) -> None:
     """Ping-pong echo on every engine, beside plain uvloop and asyncio echo servers."""
-    systems = _systems(_parse_engines(engines), with_peers=not no_peers)
+    systems = _systems(parse_engines(engines), with_peers=not no_peers)
     raise_open_file_limit()
     runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in systems}
     for round_number in range(rounds):
@@ -338,7 +325,7 @@ def bench_idle(
         raise click.UsageError(
             f"--connections {connections} needs {connections + 256} open files; the limit here is {limit}"
         )
-    systems = [_engine_system(e, False) for e in _parse_engines(engines)]
+    systems = [_engine_system(e, False) for e in parse_engines(engines)]
     if not no_peers:
         systems += [PEERS["uvloop-protocol"], PEERS["asyncio-protocol"]]
     results: list[Result] = []

@@ -15,7 +15,7 @@ import click
 
 from railcar.bench.external import redis_server, tool
 from railcar.bench.prime import RESP
-from railcar.bench.procs import cpu_seconds, cpu_split, running_server
+from railcar.bench.procs import cpu_seconds, cpu_split, parse_engines, running_server
 from railcar.errors import RailcarError
 from railcar.report import Result, document, emit, header, json_option, md_option, rounds_option, si, table
 
@@ -128,7 +128,7 @@ def _markdown(doc: dict[str, Any]) -> str:
 @md_option
 def bench_kv(engines: str, requests: int, rounds: int, as_json: bool, md: Path | None) -> None:
     """Measure railcar's key–value server beside redis-server with redis-benchmark, in one run."""
-    systems = [f"railcar-{engine.strip()}" for engine in engines.split(",") if engine.strip()]
+    systems = [f"railcar-{engine}" for engine in parse_engines(engines)]
     cpus = cpu_split()
     results: list[Result] = []
     for pipeline, target in TARGETS.items():

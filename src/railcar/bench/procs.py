@@ -14,8 +14,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import click
+
 from railcar.bench.prime import Prime, prime_server
-from railcar.errors import RailcarError
+from railcar.engine import server_class
+from railcar.errors import EngineUnavailable, RailcarError
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -157,3 +160,16 @@ def cpu_split() -> tuple[set[int], set[int]]:
     if len(cpus) < 2:
         return set(cpus), set(cpus)
     return {cpus[0]}, set(cpus[1:])
+
+
+def parse_engines(value: str) -> list[str]:
+    """The engines a comma-separated ``--engines`` value names; raises click.BadParameter (unknown, none)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    for name in names:
+        try:
+            server_class(name)
+        except EngineUnavailable as exc:
+            raise click.BadParameter(str(exc), param_hint="--engines") from exc
+    if not names:
+        raise click.BadParameter("no engine given", param_hint="--engines")
+    return names
