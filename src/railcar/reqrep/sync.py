@@ -233,7 +233,6 @@ class SyncClient(ClientState):
         self._callbacks = CallbackThread("railcar-reqrep-callbacks")
         self.reconnects = 0
         sock: socket.socket | None = None
-        failure: OSError | None = None
         try:
             sock = self._dial(connect_timeout)
             try:
@@ -245,11 +244,10 @@ class SyncClient(ClientState):
             if not retry_on_failed_connect:
                 raise
             log.info("first connection failed, dialling again in the background: %s", exc)
-            sock, failure = None, exc
-            self.last_error = exc
+            sock, self.last_error = None, exc
         self._sock = sock
         self._thread = threading.Thread(
-            target=self._run, args=(sock, failure), name="railcar-reqrep-io", daemon=True
+            target=self._run, args=(sock, self.last_error), name="railcar-reqrep-io", daemon=True
         )
         self._thread.start()
 
