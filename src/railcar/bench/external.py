@@ -22,6 +22,7 @@ INSTALL = {
     "redis-cli": "apt-get install -y redis-tools",
     "nginx": "apt-get install -y nginx-light",
     "wrk": "apt-get install -y wrk",
+    "h2load": "apt-get install -y nghttp2-client",
 }
 
 PLAINTEXT = "Hello, World!"
@@ -97,7 +98,7 @@ def nginx_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
         )
         try:
             wait_listening(port, proc)
-            (worker,) = _workers(proc.pid)
+            (worker,) = child_pids(proc.pid)
             _pin(worker, cpus)
             prime_server("nginx", "127.0.0.1", port, http_get)
             yield port, worker
@@ -134,7 +135,7 @@ http {{
 """
 
 
-def _workers(pid: int, timeout: float = 5.0) -> list[int]:
+def child_pids(pid: int, timeout: float = 5.0) -> list[int]:
     """The child processes of ``pid`` once it has some; raises RailcarError if none appear in time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

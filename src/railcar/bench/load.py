@@ -115,6 +115,28 @@ def _redis_benchmark(pipeline: int) -> Tool:
 _WRK_UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 
+def parse_wrk(out: str) -> Measurement:
+    """Rate, latency percentiles, errors and requests of one wrk run; raises RailcarError if unreadable."""
+    rate = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if rate is None:
+        raise RailcarError(f"cannot read wrk's output: {out[-200:]!r}")
+    latency = {
+        pct: float(value) * _WRK_UNITS[unit]
+        for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    }
+    done = re.search(r"^\s*(\d+) requests in", out, re.MULTILINE)
+    errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "ops_per_s": float(rate.group(1)),
+        "requests": int(done.group(1)) if done else 0,
+        "p50_us": latency.get("50", 0.0),
+        "p99_us": latency.get("99", 0.0),
+        "errors": (int(errors.group(1)) if errors else 0)
+        + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
+    }
+
+
 def _wrk(connections: int) -> Tool:
     def argv(port: int, seconds: float, cpus: int) -> list[str]:
         return [
@@ -131,27 +153,7 @@ def _wrk(connections: int) -> Tool:
             *("--latency", f"http://127.0.0.1:{port}/"),
         ]
 
-    def parse(out: str) -> Measurement:
-        rate = re.search(r"Requests/sec:\s*([\d.]+)", out)
-        if rate is None:
-            raise RailcarError(f"cannot read wrk's output: {out[-200:]!r}")
-        latency = {
-            pct: float(value) * _WRK_UNITS[unit]
-            for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-        }
-        errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
-        socket_errors = re.search(
-            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-        )
-        return {
-            "ops_per_s": float(rate.group(1)),
-            "p50_us": latency.get("50", 0.0),
-            "p99_us": latency.get("99", 0.0),
-            "errors": (int(errors.group(1)) if errors else 0)
-            + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
-        }
-
-    return Tool(f"wrk -c {connections}", argv, parse)
+    return Tool(f"wrk -c {connections}", argv, parse_wrk)
 
 
 SCENARIOS = {

@@ -52,11 +52,11 @@ def exchange(request: bytes, reply: bytes) -> Prime:
     return prime
 
 
-def http_get(host: str, port: int) -> None:
-    """A prime for HTTP/1.1 servers: ``GET /`` and its whole response."""
+def http_get(host: str, port: int, path: str = "/") -> None:
+    """A prime for HTTP/1.1 servers: ``GET path`` and its whole response."""
     connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
     try:
-        connection.request("GET", "/")
+        connection.request("GET", path)
         response = connection.getresponse()
         response.read()
     except http.client.HTTPException as exc:

@@ -328,6 +328,7 @@ def serve_kv(
         "reqrep": "railcar.bench.reqrep:bench_reqrep",
         "load": "railcar.bench.load:bench_load",
         "kv": "railcar.bench.kv:bench_kv",
+        "http": "railcar.bench.http:bench_http",
     },
 )
 def bench() -> None:
