@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from railcar.proto.http1 import Body, EndOfRequest, Limits, Rejected, RequestHead, ServerConnection
+from railcar.proto.http1 import Body, EndOfRequest, Limits, Rejected, Request, ServerConnection
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@%/"
@@ -49,9 +49,9 @@ def ours(stream: bytes, cuts: list[int] | None = None) -> list[tuple[object, ...
     body = b""
     for piece in pieces:
         for event in conn.receive(piece):
-            if isinstance(event, RequestHead):
+            if isinstance(event, Request):
                 headers = [(n.lower(), v) for n, v in event.headers]
-                out.append((event.method, event.target, headers))
+                out.append((event.method.encode(), event.target, headers))
             elif isinstance(event, Body):
                 body += event.data
             elif isinstance(event, EndOfRequest):
@@ -239,7 +239,7 @@ def test_a_closing_request_ends_the_input() -> None:
     events = conn.receive(
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
     )
-    assert [type(e) for e in events] == [RequestHead, EndOfRequest]
+    assert [type(e) for e in events] == [Request, EndOfRequest]
     assert not conn.reading
     events = ServerConnection().receive(b"GET / HTTP/1.0\r\n\r\nGET /2 HTTP/1.0\r\n\r\n")
-    assert [type(e) for e in events] == [RequestHead, EndOfRequest]
+    assert [type(e) for e in events] == [Request, EndOfRequest]

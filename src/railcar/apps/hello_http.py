@@ -8,8 +8,10 @@ import msgspec
 
 from railcar.http.app import NOT_FOUND, Request, Response
 
-_PLAINTEXT: Final = b"Hello, World!"
 _encode = msgspec.json.Encoder().encode
+# Built once: a Response is immutable and encodes its head when made.
+_PLAINTEXT: Final = Response(b"Hello, World!", content_type="text/plain")
+_METHOD_NOT_ALLOWED: Final = Response(b"", 405, [(b"Allow", b"GET, HEAD")])
 
 
 def hello_app(request: Request) -> Response:
@@ -17,10 +19,10 @@ def hello_app(request: Request) -> Response:
     path = request.target
     if path == b"/plaintext":
         if request.method != "GET" and request.method != "HEAD":  # noqa: PLR1714 - two compares are cheaper
-            return Response(b"", 405, [(b"Allow", b"GET, HEAD")])
-        return Response(_PLAINTEXT, content_type="text/plain")
+            return _METHOD_NOT_ALLOWED
+        return _PLAINTEXT
     if path == b"/json":
         if request.method != "GET" and request.method != "HEAD":  # noqa: PLR1714
-            return Response(b"", 405, [(b"Allow", b"GET, HEAD")])
+            return _METHOD_NOT_ALLOWED
         return Response(_encode({"message": "Hello, World!"}), content_type="application/json")
     return NOT_FOUND

@@ -10,68 +10,50 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
-from urllib.parse import unquote_to_bytes
+
+from railcar.proto.http1 import Request
+from railcar.proto.http1_response import header_lines, response_prefix, status_line
+
+# The app's request is the parser's event, filled in by the server.
+__all__ = ["NOT_FOUND", "AnyResponse", "App", "HeaderPairs", "Request", "Response", "StreamingResponse"]
 
 HeaderPairs = Iterable[tuple[str | bytes, str | bytes]]
+_NO_BODY_STATUS: Final = frozenset({204, 304})
+_LINES: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
+_LINES_KEPT: Final = 512
 
 
 def _as_bytes(text: str | bytes) -> bytes:
     return text if isinstance(text, bytes) else text.encode("latin-1")
 
 
-class Request:
-    """One complete request: method, target, headers (as sent), body, and the connection's addresses."""
+def _header_pairs(headers: HeaderPairs, content_type: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    pairs = [(_as_bytes(name), _as_bytes(value)) for name, value in headers]
+    if content_type is not None:
+        pairs.append((b"Content-Type", content_type.encode("latin-1")))
+    return tuple(pairs)
 
-    __slots__ = ("body", "client", "headers", "keep_alive", "method", "server", "target", "version")
 
-    def __init__(
-        self,
-        method: str,
-        target: bytes,
-        version: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        keep_alive: bool,
-        client: object = None,
-        server: object = None,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self.client = client
-        self.server = server
-
-    @property
-    def raw_path(self) -> bytes:
-        """The target up to ``?``, still percent-encoded."""
-        return self.target.partition(b"?")[0]
-
-    @property
-    def path(self) -> str:
-        """The target's path, percent-decoded (as UTF-8, undecodable bytes escaped)."""
-        return unquote_to_bytes(self.raw_path).decode("utf-8", "surrogateescape")
-
-    @property
-    def query(self) -> bytes:
-        """The target after ``?`` (empty without one)."""
-        return self.target.partition(b"?")[2]
-
-    def header(self, name: str) -> bytes | None:
-        """The value of the first header called ``name`` (any case), or None."""
-        wanted = name.lower().encode("latin-1")
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
+def _encoded(pairs: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """``header_lines(pairs)``, remembered: apps build responses with the same few header sets."""
+    lines = _LINES.get(pairs)
+    if lines is None:
+        lines = header_lines(pairs)
+        if len(_LINES) >= _LINES_KEPT:
+            _LINES.clear()
+        _LINES[pairs] = lines
+    return lines
 
 
 class Response:
-    """A whole response: status, headers and a body whose length the server sends as Content-Length."""
+    """A whole response: status, headers and a body whose length the server sends as Content-Length.
 
-    __slots__ = ("body", "headers", "status")
+    Immutable, and its head is encoded once, here: an app may return the same Response
+    to many requests.  Raises ValueError for a status outside 100..599 or a header that
+    would split the response (a name that is not a token, a value holding CR or LF).
+    """
+
+    __slots__ = ("_body", "_headers", "_prefix", "_status")
 
     def __init__(
         self,
@@ -80,12 +62,34 @@ class Response:
         headers: HeaderPairs = (),
         content_type: str | None = None,
     ) -> None:
-        self.status = status
-        self.body = body.encode() if isinstance(body, str) else body
-        pairs = [(_as_bytes(name), _as_bytes(value)) for name, value in headers]
-        if content_type is not None:
-            pairs.append((b"Content-Type", content_type.encode("latin-1")))
-        self.headers = pairs
+        self._status = status
+        self._body = body.encode() if isinstance(body, str) else bytes(body)
+        self._headers = _header_pairs(headers, content_type)
+        bodiless = status < 200 or status in _NO_BODY_STATUS
+        length = None if bodiless else len(self._body)
+        self._prefix = response_prefix(status, _encoded(self._headers), length)
+        if bodiless:
+            self._body = b""  # 1xx, 204 and 304 have none (RFC 9110 6.4.1)
+
+    @property
+    def status(self) -> int:
+        """The status code."""
+        return self._status
+
+    @property
+    def body(self) -> bytes:
+        """The body (empty for 1xx, 204 and 304, which have none)."""
+        return self._body
+
+    @property
+    def headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The app's headers (Server, Date and framing are the server's)."""
+        return self._headers
+
+    @property
+    def prefix(self) -> bytes:
+        """The encoded head up to the Date line (see ``proto.http1_response``)."""
+        return self._prefix
 
 
 class StreamingResponse:
@@ -93,9 +97,10 @@ class StreamingResponse:
 
     The server takes the next piece only while the connection's output is under its
     high-water mark, so a slow reader holds back the producer, not the server's memory.
+    Raises ValueError like ``Response`` for a bad status or header.
     """
 
-    __slots__ = ("chunks", "headers", "status")
+    __slots__ = ("chunks", "headers", "lines", "status")
 
     def __init__(
         self,
@@ -104,12 +109,11 @@ class StreamingResponse:
         headers: HeaderPairs = (),
         content_type: str | None = None,
     ) -> None:
+        status_line(status)  # refuse a bad status here, in the app, not when the server sends it
         self.status = status
         self.chunks = chunks
-        pairs = [(_as_bytes(name), _as_bytes(value)) for name, value in headers]
-        if content_type is not None:
-            pairs.append((b"Content-Type", content_type.encode("latin-1")))
-        self.headers = pairs
+        self.headers = _header_pairs(headers, content_type)
+        self.lines = _encoded(self.headers)
 
 
 AnyResponse = Response | StreamingResponse

@@ -21,7 +21,7 @@ from typing import Any, Final
 from railcar.engine import create_server
 from railcar.engine.api import Conn, Handler, Server
 from railcar.errors import ConnectionClosed
-from railcar.http.app import AnyResponse, App, Request, Response, StreamingResponse
+from railcar.http.app import AnyResponse, App, Response, StreamingResponse
 from railcar.http.date import DateLine
 from railcar.http.timeouts import Sweeper, Timeouts
 from railcar.proto.http1 import (
@@ -30,16 +30,15 @@ from railcar.proto.http1 import (
     EndOfRequest,
     Limits,
     Rejected,
-    RequestHead,
+    Request,
     ServerConnection,
-    encode_head,
     reject_response,
 )
+from railcar.proto.http1_response import CLOSE, END, KEEP_ALIVE, response_prefix
 
 log = logging.getLogger("railcar.http")
 
 _WAIT_FIRST, _HEAD, _BODY, _BUSY, _IDLE = range(5)
-_NO_BODY_STATUS: Final = frozenset({204, 304})
 _SERVER_ERROR: Final = Response(b"Internal Server Error\n", 500, content_type="text/plain")
 _TIMEOUT_408: Final = reject_response(408, "request not received in time")
 
@@ -66,7 +65,7 @@ class _Session:
     def __init__(self, conn: Conn, limits: Limits, deadline: float) -> None:
         self.conn = conn
         self.proto = ServerConnection(limits)
-        self.head: RequestHead | None = None
+        self.head: Request | None = None
         self.body: list[bytes] = []
         self.pending: deque[Request] = deque()
         self.rejected: Rejected | None = None
@@ -135,13 +134,12 @@ class HttpHandler(Handler):
         session: _Session = conn.context["http"]
         with session.lock:
             for event in session.proto.receive(data):
-                if type(event) is RequestHead:
+                if type(event) is Request:
                     session.head = event
-                    session.body = []
                 elif type(event) is Body:
                     session.body.append(event.data)
                 elif type(event) is EndOfRequest:
-                    session.pending.append(self._request(session))
+                    session.pending.append(self._complete(session))
                 elif isinstance(event, Rejected):
                     log.info("rejected a request from %s: %d %s", conn.peer, event.status, event.reason)
                     session.rejected = event
@@ -149,23 +147,18 @@ class HttpHandler(Handler):
 
     # -- answering ----------------------------------------------------------------------------
 
-    def _request(self, session: _Session) -> Request:
-        head = session.head
-        assert head is not None  # EndOfRequest always follows a RequestHead
+    def _complete(self, session: _Session) -> Request:
+        """The request whose head came last, with its body and the connection's addresses filled in."""
+        request = session.head
+        assert request is not None  # EndOfRequest always follows a request head
         body = session.body
+        if body:
+            request.body = body[0] if len(body) == 1 else b"".join(body)
+            session.body = []
         session.head = None
-        session.body = []
-        conn = session.conn
-        return Request(
-            head.method.decode("ascii"),
-            head.target,
-            "1.1" if head.version == b"1.1" else "1.0",
-            head.headers,
-            body[0] if len(body) == 1 else b"".join(body),
-            head.keep_alive,
-            conn.peer,
-            conn.local,
-        )
+        request.client = session.conn.peer
+        request.server = session.conn.local
+        return request
 
     def _advance(self, session: _Session) -> None:
         """Answer what is next in line, write what was encoded, and reset the connection's deadline."""
@@ -174,7 +167,7 @@ class HttpHandler(Handler):
         while pending and not session.busy and not conn.closed:
             request = pending.popleft()
             result = self._call(request)
-            if inspect.isawaitable(result):
+            if type(result) is not Response and inspect.isawaitable(result):
                 self._await(session, request, result)
             else:
                 self._respond(session, request, result)
@@ -232,34 +225,26 @@ class HttpHandler(Handler):
             log.error("HTTP app returned %r, not a Response", type(response).__name__)
             response = _SERVER_ERROR
         close = not request.keep_alive
-        headers = response.headers
-        if request.version == "1.0" and not close:
-            headers = [*headers, (b"Connection", b"keep-alive")]
-        status = response.status
-        try:
-            if isinstance(response, Response):
-                body = response.body
-                bodiless = status in _NO_BODY_STATUS or status < 200
-                length = None if bodiless else len(body)
-                session.out.append(encode_head(status, headers, self._date.get(), length, close=close))
-                if body and not bodiless and request.method != "HEAD":
-                    session.out.append(body)
-            else:
-                chunked = request.version == "1.1"
-                close = close or not chunked  # an HTTP/1.0 stream ends with the connection
-                session.out.append(
-                    encode_head(status, headers, self._date.get(), None, chunked=chunked, close=close)
-                )
-                if request.method != "HEAD":
-                    session.stream = iter(response.chunks)
-                    session.stream_chunked = chunked
-                    session.busy = True
-                    self._flush(session)
-                    self._pump(session)
-        except (ValueError, TypeError):
-            log.exception("HTTP app gave an invalid response to %s %r", request.method, request.target)
-            session.out.append(reject_response(500, "invalid response", self._date.get()))
-            close = True
+        out = session.out
+        if type(response) is Response:
+            out.append(response.prefix)
+            out.append(self._date.get())
+            out.append(CLOSE if close else KEEP_ALIVE if request.version == "1.0" else END)
+            if response.body and request.method != "HEAD":
+                out.append(response.body)
+        else:
+            assert isinstance(response, StreamingResponse)
+            chunked = request.version == "1.1"
+            close = close or not chunked  # an HTTP/1.0 stream ends with the connection
+            out.append(response_prefix(response.status, response.lines, None, chunked=chunked))
+            out.append(self._date.get())
+            out.append(CLOSE if close else END)
+            if request.method != "HEAD":
+                session.stream = iter(response.chunks)
+                session.stream_chunked = chunked
+                session.busy = True
+                self._flush(session)
+                self._pump(session)
         if close:
             session.pending.clear()
             session.rejected = None

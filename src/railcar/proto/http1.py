@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import unquote_to_bytes
 
 import httptools
 
 from railcar.proto import http1_checks
 from railcar.proto.http1_checks import BadRequest
-from railcar.proto.http1_response import encode_head, status_line
+from railcar.proto.http1_response import CLOSE, header_lines, response_prefix, status_line
 
 __all__ = [
     "BadRequest",
@@ -25,9 +26,8 @@ __all__ = [
     "EndOfRequest",
     "Limits",
     "Rejected",
-    "RequestHead",
+    "Request",
     "ServerConnection",
-    "encode_head",
     "reject_response",
     "status_line",
 ]
@@ -55,31 +55,64 @@ class Limits:
 
 
 DEFAULT_LIMITS: Final = Limits()
+_TEXT_PLAIN: Final = header_lines([(b"Content-Type", b"text/plain; charset=utf-8")])
 
 
-class RequestHead:
-    """A request line and its headers, complete and checked: the first event of every request."""
+class Request:
+    """One request: its head, complete and checked, is the first event of every request.
 
-    __slots__ = ("body_expected", "headers", "keep_alive", "method", "target", "version")
+    ``body`` is empty until the request ends (the server fills it, and the addresses
+    ``client`` and ``server``, before an app sees the request); ``headers`` keep names as
+    sent and values without surrounding whitespace; ``version`` is ``"1.1"`` or ``"1.0"``.
+    """
+
+    __slots__ = ("body", "client", "headers", "keep_alive", "method", "server", "target", "version")
 
     def __init__(
         self,
-        method: bytes,
+        method: str,
         target: bytes,
-        version: bytes,
+        version: str,
         headers: list[tuple[bytes, bytes]],
-        keep_alive: bool,
-        body_expected: bool,
+        body: bytes = b"",
+        keep_alive: bool = True,
+        client: object = None,
+        server: object = None,
     ) -> None:
         self.method = method
         self.target = target
-        self.version = version  # b"1.1" or b"1.0"
-        self.headers = headers  # names as sent, values without surrounding whitespace
+        self.version = version
+        self.headers = headers
+        self.body = body
         self.keep_alive = keep_alive
-        self.body_expected = body_expected
+        self.client = client
+        self.server = server
 
     def __repr__(self) -> str:
-        return f"RequestHead({self.method!r}, {self.target!r}, {self.version!r}, {self.headers!r})"
+        return f"Request({self.method!r}, {self.target!r}, {self.version!r}, {self.headers!r})"
+
+    @property
+    def raw_path(self) -> bytes:
+        """The target up to ``?``, still percent-encoded."""
+        return self.target.partition(b"?")[0]
+
+    @property
+    def path(self) -> str:
+        """The target's path, percent-decoded (as UTF-8, undecodable bytes escaped)."""
+        return unquote_to_bytes(self.raw_path).decode("utf-8", "surrogateescape")
+
+    @property
+    def query(self) -> bytes:
+        """The target after ``?`` (empty without one)."""
+        return self.target.partition(b"?")[2]
+
+    def header(self, name: str) -> bytes | None:
+        """The value of the first header called ``name`` (any case), or None."""
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
 
 
 class Body:
@@ -119,13 +152,13 @@ class Rejected:
         return f"Rejected({self.status}, {self.reason!r})"
 
 
-Event = RequestHead | Body | EndOfRequest | Rejected
+Event = Request | Body | EndOfRequest | Rejected
 
 
 class ServerConnection:
     """One server-side HTTP/1.1 connection's input: feed it bytes, get request events.
 
-    Events come in order: ``RequestHead``, any ``Body``, ``EndOfRequest``, for each
+    Events come in order: ``Request`` (its head), any ``Body``, ``EndOfRequest``, for each
     request, and pipelined requests follow one another; a ``Rejected`` event is the
     last one ever returned.  ``reading`` turns False after a request that ends the
     connection (HTTP/1.0 without keep-alive, ``Connection: close``) or a rejection:
@@ -142,6 +175,7 @@ class ServerConnection:
         "_in_request",
         "_keep_alive",
         "_limits",
+        "_max_headers",
         "_parser",
         "_raw_head",
         "_target",
@@ -151,6 +185,7 @@ class ServerConnection:
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
+        self._max_headers = limits.max_headers
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._target: list[bytes] = []
@@ -218,13 +253,8 @@ class ServerConnection:
     # -- httptools callbacks (called during feed_data) -------------------------------------
 
     def on_message_begin(self) -> None:
-        """Start a request (httptools callback)."""
+        """Start a request (httptools callback); the last head emptied the collectors."""
         self._in_request = True
-        self._target = []
-        self._target_size = 0
-        self._headers = []
-        self._head_size = 0
-        self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
         """Collect a piece of the request target; raises BadRequest (414) over the limit."""
@@ -234,26 +264,26 @@ class ServerConnection:
         self._target.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Collect a header line; raises BadRequest (431) past the count or size limit."""
+        """Collect a header line; raises BadRequest (431) past the count limit (size: at the head's end)."""
         headers = self._headers
         headers.append((name, value))
-        self._head_size += len(name) + len(value) + 4
-        if len(headers) > self._limits.max_headers:
-            raise self._fail(431, f"more than {self._limits.max_headers} header lines")
-        if self._head_size > self._limits.max_head:
-            raise self._fail(431, f"request head over {self._limits.max_head} bytes")
+        self._head_size += len(name) + len(value)
+        if len(headers) > self._max_headers:
+            raise self._fail(431, f"more than {self._max_headers} header lines")
 
     def on_headers_complete(self) -> None:
-        """Check the head and emit it; raises BadRequest for what llhttp let through."""
+        """Check the head and emit it; raises BadRequest for what llhttp let through or a limit."""
         parser = self._parser
         limits = self._limits
         method = parser.get_method()
         target = self._target[0] if len(self._target) == 1 else b"".join(self._target)
-        version = parser.get_http_version().encode()
-        if self._head_size + len(method) + len(target) + 12 > limits.max_head:
+        version = parser.get_http_version()
+        headers = self._headers
+        # Each header line adds ": " and CRLF to its name and value; the request line about 12.
+        if self._head_size + 4 * len(headers) + len(method) + len(target) + 12 > limits.max_head:
             raise self._fail(431, f"request head over {limits.max_head} bytes")
         try:
-            framing = http1_checks.check_head(method, target, version, self._headers)
+            framing = http1_checks.check_head(method, target, version, headers)
         except BadRequest as exc:
             raise self._fail(exc.status, exc.reason) from None
         if framing.content_length > limits.max_body:
@@ -262,11 +292,11 @@ class ServerConnection:
         self._raw_head = 0
         self._target = []
         self._target_size = 0
-        headers = self._headers
         self._headers = []
+        self._head_size = 0
+        self._body_size = 0
         keep_alive = self._keep_alive = parser.should_keep_alive() and not framing.upgrade
-        body_expected = framing.chunked or framing.content_length > 0
-        self._events.append(RequestHead(method, target, version, headers, keep_alive, body_expected))
+        self._events.append(Request(method.decode("ascii"), target, version, headers, b"", keep_alive))
 
     def on_body(self, body: bytes) -> None:
         """Emit a piece of the body; raises BadRequest (413) past the body limit."""
@@ -286,8 +316,7 @@ class ServerConnection:
 def reject_response(status: int, reason: str, date: bytes = b"") -> bytes:
     """The response to a ``Rejected`` event: its status, a short text body, and ``Connection: close``."""
     body = reason.encode("ascii", "replace") + b"\n"
-    head = encode_head(status, [(b"Content-Type", b"text/plain; charset=utf-8")], date, len(body), close=True)
-    return head + body
+    return response_prefix(status, _TEXT_PLAIN, len(body)) + date + CLOSE + body
 
 
 def join_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:

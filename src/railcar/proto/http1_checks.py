@@ -40,12 +40,12 @@ _HOST: Final = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
 _NO_BODY: Final = Framing(0, False, False)
 
 
-def check_head(method: bytes, target: bytes, version: bytes, headers: list[tuple[bytes, bytes]]) -> Framing:
+def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> Framing:
     """Return the framing of a complete request head; raises BadRequest for a rule llhttp does not check."""
-    if version != b"1.1" and version != b"1.0":  # noqa: PLR1714 - two compares beat a tuple scan here
-        if version == b"0.9":
+    if version != "1.1" and version != "1.0":  # noqa: PLR1714 - two compares beat a tuple scan here
+        if version == "0.9":
             raise BadRequest(400, "request line without an HTTP version")
-        raise BadRequest(505, f"HTTP/{version.decode()} is not supported")
+        raise BadRequest(505, f"HTTP/{version} is not supported")
     if method == b"CONNECT":
         raise BadRequest(501, "CONNECT is not supported")
     _check_target(method, target)
@@ -65,14 +65,14 @@ def check_head(method: bytes, target: bytes, version: bytes, headers: list[tuple
             transfer_encoding.append(value)
         elif key == b"upgrade":
             upgrade = True
-    if hosts > 1 or (hosts == 0 and version == b"1.1"):
+    if hosts > 1 or (hosts == 0 and version == "1.1"):
         raise BadRequest(400, "an HTTP/1.1 request needs exactly one Host header")
     if not content_length and not transfer_encoding:
         return Framing(0, False, True) if upgrade else _NO_BODY
     if transfer_encoding:
         if content_length:
             raise BadRequest(400, "both Transfer-Encoding and Content-Length")
-        if version == b"1.0":
+        if version == "1.0":
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
         if len(transfer_encoding) != 1 or transfer_encoding[0].strip().lower() != b"chunked":
             raise BadRequest(400, "Transfer-Encoding other than one chunked coding")
