@@ -135,6 +135,7 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["serve", "teleport"], "No such command"),
         (["bench", "echo", "--engines", "warp"], "unknown engine 'warp'"),
         (["bench", "kv", "--engines", "warp"], "unknown engine 'warp'"),
+        (["bench", "http", "--seconds", "0"], "--seconds"),
         (["bench", "echo", "--seconds", "-3"], "--seconds"),
         (["bench", "idle", "--connections", "0"], "--connections"),
         (["serve", "echo", "--deadline", "nan"], "not a finite number"),
@@ -313,6 +314,25 @@ def test_bench_kv_smoke_measures_every_test_beside_redis_server(tmp_path: os.Pat
             assert row["target"] == (0.7 if pipeline == 1 else 0.5)
     with open(md) as written:
         assert "<!-- bench:kv -->" in written.read()
+
+
+def test_bench_http_smoke_measures_railcar_beside_socketify_and_granian(tmp_path: os.PathLike[str]) -> None:
+    md = os.path.join(tmp_path, "BENCH.md")
+    result = run("bench", "http", "--seconds", "1", "--rounds", "1", "--json", "--md", md, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["load"], r["system"]): r for r in json.loads(result.stdout)["results"]}
+    loads = ("h2load -c100 -m16", "wrk -t1 -c100")
+    systems = ("railcar-uvloop", "socketify", "granian")
+    assert set(rows) == {(load, system) for load in loads for system in systems}
+    for (load, system), row in rows.items():
+        assert row["ops_per_s"] > 0, row
+        assert row["errors"] == 0, row
+        assert row["server_cpu_us_per_request"] > 0, row
+        if system == "railcar-uvloop":
+            assert set(row["ratio"]) == {"socketify", "granian"}
+            assert ("target" in row) == load.startswith("h2load")
+    with open(md) as written:
+        assert "<!-- bench:http -->" in written.read()
 
 
 def test_stress_steps_report_each_step(tmp_path: os.PathLike[str]) -> None:

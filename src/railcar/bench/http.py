@@ -21,7 +21,6 @@ from railcar.bench.prime import http_get, prime_server
 from railcar.bench.procs import cpu_seconds, cpu_split, parse_engines, running_server, stop_process
 from railcar.errors import RailcarError
 from railcar.report import (
-    FiniteFloatRange,
     Result,
     document,
     emit,
@@ -83,12 +82,12 @@ def _server(system: str, cpus: set[int]) -> Iterator[tuple[int, int]]:
         yield server.port, server.pid
 
 
-def _h2load(port: int, seconds: float, cpus: set[int]) -> dict[str, float]:
+def _h2load(port: int, seconds: int, cpus: set[int]) -> dict[str, float]:
     """One h2load run (HTTP/1.1, pipelined); its rate and requests. Raises RailcarError if it fails."""
     argv = [
         *_taskset(cpus),
         *(tool("h2load"), "--h1"),
-        *("-c", str(CONNECTIONS), "-m", str(PIPELINE), "-D", f"{seconds:g}"),
+        *("-c", str(CONNECTIONS), "-m", str(PIPELINE), "-D", str(seconds)),
         f"http://127.0.0.1:{port}{ROUTE}",
     ]
     out = _run(argv, seconds)
@@ -105,15 +104,14 @@ def _h2load(port: int, seconds: float, cpus: set[int]) -> dict[str, float]:
     }
 
 
-def _wrk(port: int, seconds: float, cpus: set[int]) -> dict[str, float]:
+def _wrk(port: int, seconds: int, cpus: set[int]) -> dict[str, float]:
     """One wrk run with one thread; its rate and requests. Raises RailcarError if it fails."""
-    whole = max(1, round(seconds))  # wrk takes whole seconds
     argv = [
         *_taskset(cpus),
         *(tool("wrk"), "-t", "1"),
-        *("-c", str(CONNECTIONS), "-d", f"{whole}s", f"http://127.0.0.1:{port}{ROUTE}"),
+        *("-c", str(CONNECTIONS), "-d", f"{seconds}s", f"http://127.0.0.1:{port}{ROUTE}"),
     ]
-    measured = parse_wrk(_run(argv, whole))
+    measured = parse_wrk(_run(argv, seconds))
     return {key: float(measured[key]) for key in ("ops_per_s", "requests", "errors")}
 
 
@@ -121,7 +119,7 @@ def _taskset(cpus: set[int]) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
 
 
-def _run(argv: list[str], seconds: float) -> str:
+def _run(argv: list[str], seconds: int) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if done.returncode:
         raise RailcarError(f"{Path(argv[3]).name} failed: {(done.stderr or done.stdout).strip()[-300:]}")
@@ -134,12 +132,12 @@ LOADS = {
 }
 
 
-def _measure(system: str, seconds: float, rounds: int) -> dict[str, dict[str, float]]:
+def _measure(system: str, seconds: int, rounds: int) -> dict[str, dict[str, float]]:
     """Median rate and server CPU per request of each load against one fresh, warmed server."""
     server_cpus, load_cpus = cpu_split()
     measured: dict[str, dict[str, float]] = {}
     with _server(system, server_cpus) as (port, pid):
-        _h2load(port, max(seconds / 2, 1.0), load_cpus)  # warm-up, unmeasured
+        _h2load(port, max(seconds // 2, 1), load_cpus)  # warm-up, unmeasured
         for load, run in LOADS.items():
             runs = []
             for _ in range(rounds):
@@ -201,8 +199,8 @@ def _markdown(doc: dict[str, Any]) -> str:
 @click.option("--engines", default="uvloop", show_default=True, help="Comma-separated railcar engines.")
 @click.option(
     "--seconds",
-    type=FiniteFloatRange(min=1, max=3600),
-    default=5.0,
+    type=click.IntRange(1, 3600),
+    default=5,
     show_default=True,
     help="Length of each measured run.",
 )
@@ -211,7 +209,7 @@ def _markdown(doc: dict[str, Any]) -> str:
 @json_option
 @md_option
 def bench_http(
-    engines: str, seconds: float, no_peers: bool, rounds: int, as_json: bool, md: Path | None
+    engines: str, seconds: int, no_peers: bool, rounds: int, as_json: bool, md: Path | None
 ) -> None:
     """Measure `railcar serve http` beside socketify and granian with h2load and wrk, in one run."""
     systems = [f"railcar-{engine}" for engine in parse_engines(engines)]
