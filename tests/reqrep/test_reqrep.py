@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import socket
 import struct
 import threading
@@ -431,6 +433,66 @@ def test_frame_cut_short_by_the_peer_gets_conn_error(serve_reqrep: Serve) -> Non
         assert sock.recv(10) == b""
         raw_request(bystander, struct.pack("<i", 1), count=1)
         assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
+
+
+def test_a_frame_stalled_past_the_frame_timeout_gets_conn_error_and_close(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"), frame_timeout=0.3)
+    with connect(port) as bystander, connect(port) as sock:
+        started = time.monotonic()
+        sock.sendall(HEADER.pack(13 + 8, REQUEST, 2, 1) + struct.pack("<i", 1))  # 4 of 8 payload bytes
+        time.sleep(0.15)
+        raw_request(bystander, struct.pack("<i", 1), count=1)  # a working neighbour keeps working
+        assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 2)
+        (frame,) = read_frames(sock, 1)
+        waited = time.monotonic() - started
+        assert frame.kind == CONN_ERROR
+        assert b"frame not received whole within 0.3 s" in frame.payload
+        assert sock.recv(10) == b""
+        assert 0.3 <= waited < 3.0
+        raw_request(bystander, struct.pack("<i", 5), count=1)  # idle, not inside a frame: left open
+        assert read_frames(bystander, 1)[0].payload == struct.pack("<i", 6)
+
+
+def test_a_frame_that_keeps_arriving_is_still_bounded_by_the_frame_timeout(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"), frame_timeout=0.4)
+    with connect(port) as sock:
+        started = time.monotonic()
+        sock.sendall(HEADER.pack(13 + 4000, REQUEST, 1000, 1))
+        closed_after = None
+        for _ in range(200):  # one byte every 20 ms: slowloris, never a whole frame
+            try:
+                sock.sendall(b"\0")
+            except OSError:  # reset: the server closed it
+                closed_after = time.monotonic() - started
+                break
+            time.sleep(0.02)
+        assert closed_after is not None
+        assert 0.4 <= closed_after < 3.0
+        sock.settimeout(5)
+        with contextlib.suppress(OSError):  # the error frame, if the reset left it readable
+            frames = read_frames(sock, 1)
+            assert frames[0].kind == CONN_ERROR
+
+
+def test_idle_timeout_closes_silent_connections_only(serve_reqrep: Serve) -> None:
+    port = serve_reqrep(increment_service("int32", "item"), idle_timeout=0.3)
+    with connect(port) as idle, connect(port) as busy:
+        started = time.monotonic()
+        for value in range(8):  # a request every 0.1 s keeps this one open
+            raw_request(busy, struct.pack("<i", value), count=1)
+            assert read_frames(busy, 1)[0].payload == struct.pack("<i", value + 1)
+            time.sleep(0.1)
+        idle.settimeout(5)
+        assert idle.recv(10) == b""  # closed silently, without an error frame
+        assert time.monotonic() - started >= 0.3
+
+
+def test_timeouts_must_be_positive_or_none() -> None:
+    for bad in (0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            create_reqrep_server(increment_service("int32", "item"), frame_timeout=bad)
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            create_reqrep_server(increment_service("int32", "item"), idle_timeout=bad)
 
 
 def test_timeouts_and_the_in_flight_window(silent: SilentServer) -> None:

@@ -20,10 +20,11 @@ from typing import Any, Final
 
 from railcar.engine import create_server
 from railcar.engine.api import Conn, Handler, Server
+from railcar.engine.sweeper import Sweeper
 from railcar.errors import ConnectionClosed
 from railcar.http.app import AnyResponse, App, Response, StreamingResponse
 from railcar.http.date import DateLine
-from railcar.http.timeouts import Sweeper, Timeouts
+from railcar.http.timeouts import Timeouts
 from railcar.proto.http1 import (
     DEFAULT_LIMITS,
     Body,

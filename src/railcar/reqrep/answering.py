@@ -57,6 +57,13 @@ class Session:
     fresh: bool = True  # no frame received yet: the only place for a HELLO
     failed: int = 0
     first_failure: str = ""
+    last_read: float = 0.0  # time.monotonic() of the last bytes received (kept when timeouts are on)
+    partial_since: float | None = None  # when the frame still incomplete began arriving
+
+    @property
+    def busy(self) -> bool:
+        """True while requests received are not yet answered (never, for a sync service)."""
+        return False
 
     def receive(self, data: bytes | memoryview, out: bytearray) -> tuple[list[Frame], ProtocolError | None]:
         """Return the REQUEST frames ``data`` completed, and the error that breaks the stream if one does.

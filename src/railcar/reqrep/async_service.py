@@ -33,6 +33,11 @@ class AsyncSession(Session):
     waiting: deque[Frame] = field(default_factory=deque)
     in_progress: int = 0
 
+    @property
+    def busy(self) -> bool:
+        """True while requests are in progress or waiting for room."""
+        return self.in_progress > 0 or bool(self.waiting)
+
 
 class AsyncAnswerer:
     """Answers REQUEST frames with an ``async def`` service, each frame in a task of its own.
