@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -112,6 +113,59 @@ def test_limits_give_431_414_413(serve: ServerFactory) -> None:
     body = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n" + b"b" * 101
     assert exchange(port, body).startswith(b"HTTP/1.1 413 ")
     assert app.calls == 0
+
+
+def echo_body(request: Request) -> Response:
+    return Response(b"got %d bytes" % len(request.body))
+
+
+def test_expect_100_continue_is_answered_before_the_body(serve: ServerFactory) -> None:
+    port = serve(HttpHandler(echo_body)).port
+    with connect(port) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += sock.recv(100)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        sock.shutdown(socket.SHUT_WR)
+        reply = recv_until_eof(sock)
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert reply.endswith(b"got 5 bytes")
+    # A body sent along with the head needs no interim response; HTTP/1.0 never gets one.
+    whole = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi"
+    assert exchange(port, whole).startswith(b"HTTP/1.1 200 OK\r\n")
+    old = b"POST / HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi"
+    assert exchange(port, old).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_an_unknown_expectation_gets_417_and_never_reaches_the_app(serve: ServerFactory) -> None:
+    app = CountingApp()
+    port = serve(HttpHandler(app)).port
+    reply = exchange(port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 200-ok\r\n\r\nhi")
+    assert reply.startswith(b"HTTP/1.1 417 ")
+    assert app.calls == 0
+
+
+def test_curl_uploads_without_waiting_for_its_expect_timeout(serve: ServerFactory, tmp_path: Path) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is missing: apt-get install -y curl (scripts/install-tools)")
+    port = serve(HttpHandler(echo_body)).port
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"u" * 100_000)
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            *(curl, "-sS", "--expect100-timeout", "5", "-H", "Expect: 100-continue"),
+            *("--data-binary", f"@{upload}", f"http://127.0.0.1:{port}/"),
+        ],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout == b"got 100000 bytes"
+    assert time.monotonic() - started < 4  # curl would have waited 5 s for a 100 Continue
 
 
 def test_slow_and_idle_clients_are_timed_out(serve: ServerFactory) -> None:

@@ -26,6 +26,7 @@ from railcar.http.app import AnyResponse, App, Response, StreamingResponse
 from railcar.http.date import DateLine
 from railcar.http.timeouts import Timeouts
 from railcar.proto.http1 import (
+    CONTINUE,
     DEFAULT_LIMITS,
     Body,
     EndOfRequest,
@@ -178,6 +179,12 @@ class HttpHandler(Handler):
             self._flush(session)
             conn.close()
             return
+        head = session.head
+        if head is not None and head.expects_continue and not pending and not session.busy:
+            # The client may be holding the body back until told to go on; only a request next
+            # in line is told, so an interim response never lands before an earlier final one.
+            head.expects_continue = False
+            session.out.append(CONTINUE)
         self._flush(session)
         if len(pending) >= self.max_pipeline:
             conn.pause_reading()

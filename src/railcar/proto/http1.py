@@ -21,6 +21,7 @@ from railcar.proto.http1_checks import BadRequest
 from railcar.proto.http1_response import CLOSE, header_lines, response_prefix, status_line
 
 __all__ = [
+    "CONTINUE",
     "BadRequest",
     "Body",
     "EndOfRequest",
@@ -64,9 +65,21 @@ class Request:
     ``body`` is empty until the request ends (the server fills it, and the addresses
     ``client`` and ``server``, before an app sees the request); ``headers`` keep names as
     sent and values without surrounding whitespace; ``version`` is ``"1.1"`` or ``"1.0"``.
+    ``expects_continue`` is True for an HTTP/1.1 request with a body that sent
+    ``Expect: 100-continue``: its client may wait for ``CONTINUE`` before sending the body.
     """
 
-    __slots__ = ("body", "client", "headers", "keep_alive", "method", "server", "target", "version")
+    __slots__ = (
+        "body",
+        "client",
+        "expects_continue",
+        "headers",
+        "keep_alive",
+        "method",
+        "server",
+        "target",
+        "version",
+    )
 
     def __init__(
         self,
@@ -87,6 +100,7 @@ class Request:
         self.keep_alive = keep_alive
         self.client = client
         self.server = server
+        self.expects_continue = False
 
     def __repr__(self) -> str:
         return f"Request({self.method!r}, {self.target!r}, {self.version!r}, {self.headers!r})"
@@ -296,7 +310,10 @@ class ServerConnection:
         self._head_size = 0
         self._body_size = 0
         keep_alive = self._keep_alive = parser.should_keep_alive() and not framing.upgrade
-        self._events.append(Request(method.decode("ascii"), target, version, headers, b"", keep_alive))
+        request = Request(method.decode("ascii"), target, version, headers, b"", keep_alive)
+        if framing.expect_continue and (framing.chunked or framing.content_length):
+            request.expects_continue = True
+        self._events.append(request)
 
     def on_body(self, body: bytes) -> None:
         """Emit a piece of the body; raises BadRequest (413) past the body limit."""
@@ -311,6 +328,10 @@ class ServerConnection:
         self._in_request = False
         if not self._keep_alive:
             self.reading = False
+
+
+#: The interim response that tells a client waiting on ``Expect: 100-continue`` to send its body.
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def reject_response(status: int, reason: str, date: bytes = b"") -> bytes:

@@ -33,6 +33,7 @@ class Framing(NamedTuple):
     content_length: int
     chunked: bool
     upgrade: bool
+    expect_continue: bool = False
 
 
 # RFC 3986 reg-name / IP-literal / port characters: Host is an authority, nothing else.
@@ -53,6 +54,7 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
     transfer_encoding: list[bytes] = []
     hosts = 0
     upgrade = False
+    expect_continue = False
     for name, value in headers:
         key = name.lower()
         if key == b"host":
@@ -65,6 +67,11 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
             transfer_encoding.append(value)
         elif key == b"upgrade":
             upgrade = True
+        elif key == b"expect":
+            # RFC 9110 10.1.1: 100-continue is the only expectation defined; refuse the others.
+            if value.lower() != b"100-continue":
+                raise BadRequest(417, "only the 100-continue expectation is supported")
+            expect_continue = version == "1.1"  # an HTTP/1.0 client gets no 1xx (RFC 9110 15.2)
     if hosts > 1 or (hosts == 0 and version == "1.1"):
         raise BadRequest(400, "an HTTP/1.1 request needs exactly one Host header")
     if not content_length and not transfer_encoding:
@@ -76,11 +83,11 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
         if len(transfer_encoding) != 1 or transfer_encoding[0].strip().lower() != b"chunked":
             raise BadRequest(400, "Transfer-Encoding other than one chunked coding")
-        framing = Framing(0, True, upgrade)
+        framing = Framing(0, True, upgrade, expect_continue)
     else:
         if len(content_length) != 1 or not content_length[0].isdigit():
             raise BadRequest(400, "invalid Content-Length")
-        framing = Framing(int(content_length[0]), False, upgrade)
+        framing = Framing(int(content_length[0]), False, upgrade, expect_continue)
     if upgrade and (framing.chunked or framing.content_length):
         raise BadRequest(400, "an Upgrade request with a body")
     return framing
