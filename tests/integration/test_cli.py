@@ -249,12 +249,29 @@ def test_serve_reqrep_answers_and_stops() -> None:
         assert proc.wait(timeout=10) == 0
 
 
+def test_serve_reqrep_idle_timeout_closes_a_silent_connection() -> None:
+    with subprocess.Popen(
+        [*RAILCAR, "serve", "reqrep", "--idle-timeout", "0.3", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+            assert silent.recv(1) == b""  # closed by the server, not by the 10 s timeout
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["serve", "reqrep", "--codec", "xml"], "'xml' is not one of"),
         (["serve", "reqrep", "--codec", "jsonl", "--mode", "array", "--port", "0"], "fixed-size codec"),
         (["serve", "reqrep", "--max-frame", "10"], "--max-frame"),
+        (["serve", "reqrep", "--idle-timeout", "-1"], "--idle-timeout"),
+        (["serve", "reqrep", "--frame-timeout", "nan"], "not a finite number"),
         (["bench", "reqrep", "--scenario", "teleport"], "'teleport' is not one of"),
     ],
 )

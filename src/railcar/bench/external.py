@@ -60,28 +60,24 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10
 def redis_server(cpus: set[int] | None = None) -> Iterator[tuple[int, int]]:
     """Run redis-server (no persistence) on a free loopback port, primed; yield (port, pid)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            tool("redis-server"),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _pin(proc.pid, cpus)
-        wait_listening(port, proc)
-        prime_server("redis-server", "127.0.0.1", port, RESP)
-        yield port, proc.pid
-    finally:
-        stop_process(proc)
+    # Its own directory: a command that writes files (BGREWRITEAOF, CONFIG SET appendonly)
+    # must not leave them in the caller's working directory.
+    with tempfile.TemporaryDirectory(prefix="railcar-redis-") as workdir:
+        proc = subprocess.Popen(
+            [
+                *(tool("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", workdir),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _pin(proc.pid, cpus)
+            wait_listening(port, proc)
+            prime_server("redis-server", "127.0.0.1", port, RESP)
+            yield port, proc.pid
+        finally:
+            stop_process(proc)
 
 
 @contextlib.contextmanager

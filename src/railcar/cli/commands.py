@@ -237,11 +237,27 @@ def serve_http(
     show_default=True,
     help="Largest frame accepted, in bytes; a larger request frame fails its requests, the connection stays.",
 )
+@click.option(
+    "--frame-timeout",
+    type=FiniteFloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a frame has to arrive whole once its first byte has (slowloris); 0: no limit.",
+)
+@click.option(
+    "--idle-timeout",
+    type=FiniteFloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Seconds a connection owed no reply may stay silent before it is closed; 0: no limit.",
+)
 @listen_options(default_port=7001)
 def serve_reqrep(
     codec: str,
     mode: str,
     max_frame: int,
+    frame_timeout: float,
+    idle_timeout: float,
     engine: str,
     host: str,
     port: int,
@@ -259,6 +275,8 @@ def serve_reqrep(
         mode=chosen,
         engine=engine,
         max_frame=max_frame,
+        frame_timeout=frame_timeout or None,
+        idle_timeout=idle_timeout or None,
         host=host,
         port=port,
         unix=unix,
