@@ -135,6 +135,7 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["serve", "teleport"], "No such command"),
         (["bench", "echo", "--engines", "warp"], "unknown engine 'warp'"),
         (["bench", "kv", "--engines", "warp"], "unknown engine 'warp'"),
+        (["serve", "kv", "--maxmemory", "lots"], "--maxmemory': not a memory size: 'lots'"),
         (["bench", "http", "--seconds", "0"], "--seconds"),
         (["bench", "echo", "--seconds", "-3"], "--seconds"),
         (["bench", "idle", "--connections", "0"], "--connections"),

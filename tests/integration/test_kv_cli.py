@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -58,10 +59,11 @@ CONFIG GET appendonly
 """
 
 
-@pytest.fixture(params=ENGINES)
-def railcar_kv(request: pytest.FixtureRequest) -> Iterator[int]:
+@contextlib.contextmanager
+def serving(*options: str) -> Iterator[int]:
+    """``railcar serve kv`` with ``options`` on a free port; yields the port, checks it ended cleanly."""
     with subprocess.Popen(
-        [sys.executable, "-m", "railcar", "serve", "kv", "--engine", request.param, "--port", "0"],
+        [sys.executable, "-m", "railcar", "serve", "kv", "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -75,6 +77,12 @@ def railcar_kv(request: pytest.FixtureRequest) -> Iterator[int]:
             proc.terminate()
             _, err = proc.communicate(timeout=10)
             assert "Traceback" not in err, err
+
+
+@pytest.fixture(params=ENGINES)
+def railcar_kv(request: pytest.FixtureRequest) -> Iterator[int]:
+    with serving("--engine", request.param) as port:
+        yield port
 
 
 def cli_session(port: int, script: str) -> str:
@@ -99,23 +107,22 @@ def test_redis_cli_session_reads_the_same_as_on_redis_server(railcar_kv: int, re
 
 
 def test_requirepass_from_the_command_line() -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "railcar", "serve", "kv", "--port", "0", "--requirepass", "pw"],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            port = int(proc.stdout.readline().rsplit(":", 1)[1])
-            assert cli_session(port, "GET k\n").strip() == "NOAUTH Authentication required."
-            out = subprocess.run(
-                [tool("redis-cli"), "-p", str(port), "-a", "pw", "--no-auth-warning", "SET", "k", "v"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=True,
-            ).stdout
-            assert out.strip() == "OK"
-        finally:
-            proc.terminate()
-            proc.communicate(timeout=10)
+    with serving("--requirepass", "pw") as port:
+        assert cli_session(port, "GET k\n").strip() == "NOAUTH Authentication required."
+        out = subprocess.run(
+            [tool("redis-cli"), "-p", str(port), "-a", "pw", "--no-auth-warning", "SET", "k", "v"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert out.strip() == "OK"
+
+
+def test_maxmemory_from_the_command_line() -> None:
+    with serving("--maxmemory", "1kb") as port:
+        got = cli_session(port, f"SET big {'x' * 2000}\nSET k v\nGET k\nDEL big\nSET k v\nINFO memory\n")
+        lines = got.splitlines()  # redis-cli follows an error with an empty line; nil is one too
+        oom = "OOM command not allowed when used memory > 'maxmemory'."
+        assert lines[:6] == ["OK", oom, "", "", "1", "OK"]
+        assert "maxmemory:1024" in lines

@@ -63,13 +63,14 @@ class KvHandler(Handler):
         parser: str = "auto",
         appendonly: str | None = None,
         appendfsync: Fsync = "everysec",
+        maxmemory: int = 0,
     ) -> None:
         """Raises ValueError for an unknown parser or fsync policy, AofError for a damaged AOF."""
         if parser not in ("auto", "python", "hiredis"):
             raise ValueError(f"parser must be auto, python or hiredis, not {parser!r}")
         if appendfsync not in FSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {', '.join(FSYNC_POLICIES)}, not {appendfsync!r}")
-        self.kv = server if server is not None else KvServer(requirepass=requirepass)
+        self.kv = server if server is not None else KvServer(requirepass=requirepass, maxmemory=maxmemory)
         if appendonly is not None:
             report = replay(appendonly, self.kv)
             log.info("append-only file %s: %d commands replayed", appendonly, report.commands)

@@ -304,6 +304,13 @@ def serve_reqrep(
     help="always: reply once changes are on disk; everysec: fsync once a second; no: when the kernel does.",
 )
 @click.option(
+    "--maxmemory",
+    metavar="BYTES",
+    default="0",
+    show_default=True,
+    help="Refuse commands that grow the data past this size (Redis's notation: 100mb, 1gb); 0: no limit.",
+)
+@click.option(
     "--parser",
     type=click.Choice(["auto", "hiredis", "python"]),
     default="auto",
@@ -315,6 +322,7 @@ def serve_kv(
     requirepass: str | None,
     appendonly: str | None,
     appendfsync: str,
+    maxmemory: str,
     parser: str,
     engine: str,
     host: str,
@@ -325,8 +333,14 @@ def serve_kv(
     """A Redis-compatible key-value server (RESP2/3): strings, keys, expiry, lists, hashes, sets, MULTI."""
     from railcar.apps.kv import KvHandler  # noqa: PLC0415 - keep CLI start-up light
     from railcar.kv.aof import Fsync  # noqa: PLC0415
+    from railcar.kv.memory import parse_memory  # noqa: PLC0415
 
+    try:
+        limit = parse_memory(maxmemory)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--maxmemory'") from None
     handler = KvHandler(
+        maxmemory=limit,
         requirepass=requirepass,
         parser=parser,
         appendonly=appendonly,

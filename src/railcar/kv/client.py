@@ -11,7 +11,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from railcar.kv import replies
-from railcar.kv.table import FAST, NOAUTH, NOMULTI, TABLE, WRITE, Command
+from railcar.kv.memory import OOM
+from railcar.kv.table import DENYOOM, FAST, NOAUTH, NOMULTI, TABLE, WRITE, Command
 from railcar.proto.resp import NULL_ARRAY, OK, QUEUED, Error
 
 if TYPE_CHECKING:
@@ -59,7 +60,9 @@ class Client:
     def execute(self, args: list[bytes]) -> Any:
         """Run one request (a non-empty list of words) and return its reply."""
         fast = FAST.get(args[0])
-        if fast is not None and self.multi is None and self.authenticated and self.server.aof is None:
+        server = self.server
+        plain = server.aof is None and not server.maxmemory  # nothing to record or to check
+        if fast is not None and self.multi is None and self.authenticated and plain:
             fn, least, most = fast
             if least <= len(args) <= most:
                 try:
@@ -86,6 +89,8 @@ class Client:
             return self._reject(replies.wrong_arity(entry.name), entry)
         if not self.authenticated and NOAUTH not in entry.flags:
             return self._reject(replies.NOAUTH, entry)
+        if self.server.maxmemory and self._refused_for_memory(entry):
+            return self._reject(OOM, entry)
         if self.multi is not None and NOMULTI not in entry.flags:
             self.multi.append((entry, args))
             return QUEUED
@@ -111,6 +116,23 @@ class Client:
         if store.dirty != before:
             server.propagate(db, self.rewrite if self.rewrite is not None else [args])
         return reply
+
+    def _refused_for_memory(self, entry: Command) -> bool:
+        """Redis's rule past maxmemory: refuse what may grow the data.
+
+        Inside MULTI anything but EXEC and DISCARD is refused too (queueing takes memory),
+        and EXEC itself if it queued a growing command.
+        """
+        server = self.server
+        if server.store.used <= server.maxmemory:
+            return False
+        if DENYOOM in entry.flags:
+            return True
+        if self.multi is None:
+            return False
+        if entry.name == "exec":
+            return any(DENYOOM in queued.flags for queued, _ in self.multi)
+        return entry.name != "discard"
 
     def _reject(self, error: Error, entry: Command | None = None) -> Error:
         if entry is not None and entry.name == "exec":  # Redis aborts the transaction and says why

@@ -17,8 +17,12 @@ REDIS_VERSION = "7.0.15"  # the version whose behaviour railcar follows; clients
 class KvServer:
     """Everything the commands share beyond one client: the store, config, stats."""
 
-    def __init__(self, requirepass: str | None = None, store: Store | None = None) -> None:
+    def __init__(
+        self, requirepass: str | None = None, store: Store | None = None, maxmemory: int = 0
+    ) -> None:
         self.store = store if store is not None else Store()
+        #: Bytes of data past which growing commands are refused (kv/memory.py); 0: no limit.
+        self.maxmemory = maxmemory
         self.requirepass = requirepass.encode() if requirepass is not None else None
         self.started = time.time()
         self.clients: dict[int, Client] = {}
@@ -30,7 +34,7 @@ class KvServer:
             b"save": b"",
             b"appendonly": b"no",
             b"databases": str(len(self.store.dbs)).encode(),
-            b"maxmemory": b"0",
+            b"maxmemory": str(maxmemory).encode(),
             b"maxmemory-policy": b"noeviction",
             b"timeout": b"0",
             b"proto-max-bulk-len": b"536870912",

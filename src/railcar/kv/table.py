@@ -12,8 +12,10 @@ if TYPE_CHECKING:
 CommandFn = Callable[["Client", list[bytes]], Any]
 
 #: Flags (Redis's names): ``write`` changes data, ``noauth`` runs before AUTH,
-#: ``nomulti`` runs at once inside MULTI instead of being queued.
+#: ``nomulti`` runs at once inside MULTI instead of being queued, ``denyoom`` may grow the data
+#: and is refused past maxmemory.
 WRITE = "write"
+DENYOOM = "denyoom"
 NOAUTH = "noauth"
 NOMULTI = "nomulti"
 

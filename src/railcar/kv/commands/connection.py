@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from railcar.kv import replies
 from railcar.kv.args import parse_int
 from railcar.kv.glob import match
+from railcar.kv.memory import POLICIES, SUPPORTED_POLICY, parse_memory
 from railcar.kv.table import NOAUTH, NOMULTI, TABLE, command, container
 from railcar.proto.resp import OK, PONG, Error, Simple, Verbatim
 
@@ -170,7 +171,10 @@ def _info(client: Client, sections: set[str]) -> bytes:
     if every or "clients" in sections:
         parts.append(f"# Clients\r\nconnected_clients:{len(server.clients)}\r\n")
     if every or "memory" in sections:
-        parts.append(f"# Memory\r\nused_memory:{store.used}\r\nmaxmemory:0\r\n")
+        parts.append(
+            f"# Memory\r\nused_memory:{store.used}\r\nmaxmemory:{server.maxmemory}\r\n"
+            f"maxmemory_policy:{SUPPORTED_POLICY}\r\n"
+        )
     if every or "persistence" in sections:
         aof = server.aof
         parts.append(
@@ -216,26 +220,56 @@ def config_get(client: Client, args: list[bytes]) -> Any:
     }
 
 
+def _config_failed(name: str, reason: str) -> Error:
+    return Error(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {reason}")
+
+
+def _config_refusal(settings: dict[bytes, bytes]) -> Error | None:
+    """Why CONFIG SET must change nothing (Redis applies all of the settings or none), or None."""
+    fsync = settings.get(b"appendfsync")
+    if fsync is not None and fsync.lower() not in (b"always", b"everysec", b"no"):
+        return _config_failed("appendfsync", "argument(s) must be one of the following: everysec, always, no")
+    maxmemory = settings.get(b"maxmemory")
+    if maxmemory is not None:
+        try:
+            parse_memory(maxmemory.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            return _config_failed("maxmemory", "argument must be a memory value")
+    policy = settings.get(b"maxmemory-policy")
+    if policy is not None:
+        chosen = policy.decode("latin-1").lower()
+        if chosen not in POLICIES:
+            return _config_failed(
+                "maxmemory-policy", f"argument(s) must be one of the following: {', '.join(POLICIES)}"
+            )
+        if chosen != SUPPORTED_POLICY:
+            return _config_failed("maxmemory-policy", f"railcar evicts nothing: only {SUPPORTED_POLICY}")
+    return None
+
+
 @command("config|set", -4)
 def config_set(client: Client, args: list[bytes]) -> Any:
-    """CONFIG SET name value [name value ...]: requirepass and appendfsync act; CONFIG GET echoes all."""
+    """CONFIG SET name value [...]: requirepass, appendfsync and maxmemory act; CONFIG GET echoes all."""
     if len(args) % 2:
         return replies.wrong_arity("config|set")
     server = client.server
     settings = {args[index].lower(): args[index + 1] for index in range(2, len(args), 2)}
-    fsync = settings.get(b"appendfsync")
-    if fsync is not None and fsync.lower() not in (b"always", b"everysec", b"no"):
-        return Error(
-            "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - argument(s) must be one of "
-            "the following: everysec, always, no"
-        )
+    refusal = _config_refusal(settings)
+    if refusal is not None:
+        return refusal
     for name, value in settings.items():
         server.config[name] = value
     if b"requirepass" in settings:
         # As in Redis: connections already authenticated stay so; new ones need the new password.
         server.requirepass = settings[b"requirepass"] or None
+    fsync = settings.get(b"appendfsync")
     if fsync is not None and server.aof is not None:
         server.aof.set_fsync(fsync.lower().decode())
+    if b"maxmemory" in settings:
+        server.maxmemory = parse_memory(settings[b"maxmemory"].decode("ascii"))
+        server.config[b"maxmemory"] = str(server.maxmemory).encode()  # CONFIG GET gives bytes
+    if b"maxmemory-policy" in settings:
+        server.config[b"maxmemory-policy"] = SUPPORTED_POLICY.encode()
     return OK
 
 

@@ -9,7 +9,7 @@ from railcar.kv import replies
 from railcar.kv.args import format_long_double, parse_cursor, parse_int, parse_long_double
 from railcar.kv.glob import match
 from railcar.kv.store import ELEMENT_OVERHEAD
-from railcar.kv.table import WRITE, command
+from railcar.kv.table import DENYOOM, WRITE, command
 from railcar.proto.resp import OK, Error
 
 if TYPE_CHECKING:
@@ -54,20 +54,20 @@ def _set_fields(client: Client, args: list[bytes], name: str) -> Any:
     return added
 
 
-@command("hset", -4, WRITE)
+@command("hset", -4, WRITE, DENYOOM)
 def hset(client: Client, args: list[bytes]) -> Any:
     """HSET key field value [field value ...]: how many fields were new."""
     return _set_fields(client, args, "hset")
 
 
-@command("hmset", -4, WRITE)
+@command("hmset", -4, WRITE, DENYOOM)
 def hmset(client: Client, args: list[bytes]) -> Any:
     """HMSET key field value [field value ...]: OK."""
     result = _set_fields(client, args, "hmset")
     return result if type(result) is Error else OK
 
 
-@command("hsetnx", 4, WRITE)
+@command("hsetnx", 4, WRITE, DENYOOM)
 def hsetnx(client: Client, args: list[bytes]) -> Any:
     """HSETNX key field value."""
     fields = _hash(client, args[1])
@@ -174,7 +174,7 @@ def hvals(client: Client, args: list[bytes]) -> Any:
     return list((fields or {}).values())
 
 
-@command("hincrby", 4, WRITE)
+@command("hincrby", 4, WRITE, DENYOOM)
 def hincrby(client: Client, args: list[bytes]) -> Any:
     """HINCRBY key field increment."""
     by = parse_int(args[3])
@@ -207,7 +207,7 @@ def _store_field(
     return reply
 
 
-@command("hincrbyfloat", 4, WRITE)
+@command("hincrbyfloat", 4, WRITE, DENYOOM)
 def hincrbyfloat(client: Client, args: list[bytes]) -> Any:
     """HINCRBYFLOAT key field increment."""
     by = parse_long_double(args[3])

@@ -10,7 +10,7 @@ from railcar.kv import replies
 from railcar.kv.args import parse_cursor, parse_int
 from railcar.kv.glob import match
 from railcar.kv.store import type_name
-from railcar.kv.table import WRITE, command
+from railcar.kv.table import DENYOOM, WRITE, command
 from railcar.proto.resp import OK, Error, Simple
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def _copy_value(value: Any) -> Any:
     return value if type(value) is bytes else type(value)(value)
 
 
-@command("copy", -3, WRITE)
+@command("copy", -3, WRITE, DENYOOM)
 def copy(client: Client, args: list[bytes]) -> Any:
     """COPY source destination [DB destination-db] [REPLACE]."""
     replace = False

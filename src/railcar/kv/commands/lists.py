@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from railcar.kv import replies
 from railcar.kv.args import parse_int
 from railcar.kv.store import ELEMENT_OVERHEAD
-from railcar.kv.table import WRITE, command
+from railcar.kv.table import DENYOOM, WRITE, command
 from railcar.proto.resp import NULL_ARRAY, OK, Error
 
 if TYPE_CHECKING:
@@ -48,25 +48,25 @@ def _push(client: Client, args: list[bytes], left: bool, only_existing: bool) ->
     return len(items)
 
 
-@command("lpush", -3, WRITE)
+@command("lpush", -3, WRITE, DENYOOM)
 def lpush(client: Client, args: list[bytes]) -> Any:
     """LPUSH key element [element ...]."""
     return _push(client, args, left=True, only_existing=False)
 
 
-@command("rpush", -3, WRITE)
+@command("rpush", -3, WRITE, DENYOOM)
 def rpush(client: Client, args: list[bytes]) -> Any:
     """RPUSH key element [element ...]."""
     return _push(client, args, left=False, only_existing=False)
 
 
-@command("lpushx", -3, WRITE)
+@command("lpushx", -3, WRITE, DENYOOM)
 def lpushx(client: Client, args: list[bytes]) -> Any:
     """LPUSHX key element [element ...]."""
     return _push(client, args, left=True, only_existing=True)
 
 
-@command("rpushx", -3, WRITE)
+@command("rpushx", -3, WRITE, DENYOOM)
 def rpushx(client: Client, args: list[bytes]) -> Any:
     """RPUSHX key element [element ...]."""
     return _push(client, args, left=False, only_existing=True)
@@ -161,7 +161,7 @@ def lindex(client: Client, args: list[bytes]) -> Any:
     return items[index]
 
 
-@command("lset", 4, WRITE)
+@command("lset", 4, WRITE, DENYOOM)
 def lset(client: Client, args: list[bytes]) -> Any:
     """LSET key index element."""
     items = _list(client, args[1])
@@ -238,7 +238,7 @@ def ltrim(client: Client, args: list[bytes]) -> Any:
     return OK
 
 
-@command("linsert", 5, WRITE)
+@command("linsert", 5, WRITE, DENYOOM)
 def linsert(client: Client, args: list[bytes]) -> Any:
     """LINSERT key BEFORE|AFTER pivot element: the new length, -1 without the pivot."""
     where = args[2].lower()
@@ -352,7 +352,7 @@ def _move(client: Client, source: bytes, target: bytes, from_left: bool, to_left
     return value
 
 
-@command("lmove", 5, WRITE)
+@command("lmove", 5, WRITE, DENYOOM)
 def lmove(client: Client, args: list[bytes]) -> Any:
     """LMOVE source destination LEFT|RIGHT LEFT|RIGHT."""
     from_left, to_left = _end(args[3]), _end(args[4])
@@ -361,7 +361,7 @@ def lmove(client: Client, args: list[bytes]) -> Any:
     return _move(client, args[1], args[2], from_left, to_left)
 
 
-@command("rpoplpush", 3, WRITE)
+@command("rpoplpush", 3, WRITE, DENYOOM)
 def rpoplpush(client: Client, args: list[bytes]) -> Any:
     """RPOPLPUSH source destination."""
     return _move(client, args[1], args[2], from_left=False, to_left=True)

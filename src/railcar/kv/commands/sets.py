@@ -9,7 +9,7 @@ from railcar.kv import replies
 from railcar.kv.args import parse_cursor, parse_int
 from railcar.kv.glob import match
 from railcar.kv.store import ELEMENT_OVERHEAD
-from railcar.kv.table import WRITE, command
+from railcar.kv.table import DENYOOM, WRITE, command
 from railcar.proto.resp import Error
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def _set(client: Client, key: bytes) -> Any:
     return value
 
 
-@command("sadd", -3, WRITE)
+@command("sadd", -3, WRITE, DENYOOM)
 def sadd(client: Client, args: list[bytes]) -> Any:
     """SADD key member [member ...]: how many were new."""
     key = args[1]
@@ -238,19 +238,19 @@ def _store(client: Client, target: bytes, result: Any) -> Any:
     return len(result)
 
 
-@command("sinterstore", -3, WRITE)
+@command("sinterstore", -3, WRITE, DENYOOM)
 def sinterstore(client: Client, args: list[bytes]) -> Any:
     """SINTERSTORE destination key [key ...]."""
     return _store(client, args[1], sinter(client, args[1:]))
 
 
-@command("sunionstore", -3, WRITE)
+@command("sunionstore", -3, WRITE, DENYOOM)
 def sunionstore(client: Client, args: list[bytes]) -> Any:
     """SUNIONSTORE destination key [key ...]."""
     return _store(client, args[1], sunion(client, args[1:]))
 
 
-@command("sdiffstore", -3, WRITE)
+@command("sdiffstore", -3, WRITE, DENYOOM)
 def sdiffstore(client: Client, args: list[bytes]) -> Any:
     """SDIFFSTORE destination key [key ...]."""
     return _store(client, args[1], sdiff(client, args[1:]))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from railcar.kv import replies
 from railcar.kv.args import format_long_double, parse_int, parse_long_double
-from railcar.kv.table import WRITE, command
+from railcar.kv.table import DENYOOM, WRITE, command
 from railcar.proto.resp import MAX_BULK, OK, Error
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def get(client: Client, args: list[bytes]) -> Any:
     return value
 
 
-@command("set", -3, WRITE)
+@command("set", -3, WRITE, DENYOOM)
 def set_(client: Client, args: list[bytes]) -> Any:
     """SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ms|KEEPTTL]."""
     if len(args) == 3:  # the common case, without the option parsing
@@ -166,7 +166,7 @@ def getdel(client: Client, args: list[bytes]) -> Any:
     return value
 
 
-@command("getset", 3, WRITE)
+@command("getset", 3, WRITE, DENYOOM)
 def getset(client: Client, args: list[bytes]) -> Any:
     """GETSET key value."""
     old = _string(client, args[1])
@@ -175,7 +175,7 @@ def getset(client: Client, args: list[bytes]) -> Any:
     return old
 
 
-@command("setnx", 3, WRITE)
+@command("setnx", 3, WRITE, DENYOOM)
 def setnx(client: Client, args: list[bytes]) -> Any:
     """SETNX key value."""
     db = client.db
@@ -185,13 +185,13 @@ def setnx(client: Client, args: list[bytes]) -> Any:
     return 1
 
 
-@command("setex", 4, WRITE)
+@command("setex", 4, WRITE, DENYOOM)
 def setex(client: Client, args: list[bytes]) -> Any:
     """SETEX key seconds value."""
     return _set(client, args[1], args[3], _EX, args[2], "setex")
 
 
-@command("psetex", 4, WRITE)
+@command("psetex", 4, WRITE, DENYOOM)
 def psetex(client: Client, args: list[bytes]) -> Any:
     """PSETEX key milliseconds value."""
     return _set(client, args[1], args[3], _PX, args[2], "psetex")
@@ -208,7 +208,7 @@ def mget(client: Client, args: list[bytes]) -> Any:
     return values
 
 
-@command("mset", -3, WRITE)
+@command("mset", -3, WRITE, DENYOOM)
 def mset(client: Client, args: list[bytes]) -> Any:
     """MSET key value [key value ...]."""
     if len(args) % 2 == 0:
@@ -219,7 +219,7 @@ def mset(client: Client, args: list[bytes]) -> Any:
     return OK
 
 
-@command("msetnx", -3, WRITE)
+@command("msetnx", -3, WRITE, DENYOOM)
 def msetnx(client: Client, args: list[bytes]) -> Any:
     """MSETNX key value [key value ...]: all or nothing."""
     if len(args) % 2 == 0:
@@ -232,7 +232,7 @@ def msetnx(client: Client, args: list[bytes]) -> Any:
     return 1
 
 
-@command("append", 3, WRITE)
+@command("append", 3, WRITE, DENYOOM)
 def append(client: Client, args: list[bytes]) -> Any:
     """APPEND key value: the new length."""
     value = _string(client, args[1])
@@ -288,7 +288,7 @@ def substr(client: Client, args: list[bytes]) -> Any:
     return getrange(client, args)
 
 
-@command("setrange", 4, WRITE)
+@command("setrange", 4, WRITE, DENYOOM)
 def setrange(client: Client, args: list[bytes]) -> Any:
     """SETRANGE key offset value: the new length."""
     offset = parse_int(args[2])
@@ -326,26 +326,26 @@ def _incr(client: Client, key: bytes, by: int) -> Any:
     return result
 
 
-@command("incr", 2, WRITE)
+@command("incr", 2, WRITE, DENYOOM)
 def incr(client: Client, args: list[bytes]) -> Any:
     """INCR key."""
     return _incr(client, args[1], 1)
 
 
-@command("decr", 2, WRITE)
+@command("decr", 2, WRITE, DENYOOM)
 def decr(client: Client, args: list[bytes]) -> Any:
     """DECR key."""
     return _incr(client, args[1], -1)
 
 
-@command("incrby", 3, WRITE)
+@command("incrby", 3, WRITE, DENYOOM)
 def incrby(client: Client, args: list[bytes]) -> Any:
     """INCRBY key increment."""
     by = parse_int(args[2])
     return replies.NOT_INTEGER if by is None else _incr(client, args[1], by)
 
 
-@command("decrby", 3, WRITE)
+@command("decrby", 3, WRITE, DENYOOM)
 def decrby(client: Client, args: list[bytes]) -> Any:
     """DECRBY key decrement."""
     by = parse_int(args[2])
@@ -356,7 +356,7 @@ def decrby(client: Client, args: list[bytes]) -> Any:
     return _incr(client, args[1], -by)
 
 
-@command("incrbyfloat", 3, WRITE)
+@command("incrbyfloat", 3, WRITE, DENYOOM)
 def incrbyfloat(client: Client, args: list[bytes]) -> Any:
     """INCRBYFLOAT key increment (long double arithmetic, as Redis)."""
     value = _string(client, args[1])
