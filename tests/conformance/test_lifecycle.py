@@ -9,6 +9,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Awaitable
 
 import pytest
 
@@ -277,3 +278,49 @@ def test_failing_start_eof_and_close_callbacks_are_logged_and_serving_goes_on(
     assert handler.closed == 2
     assert failures("on_start bug") == 1
     assert failures("on_eof bug") == 2
+
+
+class StopRecorder(Recorder):
+    """Records, at each on_stop, how many connections had closed; on loop engines, cleans up async."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stops: list[int] = []
+        self.cleaned_up = 0
+
+    def on_stop(self, server: Server) -> Awaitable[None] | None:
+        self.stops.append(len(self.closed))
+        if not server.has_loop:
+            return None
+
+        async def cleanup() -> None:
+            await asyncio.sleep(0.05)  # a real await: the loop must still run it
+            self.cleaned_up += 1
+
+        return cleanup()
+
+
+def test_on_stop_follows_every_on_close_once_per_run(engine: str) -> None:
+    recorder = StopRecorder()
+    server = create_server(recorder, engine)
+    for run in (1, 2):
+        server.start()
+        with connect(server.port) as client:
+            client.sendall(b"ping")
+            assert recv_exactly(client, 4) == b"ping"
+            server.stop(deadline=2.0)
+        assert recorder.stops == [1, 2][:run]  # the open connection's on_close came first
+        assert recorder.cleaned_up == (run if type(server).has_loop else 0)  # awaited before stop returned
+
+
+class SlowCleanup(Handler):
+    def on_stop(self, server: Server) -> Awaitable[None] | None:
+        return asyncio.sleep(30) if server.has_loop else None
+
+
+def test_on_stop_clean_up_is_bounded_by_the_stop_deadline(engine: str) -> None:
+    server = create_server(SlowCleanup(), engine)
+    server.start()
+    started = time.monotonic()
+    server.stop(deadline=0.3)
+    assert time.monotonic() - started < 3

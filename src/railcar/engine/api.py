@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -85,6 +85,15 @@ class Handler:
 
     def on_start(self, server: Server) -> None:
         """Called once the server accepts connections."""
+
+    def on_stop(self, server: Server) -> Awaitable[None] | None:
+        """Called once per run when stopping, after every connection's on_close, on the engine's thread.
+
+        On engines with a loop (``has_loop``) an awaitable it returns is awaited there, for at
+        most the stop deadline, before the loop stops: a handler's async clean-up (an ASGI
+        app's lifespan shutdown) runs on the loop its connections ran on.
+        """
+        return None
 
     def on_open(self, conn: Conn) -> None:
         """Called when a connection is accepted, before any data."""

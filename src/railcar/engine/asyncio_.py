@@ -301,6 +301,18 @@ class AsyncioServer(Server):
             for conn in list(self.conns):  # each turn: one made after the deadline only closed itself
                 conn.abort()
             await asyncio.sleep(0)
+        await self._stopped(deadline)
+
+    async def _stopped(self, deadline: float) -> None:
+        """Tell the handler the run is over and await its clean-up, within ``deadline`` s."""
+        try:
+            cleanup = self.handler.on_stop(self)
+            if cleanup is not None:
+                await asyncio.wait_for(cleanup, deadline)
+        except TimeoutError:
+            log.warning("handler's on_stop clean-up did not finish within %.1f s; cancelled", deadline)
+        except Exception:
+            log.exception("handler's on_stop failed")
 
     async def _close_listener(self, server: asyncio.Server) -> None:
         # The selector loop accepts in a reader callback but builds the transport in a task one

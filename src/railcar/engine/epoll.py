@@ -258,6 +258,7 @@ class _Reactor:
                         self.lose(conn, _socket_error(conn._sock))
                 if events_due.closed or events_due.writable:
                     events_due.deliver()
+            call_logged(partial(self.handler.on_stop, server))
         finally:
             self._teardown()
 

@@ -153,6 +153,7 @@ class ThreadsServer(Server):
             if thread.is_alive():
                 conn.abort()
                 thread.join()
+        call_logged(partial(self.handler.on_stop, self))
 
     def _adopt(self, sock: socket.socket) -> None:
         self._open(sock, sock.getpeername())
