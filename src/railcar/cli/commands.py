@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
@@ -111,10 +112,22 @@ def listen_options(default_port: int) -> Callable[[Callable[..., None]], Callabl
     return decorate
 
 
-def run_until_signalled(server: Server, deadline: float) -> None:
-    """Start, print the bound address as the first line, serve until SIGINT/SIGTERM; raises BindError."""
+def run_until_signalled(
+    server: Server, deadline: float, started: Callable[[Server], None] | None = None
+) -> None:
+    """Start, print the bound address as the first line, serve until SIGINT/SIGTERM; raises BindError.
+
+    ``started``, if given, runs once the server listens and before the address is printed
+    (an app's start-up); what it raises stops the server and is raised here.
+    """
     raise_open_file_limit()
     server.start()
+    if started is not None:
+        try:
+            started(server)
+        except BaseException:
+            server.stop(deadline)
+            raise
 
     def announce() -> None:
         click.echo(f"listening on {describe(server.address)}")
@@ -132,87 +145,157 @@ def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: fl
     run_until_signalled(create_server(EchoHandler(), engine, host=host, port=port, unix=unix), deadline)
 
 
+def http_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The HTTP server's timeouts and limits as options, handed on as ``timeouts`` and ``limits``."""
+    for option in reversed(
+        [
+            click.option(
+                "--header-timeout",
+                type=FiniteFloatRange(0, min_open=True),
+                default=10.0,
+                show_default=True,
+                help="Seconds a client has to send a request head (slowloris).",
+            ),
+            click.option(
+                "--idle-timeout",
+                type=FiniteFloatRange(0, min_open=True),
+                default=5.0,
+                show_default=True,
+                help="Seconds a keep-alive connection may wait for its next request.",
+            ),
+            click.option(
+                "--body-timeout",
+                type=FiniteFloatRange(0, min_open=True),
+                default=30.0,
+                show_default=True,
+                help="Seconds a client has to send a request body.",
+            ),
+            click.option(
+                "--max-head",
+                type=click.IntRange(1),
+                default=16 * 1024,
+                show_default=True,
+                help="Largest request head in bytes (431 past it).",
+            ),
+            click.option(
+                "--max-headers",
+                type=click.IntRange(1),
+                default=100,
+                show_default=True,
+                help="Most header lines in a request (431 past it).",
+            ),
+            click.option(
+                "--max-target",
+                type=click.IntRange(1),
+                default=8 * 1024,
+                show_default=True,
+                help="Longest request target in bytes (414 past it).",
+            ),
+            click.option(
+                "--max-body",
+                type=click.IntRange(1),
+                default=1024 * 1024,
+                show_default=True,
+                help="Largest request body in bytes (413 past it).",
+            ),
+        ]
+    ):
+        command = option(command)
+
+    def collect(**kwargs: Any) -> None:
+        from railcar.http.timeouts import Timeouts  # noqa: PLC0415 - keep CLI start-up light
+        from railcar.proto.http1 import Limits  # noqa: PLC0415
+
+        timeouts = Timeouts(
+            *(kwargs.pop(name) for name in ("header_timeout", "idle_timeout", "body_timeout"))
+        )
+        limits = Limits(*(kwargs.pop(name) for name in ("max_head", "max_headers", "max_target", "max_body")))
+        command(timeouts=timeouts, limits=limits, **kwargs)
+
+    return functools.update_wrapper(collect, command)
+
+
 @serve.command("http")
-@click.option(
-    "--header-timeout",
-    type=FiniteFloatRange(0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds a client has to send a request head (slowloris).",
-)
-@click.option(
-    "--idle-timeout",
-    type=FiniteFloatRange(0, min_open=True),
-    default=5.0,
-    show_default=True,
-    help="Seconds a keep-alive connection may wait for its next request.",
-)
-@click.option(
-    "--body-timeout",
-    type=FiniteFloatRange(0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds a client has to send a request body.",
-)
-@click.option(
-    "--max-head",
-    type=click.IntRange(1),
-    default=16 * 1024,
-    show_default=True,
-    help="Largest request head in bytes (431 past it).",
-)
-@click.option(
-    "--max-headers",
-    type=click.IntRange(1),
-    default=100,
-    show_default=True,
-    help="Most header lines in a request (431 past it).",
-)
-@click.option(
-    "--max-target",
-    type=click.IntRange(1),
-    default=8 * 1024,
-    show_default=True,
-    help="Longest request target in bytes (414 past it).",
-)
-@click.option(
-    "--max-body",
-    type=click.IntRange(1),
-    default=1024 * 1024,
-    show_default=True,
-    help="Largest request body in bytes (413 past it).",
-)
+@http_options
 @listen_options(default_port=8080)
 def serve_http(
+    engine: str, host: str, port: int, unix: str | None, deadline: float, timeouts: Any, limits: Any
+) -> None:
+    """Serve HTTP/1.1: GET /plaintext (Hello, World!) and GET /json."""
+    from railcar.apps.hello_http import hello_app  # noqa: PLC0415 - keep CLI start-up light
+    from railcar.http.server import create_http_server  # noqa: PLC0415
+
+    server = create_http_server(
+        hello_app, engine, limits=limits, timeouts=timeouts, host=host, port=port, unix=unix
+    )
+    run_until_signalled(server, deadline)
+
+
+@serve.command("asgi")
+@click.argument("app", metavar="MODULE:ATTRIBUTE")
+@click.option(
+    "--lifespan",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Run the app's lifespan startup and shutdown (auto: if the app supports them).",
+)
+@click.option("--root-path", default="", help="ASGI root_path: the prefix the app is mounted under.")
+@click.option(
+    "--app-dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=".",
+    show_default=True,
+    help="Directory to import MODULE from (put first on sys.path).",
+)
+@http_options
+@listen_options(default_port=8000)
+def serve_asgi(
+    app: str,
+    lifespan: str,
+    root_path: str,
+    app_dir: str,
     engine: str,
     host: str,
     port: int,
     unix: str | None,
     deadline: float,
-    header_timeout: float,
-    idle_timeout: float,
-    body_timeout: float,
-    max_head: int,
-    max_headers: int,
-    max_target: int,
-    max_body: int,
+    timeouts: Any,
+    limits: Any,
 ) -> None:
-    """Serve HTTP/1.1: GET /plaintext (Hello, World!) and GET /json."""
-    from railcar.apps.hello_http import hello_app  # noqa: PLC0415 - keep CLI start-up light
-    from railcar.http.server import create_http_server  # noqa: PLC0415
-    from railcar.http.timeouts import Timeouts  # noqa: PLC0415
-    from railcar.proto.http1 import Limits  # noqa: PLC0415
+    """Serve an ASGI 3 application (Starlette, FastAPI, ...) on the asyncio or uvloop engine."""
+    from railcar.http.asgi import create_asgi_server, wait_for_startup  # noqa: PLC0415
 
-    server = create_http_server(
-        hello_app,
+    server = create_asgi_server(
+        _import_app(app, app_dir),
         engine,
-        limits=Limits(max_head, max_headers, max_target, max_body),
-        timeouts=Timeouts(header_timeout, idle_timeout, body_timeout),
+        lifespan=cast(Any, lifespan),
+        root_path=root_path,
+        limits=limits,
+        timeouts=timeouts,
         host=host,
         port=port,
         unix=unix,
     )
-    run_until_signalled(server, deadline)
+    run_until_signalled(server, deadline, started=wait_for_startup)
+
+
+def _import_app(spec: str, app_dir: str) -> Any:
+    """The object ``module:attribute`` names; raises click.BadParameter saying what is missing."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{spec!r} is not MODULE:ATTRIBUTE", param_hint="'APP'")
+    sys.path.insert(0, app_dir)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise click.BadParameter(f"cannot import {module_name!r}: {error}", param_hint="'APP'") from None
+    for name in attribute.split("."):
+        try:
+            target = getattr(target, name)
+        except AttributeError:
+            raise click.BadParameter(f"{module_name!r} has no {attribute!r}", param_hint="'APP'") from None
+    return target
 
 
 @serve.command("reqrep")

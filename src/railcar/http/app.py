@@ -8,7 +8,7 @@ and in order, so pipelined requests are answered in the order they came.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Final
 
 from railcar.proto.http1 import Request
@@ -95,16 +95,19 @@ class Response:
 class StreamingResponse:
     """A response whose body is produced piece by piece, sent chunked (HTTP/1.1) or until close (1.0).
 
-    The server takes the next piece only while the connection's output is under its
+    ``chunks`` is an iterable, or an async iterable (engines with an event loop); the
+    server takes the next piece only while the connection's output is under its
     high-water mark, so a slow reader holds back the producer, not the server's memory.
-    Raises ValueError like ``Response`` for a bad status or header.
+    When the server stops taking pieces (the body ended, the client left, a HEAD request)
+    it calls the async iterator's ``aclose`` if it has one.  Raises ValueError like
+    ``Response`` for a bad status or header.
     """
 
     __slots__ = ("chunks", "headers", "lines", "status")
 
     def __init__(
         self,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes] | AsyncIterable[bytes],
         status: int = 200,
         headers: HeaderPairs = (),
         content_type: str | None = None,

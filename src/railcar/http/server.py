@@ -9,13 +9,14 @@ response, or a streaming one, holds the requests behind it (at most
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Iterator
 from typing import Any, Final
 
 from railcar.engine import create_server
@@ -53,6 +54,7 @@ class _Session:
         "busy",
         "conn",
         "deadline",
+        "drained",
         "head",
         "lock",
         "out",
@@ -62,6 +64,7 @@ class _Session:
         "rejected",
         "stream",
         "stream_chunked",
+        "stream_task",
     )
 
     def __init__(self, conn: Conn, limits: Limits, deadline: float) -> None:
@@ -75,6 +78,10 @@ class _Session:
         self.busy = False  # an async or streaming response is in progress
         self.stream: Iterator[bytes] | None = None
         self.stream_chunked = False
+        # An async body is sent by a task on the server's loop, which waits on ``drained``
+        # while the connection is over its high-water mark.
+        self.stream_task: asyncio.Task[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
         self.phase = _WAIT_FIRST
         self.deadline: float | None = deadline
         # The threads engine runs each connection on its own thread and the sweeper on
@@ -122,10 +129,15 @@ class HttpHandler(Handler):
         if session is not None:
             self._sessions.discard(session)
             session.stream = None
+            if session.stream_task is not None:
+                session.stream_task.cancel()  # the body's producer learns the client left
 
     def on_writable(self, conn: Conn) -> None:
         """Go on with a streaming response that waited for the output to drain."""
         session: _Session = conn.context["http"]
+        drained = session.drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
         with session.lock:
             if session.stream is not None:
                 self._pump(session)
@@ -200,7 +212,7 @@ class HttpHandler(Handler):
             return _SERVER_ERROR
 
     def _await(self, session: _Session, request: Request, result: Awaitable[AnyResponse]) -> None:
-        loop = self._server.loop if self._server is not None else None
+        loop = self._loop()
         if loop is None:
             if inspect.iscoroutine(result):
                 result.close()
@@ -232,6 +244,15 @@ class HttpHandler(Handler):
         if not isinstance(response, Response | StreamingResponse):
             log.error("HTTP app returned %r, not a Response", type(response).__name__)
             response = _SERVER_ERROR
+        elif (
+            type(response) is StreamingResponse
+            and isinstance(response.chunks, AsyncIterable)
+            and (request.method == "HEAD" or self._loop() is None)
+        ):
+            _close_soon(response.chunks, self._loop())  # it will not be read
+            if request.method != "HEAD":
+                log.error("async streaming body needs an engine with an event loop (asyncio, uvloop)")
+                response = _SERVER_ERROR
         close = not request.keep_alive
         out = session.out
         if type(response) is Response:
@@ -248,11 +269,17 @@ class HttpHandler(Handler):
             out.append(self._date.get())
             out.append(CLOSE if close else END)
             if request.method != "HEAD":
-                session.stream = iter(response.chunks)
                 session.stream_chunked = chunked
                 session.busy = True
                 self._flush(session)
-                self._pump(session)
+                chunks = response.chunks
+                if isinstance(chunks, AsyncIterable):
+                    loop = self._loop()
+                    assert loop is not None  # checked above
+                    session.stream_task = loop.create_task(self._send_async(session, chunks))
+                else:
+                    session.stream = iter(chunks)
+                    self._pump(session)
         if close:
             session.pending.clear()
             session.rejected = None
@@ -276,18 +303,62 @@ class HttpHandler(Handler):
                 return
             try:
                 if chunk is None:
-                    session.stream = None
-                    session.busy = False
-                    if chunked:
-                        conn.write(b"0\r\n\r\n")
-                    if not session.proto.reading or not chunked:
-                        conn.close()
+                    self._end_stream(session)
                     return
                 if chunk:
                     conn.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"] if chunked else [chunk])
             except ConnectionClosed:
                 session.stream = None
                 return
+
+    def _end_stream(self, session: _Session) -> None:
+        """The streaming body ended: end the chunked body, or the connection that delimits it."""
+        session.stream = None
+        session.busy = False
+        conn = session.conn
+        if session.stream_chunked:
+            conn.write(b"0\r\n\r\n")
+        if not session.proto.reading or not session.stream_chunked:
+            conn.close()
+
+    async def _send_async(self, session: _Session, chunks: AsyncIterable[bytes]) -> None:
+        """Send an async body's pieces, taking each only while the connection is under its high-water mark."""
+        conn = session.conn
+        loop = asyncio.get_running_loop()
+        iterator = aiter(chunks)
+        try:
+            while True:
+                while not conn.writable and not conn.closed:
+                    session.drained = loop.create_future()
+                    await session.drained
+                if conn.closed:
+                    return
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                if chunk:
+                    with session.lock:
+                        conn.writelines(
+                            [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if session.stream_chunked else [chunk]
+                        )
+            with session.lock:
+                self._end_stream(session)
+                self._advance(session)
+        except ConnectionClosed:
+            return
+        except Exception:
+            log.exception("HTTP streaming response failed; aborting its connection")
+            conn.abort()
+        finally:
+            session.drained = None
+            session.stream_task = None
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+    def _loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._server.loop if self._server is not None else None
 
     def _flush(self, session: _Session) -> None:
         out = session.out
@@ -347,3 +418,10 @@ def create_http_server(
 ) -> Server:
     """An unstarted server for ``app`` on ``engine``; raises EngineUnavailable or ValueError (bad options)."""
     return create_server(HttpHandler(app, limits, timeouts), engine, **options)
+
+
+def _close_soon(chunks: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop | None) -> None:
+    """Let an async body that will not be read release what it holds (its ``aclose``), if it can."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None and loop is not None:
+        loop.create_task(close())
