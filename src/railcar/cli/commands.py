@@ -369,6 +369,13 @@ def serve_reqrep(
 
 @serve.command("kv")
 @click.option(
+    "--protocol",
+    type=click.Choice(["resp", "kvbin"]),
+    default="resp",
+    show_default=True,
+    help="resp: Redis's RESP2/3 (redis-cli, redis-py, ...); kvbin: railcar's compact binary GET/SET.",
+)
+@click.option(
     "--requirepass",
     metavar="PASSWORD",
     help="Require AUTH with this password before other commands (Redis's option of the same name).",
@@ -402,6 +409,7 @@ def serve_reqrep(
 )
 @listen_options(default_port=6379)
 def serve_kv(
+    protocol: str,
     requirepass: str | None,
     appendonly: str | None,
     appendfsync: str,
@@ -413,8 +421,12 @@ def serve_kv(
     unix: str | None,
     deadline: float,
 ) -> None:
-    """A Redis-compatible key-value server (RESP2/3): strings, keys, expiry, lists, hashes, sets, MULTI."""
+    """A Redis-compatible key-value server (RESP2/3): strings, keys, expiry, lists, hashes, sets, MULTI.
+
+    With --protocol kvbin it speaks railcar's compact binary GET/SET protocol instead, on the same store.
+    """
     from railcar.apps.kv import KvHandler  # noqa: PLC0415 - keep CLI start-up light
+    from railcar.apps.kvbin import KvbinHandler  # noqa: PLC0415
     from railcar.kv.aof import Fsync  # noqa: PLC0415
     from railcar.kv.memory import parse_memory  # noqa: PLC0415
 
@@ -422,13 +434,21 @@ def serve_kv(
         limit = parse_memory(maxmemory)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--maxmemory'") from None
-    handler = KvHandler(
-        maxmemory=limit,
-        requirepass=requirepass,
-        parser=parser,
-        appendonly=appendonly,
-        appendfsync=cast(Fsync, appendfsync),
-    )
+    handler: KvHandler | KvbinHandler
+    if protocol == "kvbin":
+        if requirepass is not None:
+            raise click.UsageError("--requirepass needs --protocol resp: kvbin has no AUTH")
+        if parser != "auto":
+            raise click.UsageError("--parser chooses the RESP parser: it needs --protocol resp")
+        handler = KvbinHandler(maxmemory=limit, appendonly=appendonly, appendfsync=cast(Fsync, appendfsync))
+    else:
+        handler = KvHandler(
+            maxmemory=limit,
+            requirepass=requirepass,
+            parser=parser,
+            appendonly=appendonly,
+            appendfsync=cast(Fsync, appendfsync),
+        )
     try:
         run_until_signalled(create_server(handler, engine, host=host, port=port, unix=unix), deadline)
     finally:

@@ -37,6 +37,15 @@ def type_name(value: object) -> bytes:
     return b"hash"
 
 
+def string_bytes(value: object) -> bytes | None:
+    """The bytes of a string value, or None for a list, set or hash (the one place that knows how).
+
+    Protocols that read strings as bytes (kvbin) go through this, so how the store holds a
+    string (bytes today) can change here alone.
+    """
+    return value if type(value) is bytes else None
+
+
 def value_size(value: Value) -> int:
     """Estimated bytes a value holds (its data plus a fixed cost per element)."""
     if type(value) is bytes:
