@@ -126,7 +126,7 @@ class KvbinHandler(Handler):
             conn.close()
 
     def _run(self, requests: list[Request], start: int) -> tuple[bytearray, int]:
-        """Run requests from ``start`` until done or past FLUSH_AT of replies; return those and where it stopped."""
+        """Run requests from ``start`` until done or past FLUSH_AT; return the replies and the stop."""
         out = bytearray()
         kv = self.kv
         with self.lock:
