@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from railcar.load.plot import check_available as check_plot_available
 from railcar.load.plot import write_png
 from railcar.load.report import entry, text
 from railcar.load.target import check_target, default_procs
-from railcar.load.workloads import PROTOCOLS, Workload
+from railcar.load.workloads import KEY_SPACE_PROTOCOLS, PROTOCOLS, Workload
 from railcar.report import writable_file
 
 _UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
@@ -50,6 +51,23 @@ class Duration(click.ParamType[float]):
         return seconds
 
 
+class Ratio(click.ParamType[tuple[int, int]]):
+    """A GET:SET mix such as ``1:1``, ``9:1`` or ``0:1`` (SETs only)."""
+
+    name = "gets:sets"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, int]:
+        """Parse ``G:S`` into (G, S); fails (usage error) on anything else or on 0:0."""
+        if isinstance(value, tuple):
+            return value
+        gets, colon, sets = str(value).partition(":")
+        if not (colon and gets.isdigit() and sets.isdigit()) or int(gets) + int(sets) == 0:
+            self.fail(f"{value!r} is not a GET:SET ratio such as 1:1 or 9:1", param, ctx)
+        return int(gets), int(sets)
+
+
 def _message(value: str) -> bytes | int:
     """``--message``: a number is a size in bytes, anything else is sent as it is."""
     return int(value) if value.isdigit() else value.encode()
@@ -66,7 +84,24 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default="echo",
             show_default=True,
             help="echo: bytes echoed back; reqrep: railcar int32 frames (railcar serve reqrep); "
-            "resp: Redis PING; http: HTTP/1.1 GET.",
+            "resp: Redis PING, or GET/SET with --ratio; kvbin: railcar's binary GET/SET "
+            "(railcar serve kv --protocol kvbin); http: HTTP/1.1 GET.",
+        ),
+        click.option(
+            "--ratio",
+            type=Ratio(),
+            help="resp, kvbin: GETs to SETs, e.g. 1:1 (kvbin's default) or 9:1; every value a GET "
+            "reads is checked against what this user wrote (else a wrong_value failure).",
+        ),
+        click.option(
+            "--keys",
+            type=click.IntRange(1, 10_000_000),
+            help="resp, kvbin: keys each user reads and writes, its own (default 100).",
+        ),
+        click.option(
+            "--value-size",
+            type=click.IntRange(1),
+            help="resp, kvbin: bytes of each value SET (default 16; kvbin at most 65535).",
         ),
         click.option(
             "--message",
@@ -136,12 +171,30 @@ def _plan(
     connect_timeout: float,
     users: int,
     duration: float,
+    ratio: tuple[int, int] | None = None,
+    keys: int | None = None,
+    value_size: int | None = None,
 ) -> Plan:
     if rate and interval:
         raise click.UsageError(
             "--interval paces the closed loop; --rate sets the open loop's schedule: pick one"
         )
-    workload = Workload(protocol, _message(message), host=host, path=path)
+    key_space = protocol == "kvbin" or (protocol == "resp" and ratio is not None)
+    if not key_space and (ratio, keys, value_size) != (None, None, None):
+        raise click.UsageError(
+            f"--ratio, --keys and --value-size need --protocol {' or '.join(KEY_SPACE_PROTOCOLS)} "
+            "(resp with --ratio)"
+        )
+    workload = Workload(
+        protocol,
+        _message(message),
+        host=host,
+        path=path,
+        ratio=ratio,
+        keys=keys or 100,
+        value_size=value_size or 16,
+        run=os.urandom(4).hex().encode(),
+    )
     return Plan(
         host,
         port,

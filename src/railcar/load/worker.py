@@ -125,7 +125,7 @@ class User(asyncio.Protocol):
             return
         counters.received += done - failed
         if failed:
-            counters.failures["status"] += failed
+            counters.failures[self.session.failure_kind] += failed
         self.in_flight -= done
         pending, record = self.pending, load.latencies.record
         while done:

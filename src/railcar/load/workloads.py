@@ -3,21 +3,29 @@
 A session belongs to one connection: ``requests(n)`` encodes ``n`` requests and
 remembers what their replies must be; ``feed(data)`` checks the bytes that arrive
 and says how many replies they completed (and how many of those were failures,
-such as an HTTP 500); bytes that are not the expected reply raise ProtocolError,
-so a server that lies is counted, not believed.
+such as an HTTP 500, counted under the session's ``failure_kind``); bytes that are
+not the expected reply raise ProtocolError, so a server that lies is counted, not
+believed.
 """
 
 from __future__ import annotations
 
+import random
 import struct
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from railcar.errors import ProtocolError
 from railcar.proto import http1_client as http1
+from railcar.proto import kvbin
 from railcar.proto import reqrep as wire
+from railcar.proto import resp_client as resp
 
-PROTOCOLS: Final = ("echo", "reqrep", "resp", "http")
+PROTOCOLS: Final = ("echo", "reqrep", "resp", "kvbin", "http")
+#: The protocols with GET/SET workloads over a key space (RESP's only with a ``ratio``).
+KEY_SPACE_PROTOCOLS: Final = ("resp", "kvbin")
 
 _COMPACT_AT: Final = 64 * 1024
 _SEQUENCE: Final = struct.Struct("<Q")
@@ -31,6 +39,11 @@ class Session(Protocol):
     @property
     def closing(self) -> bool:
         """The server said it closes the connection after its current reply."""
+        ...
+
+    @property
+    def failure_kind(self) -> str:
+        """What the failed replies ``feed`` counts are counted as (a kind of FAILURE_KINDS)."""
         ...
 
     def requests(self, count: int) -> bytes:
@@ -54,20 +67,40 @@ class Workload:
     message: bytes | int = 64
     host: str = "127.0.0.1"
     path: str = "/"
+    #: GETs to SETs (resp and kvbin; kvbin's default is 1:1, RESP's without it is PING).
+    ratio: tuple[int, int] | None = None
+    #: Keys each user reads and writes (its own: no other user touches them).
+    keys: int = 100
+    value_size: int = 16
+    #: Names this run in every key, so that no value from an earlier run is read as this one's.
+    run: bytes = b"0"
 
     def __post_init__(self) -> None:
+        """Raises ValueError for an unknown protocol or settings it cannot run with."""
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         size = self.message if isinstance(self.message, int) else len(self.message)
         if size < 1:
             raise ValueError("message size must be at least 1 byte")
+        if self.ratio is not None:
+            if self.protocol not in KEY_SPACE_PROTOCOLS:
+                raise ValueError(f"a GET:SET ratio needs --protocol {' or '.join(KEY_SPACE_PROTOCOLS)}")
+            if min(self.ratio) < 0 or sum(self.ratio) < 1:
+                raise ValueError("a GET:SET ratio needs counts of at least 0, not both 0")
+        if self.keys < 1:
+            raise ValueError("the key space needs at least 1 key")
+        largest = kvbin.MAX_LENGTH if self.protocol == "kvbin" else MAX_RESP_VALUE
+        if not 1 <= self.value_size <= largest:
+            raise ValueError(f"value size must be 1 to {largest} bytes for {self.protocol}")
 
     def session(self, user: int) -> Session:
         """A fresh session for connection number ``user``."""
         if self.protocol == "echo":
             return EchoSession(self.message, user)
+        if self.protocol == "kvbin":
+            return KeySpaceSession(KVBIN, self, user)
         if self.protocol == "resp":
-            return PingSession()
+            return PingSession() if self.ratio is None else KeySpaceSession(RESP, self, user)
         if self.protocol == "reqrep":
             return Int32Session(user)
         return HttpSession(http1.request("GET", self.path, self.host))
@@ -77,6 +110,7 @@ class ExpectedBytes:
     """Checks replies known byte for byte in advance, each ``unit`` bytes answering ``per_unit`` requests."""
 
     __slots__ = ("_expected", "_per_unit", "_pos", "_unit", "closing")
+    failure_kind: Final = "status"  # none: every reply is either the expected one or a mismatch
 
     def __init__(self, unit: int, per_unit: int = 1) -> None:
         self._expected = bytearray()
@@ -213,6 +247,7 @@ class HttpSession:
     """
 
     __slots__ = ("_cache", "_last_read", "_last_result", "_reader", "_request")
+    failure_kind: Final = "status"
 
     def __init__(self, request: bytes) -> None:
         self._request = request
@@ -252,3 +287,158 @@ class HttpSession:
 def _outcome(statuses: list[int]) -> tuple[int, int]:
     """(responses, of which failed): 4xx and 5xx fail."""
     return len(statuses), sum(1 for status in statuses if status >= 400)
+
+
+#: Largest RESP value a load writes (Redis's own limit, 512 MiB, is no size for a load).
+MAX_RESP_VALUE: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class KeyValueCodec:
+    """How one protocol says GET and SET, what it answers, and how its replies are framed."""
+
+    encode_set: Callable[[bytes, bytes], bytes]
+    encode_get: Callable[[bytes], bytes]
+    stored: bytes  # the reply to a SET
+    found: Callable[[bytes | None], bytes]  # the reply to a GET that finds this value (None: nothing)
+    # (is the reply a GET's value or its absence, where it ends), or None while incomplete;
+    # raises ProtocolError for bytes that are no reply
+    frame: Callable[[bytearray, int], tuple[bool, int] | None]
+
+
+def _kvbin_set(key: bytes, value: bytes) -> bytes:
+    return kvbin.REQUEST_HEADER.pack(kvbin.SET, len(key), len(value)) + key + value
+
+
+def _kvbin_get(key: bytes) -> bytes:
+    return kvbin.REQUEST_HEADER.pack(kvbin.GET, len(key), 0) + key
+
+
+def _kvbin_found(value: bytes | None) -> bytes:
+    if value is None:
+        return kvbin.NOT_FOUND_REPLY
+    return kvbin.REPLY_HEADER.pack(kvbin.OK, len(value)) + value
+
+
+def _kvbin_frame(data: bytearray, pos: int) -> tuple[bool, int] | None:
+    parsed = kvbin.parse_reply(data, pos)
+    if parsed is None:
+        return None
+    reply, end = parsed
+    return reply.status in (kvbin.OK, kvbin.NOT_FOUND), end
+
+
+def _resp_frame(data: bytearray, pos: int) -> tuple[bool, int] | None:
+    framed = resp.frame_reply(data, pos)
+    if framed is None:
+        return None
+    kind, end = framed
+    return kind == ord("$"), end
+
+
+KVBIN: Final = KeyValueCodec(_kvbin_set, _kvbin_get, kvbin.OK_REPLY, _kvbin_found, _kvbin_frame)
+RESP: Final = KeyValueCodec(resp.encode_set, resp.encode_get, resp.STORED, resp.bulk, _resp_frame)
+
+
+class KeySpaceSession:
+    """GET and SET over this user's own keys; every value read is checked against what it wrote.
+
+    The ops follow the ratio (its SETs, then its GETs, over and over) on keys drawn at
+    random from the user's ``keys``.  A GET must return the value this session last
+    wrote to that key, or nothing if it wrote none; since a connection's requests are
+    answered in order, that holds even for a GET pipelined right behind its SET.  Each
+    value carries the number of the write (in its last bytes), so a stale value is
+    caught.  A GET answered with another value, or with nothing, is a failed reply of
+    kind ``wrong_value``; any other unexpected reply (an error, a SET not stored)
+    raises ProtocolError.
+    """
+
+    __slots__ = (
+        "_codec",
+        "_expected",
+        "_keys",
+        "_ops",
+        "_pad",
+        "_prefix",
+        "_random",
+        "_received",
+        "_turn",
+        "_values",
+        "_writes",
+    )
+    failure_kind: Final = "wrong_value"
+    closing: Final = False
+
+    def __init__(self, codec: KeyValueCodec, workload: Workload, user: int) -> None:
+        gets, sets = workload.ratio or (1, 1)
+        self._codec = codec
+        self._ops = [True] * sets + [False] * gets  # True: SET
+        self._turn = 0
+        self._keys = workload.keys
+        self._prefix = b"railcar:%b:%d:" % (workload.run, user)
+        self._pad = b"v" * workload.value_size
+        self._random = random.Random(user).random
+        self._values: dict[int, bytes] = {}
+        self._writes = 0
+        # the reply each request in flight must get, and whether it is a GET's
+        self._expected: deque[tuple[bytes, bool]] = deque()
+        self._received = bytearray()
+
+    def _value(self) -> bytes:
+        self._writes += 1
+        number = b".%x" % self._writes
+        pad = self._pad
+        return pad[: max(0, len(pad) - len(number))] + number[-len(pad) :]
+
+    def requests(self, count: int) -> bytes:
+        """Encode ``count`` GETs and SETs and remember what each must be answered."""
+        codec, ops, values, expect = self._codec, self._ops, self._values, self._expected.append
+        keys, draw, prefix = self._keys, self._random, self._prefix
+        pieces = []
+        for _ in range(count):
+            is_set = ops[self._turn % len(ops)]
+            self._turn += 1
+            index = int(draw() * keys)
+            key = b"%b%d" % (prefix, index)
+            if is_set:
+                value = values[index] = self._value()
+                pieces.append(codec.encode_set(key, value))
+                expect((codec.stored, False))
+            else:
+                pieces.append(codec.encode_get(key))
+                expect((codec.found(values.get(index)), True))
+        return b"".join(pieces)
+
+    def feed(self, data: bytes) -> tuple[int, int]:
+        """Return (replies completed, of which wrong values); raises ProtocolError on any other surprise."""
+        received, expected = self._received, self._expected
+        received += data
+        size = len(received)
+        pos = done = wrong = 0
+        while expected:
+            want, is_get = expected[0]
+            if received.startswith(want, pos):
+                pos += len(want)
+            else:
+                if size - pos < len(want) and want.startswith(received[pos:]):
+                    break  # the expected reply, not all here yet
+                framed = self._codec.frame(received, pos)
+                if framed is None:
+                    break
+                is_value, end = framed
+                if not (is_get and is_value):
+                    got = bytes(received[pos:end])[:60]
+                    raise ProtocolError(f"expected {want[:60]!r}, got {got!r}")
+                wrong += 1
+                pos = end
+            expected.popleft()
+            done += 1
+        if pos:
+            del received[:pos]
+        if received and not expected:
+            raise ProtocolError(f"{len(received)} bytes more than the requests sent ask for")
+        return done, wrong
+
+    def eof(self) -> tuple[int, int]:
+        """Nothing completes at close: a reply not received by then is lost."""
+        return 0, 0
