@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/railcar bench reqrep --md BENCHMARKS.md
 	$(BIN)/railcar bench load --md BENCHMARKS.md
 	$(BIN)/railcar bench kv --md BENCHMARKS.md
+	$(BIN)/railcar bench kvload --md BENCHMARKS.md
 	$(BIN)/railcar bench http --md BENCHMARKS.md
 	$(BIN)/railcar nats bench --md BENCHMARKS.md
 

@@ -136,6 +136,11 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["bench", "echo", "--engines", "warp"], "unknown engine 'warp'"),
         (["bench", "kv", "--engines", "warp"], "unknown engine 'warp'"),
         (["serve", "kv", "--maxmemory", "lots"], "--maxmemory': not a memory size: 'lots'"),
+        (["bench", "kvload", "--engines", "warp"], "unknown engine 'warp'"),
+        (["bench", "kvload", "--clients", "10,none"], "--clients"),
+        (["bench", "kvload", "--clients", "0"], "--clients"),
+        (["serve", "kv", "--protocol", "kvbin", "--requirepass", "x"], "kvbin has no AUTH"),
+        (["serve", "kv", "--protocol", "kvbin", "--parser", "python"], "--parser chooses the RESP parser"),
         (["bench", "http", "--seconds", "0"], "--seconds"),
         (["bench", "echo", "--seconds", "-3"], "--seconds"),
         (["bench", "idle", "--connections", "0"], "--connections"),
@@ -332,6 +337,24 @@ def test_bench_kv_smoke_measures_every_test_beside_redis_server(tmp_path: os.Pat
             assert row["target"] == (0.7 if pipeline == 1 else 0.5)
     with open(md) as written:
         assert "<!-- bench:kv -->" in written.read()
+
+
+def test_bench_kvload_smoke_measures_every_engine_at_every_client_count(tmp_path: os.PathLike[str]) -> None:
+    md = os.path.join(tmp_path, "BENCH.md")
+    result = run(
+        "bench", "kvload", "--clients", "20,40", "--seconds", "0.5", "--warmup", "0", "--rounds", "1",
+        "--json", "--md", md, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    rows = {(r["clients"], r["engine"]): r for r in doc["results"]}
+    assert set(rows) == {(c, e) for c in (20, 40) for e in ("epoll", "uvloop", "threads")}
+    for (_, engine), row in rows.items():
+        assert row["ops_per_s"] > 0, row
+        assert row["errors"] == 0, row
+        assert ("vs_threads" in row) == (engine != "threads")
+    with open(md) as written:
+        assert "<!-- bench:kvload -->" in written.read()
 
 
 def test_bench_http_smoke_measures_railcar_beside_socketify_and_granian(tmp_path: os.PathLike[str]) -> None:

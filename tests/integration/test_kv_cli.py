@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from railcar import ENGINES
 from railcar.bench.external import tool
+from railcar.proto import kvbin
 
 SESSION = """\
 PING
@@ -126,3 +129,32 @@ def test_maxmemory_from_the_command_line() -> None:
         oom = "OOM command not allowed when used memory > 'maxmemory'."
         assert lines[:6] == ["OK", oom, "", "", "1", "OK"]
         assert "maxmemory:1024" in lines
+
+
+def test_kvbin_writes_an_append_only_file_that_the_resp_server_reads(tmp_path: Path) -> None:
+    aof = str(tmp_path / "kv.aof")
+    common = ["--port", "0", "--appendonly", aof, "--appendfsync", "always"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "railcar", "serve", "kv", "--protocol", "kvbin", "--engine", "epoll", *common],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline().rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(kvbin.encode_request(kvbin.SET, b"greeting", b"from kvbin"))
+                assert sock.recv(16) == kvbin.OK_REPLY
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
+    with subprocess.Popen(
+        [sys.executable, "-m", "railcar", "serve", "kv", *common], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline().rsplit(":", 1)[1])
+            assert cli_session(port, "GET greeting\n") == "from kvbin\n"
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)

@@ -62,11 +62,13 @@ class Scenario:
     target: str
 
 
-def _railcar_load(protocol: str, users: int, pipeline: int = 1) -> Tool:
+def railcar_load(protocol: str, users: int, pipeline: int = 1, extra: tuple[str, ...] = ()) -> Tool:
+    """``railcar load --json`` as a bench tool: ``users`` connections, ``extra`` arguments appended."""
+
     def argv(port: int, seconds: float, cpus: int) -> list[str]:
         return [
             *(sys.executable, "-m", "railcar", "load", "--host", "127.0.0.1", "--port", str(port)),
-            *("--protocol", protocol, "--users", str(users), "--pipeline", str(pipeline)),
+            *("--protocol", protocol, "--users", str(users), "--pipeline", str(pipeline), *extra),
             *("--duration", f"{seconds}s", "--procs", str(cpus), "--json", "--quiet"),
             # failures are counted in the table's errors column, not fatal; a run where
             # nothing was answered still is (exit status 3)
@@ -163,7 +165,7 @@ SCENARIOS = {
             "resp-p1",
             "PING to redis-server from 50 connections, one request at a time",
             "redis",
-            _railcar_load("resp", 50),
+            railcar_load("resp", 50),
             _redis_benchmark(1),
             "≥ 0.7× redis-benchmark",
         ),
@@ -171,7 +173,7 @@ SCENARIOS = {
             "resp-p16",
             "PING to redis-server from 50 connections, 16 requests pipelined",
             "redis",
-            _railcar_load("resp", 50, 16),
+            railcar_load("resp", 50, 16),
             _redis_benchmark(16),
             "≥ 0.5× redis-benchmark",
         ),
@@ -179,7 +181,7 @@ SCENARIOS = {
             "http",
             "GET / from 100 keep-alive connections to nginx (one worker, 13-byte plaintext reply)",
             "nginx",
-            _railcar_load("http", 100),
+            railcar_load("http", 100),
             _wrk(100),
             "≥ 0.7× wrk",
         ),
@@ -187,7 +189,7 @@ SCENARIOS = {
             "users8000",
             "64-byte echo ping-pong from 8,000 connections to `railcar serve echo --engine epoll`",
             "railcar-echo",
-            _railcar_load("echo", 8000),
+            railcar_load("echo", 8000),
             None,
             "generator < 1 GiB RSS",
         ),
@@ -209,7 +211,11 @@ def _server(kind: str, cpus: set[int]) -> Iterator[tuple[int, int]]:
             yield echo.port, echo.pid
 
 
-def _measure(load: Tool, port: int, server_pid: int, seconds: float, cpus: set[int]) -> Measurement:
+def measure(load: Tool, port: int, server_pid: int, seconds: float, cpus: set[int]) -> Measurement:
+    """Run ``load`` once on ``cpus`` against the server; its figures and the server's CPU busy meanwhile.
+
+    Raises RailcarError if the load tool fails.
+    """
     before, started = cpu_seconds(server_pid), time.perf_counter()
     done = subprocess.run(
         load.argv(port, seconds, len(cpus)),
@@ -357,10 +363,10 @@ def bench_load(
         with _server(scenario.server, server_cpus) as (port, pid):
             if warmup:
                 for load in tools:
-                    _measure(load, port, pid, warmup, load_cpus)
+                    measure(load, port, pid, warmup, load_cpus)
             for round_number in range(rounds):
                 for load in tools:
-                    m = _measure(load, port, pid, seconds, load_cpus)
+                    m = measure(load, port, pid, seconds, load_cpus)
                     measured[load.system].append(m)
                     if not as_json:
                         click.echo(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from railcar.errors import RailcarError
 from railcar.load.workloads import RESP_PING, RESP_PONG
+from railcar.proto.kvbin import GET, NOT_FOUND_REPLY, encode_request
 
 # Opens a connection to (host, port), sends one request, reads its whole reply, closes;
 # raises OSError or RailcarError when the server does not answer as it should.
@@ -69,3 +70,4 @@ def http_get(host: str, port: int, path: str = "/") -> None:
 
 ECHO = exchange(b"railcar prime", b"railcar prime")
 RESP = exchange(RESP_PING, RESP_PONG)
+KVBIN = exchange(encode_request(GET, b"railcar:prime"), NOT_FOUND_REPLY)

@@ -463,6 +463,7 @@ def serve_kv(
         "reqrep": "railcar.bench.reqrep:bench_reqrep",
         "load": "railcar.bench.load:bench_load",
         "kv": "railcar.bench.kv:bench_kv",
+        "kvload": "railcar.bench.kvload:bench_kvload",
         "http": "railcar.bench.http:bench_http",
     },
 )
