@@ -89,7 +89,8 @@ class KvbinHandler(Handler):
     def on_open(self, conn: Conn) -> None:
         """Give the connection its parser."""
         conn.context[_STATE] = _Session()
-        self.kv.connections_received += 1
+        with self.lock:  # the threads engine opens connections from many threads
+            self.kv.connections_received += 1
 
     def on_data(self, conn: Conn, data: memoryview) -> None:
         """Run the requests ``data`` completes and write their replies; a malformed one ends it."""
