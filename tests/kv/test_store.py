@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
-from railcar.kv.store import Store
+from railcar.kv.store import Store, string_bytes
 from railcar.proto.resp import NULL_ARRAY, OK, QUEUED, Error, Verbatim
 
 
@@ -204,3 +204,18 @@ def test_info_sections() -> None:
     only = run(client, "INFO", "keyspace")
     assert isinstance(only, Verbatim)
     assert only.data.startswith(b"# Keyspace")
+
+
+def test_string_bytes_reads_every_string_and_no_other_type() -> None:
+    server = KvServer()
+    client = server.new_client()
+    for command in (
+        ["SET", "s", "text"],
+        ["SET", "n", "41"],
+        ["INCR", "n"],
+        ["RPUSH", "l", "x"],
+        ["SADD", "z", "x"],
+    ):
+        client.execute([word.encode() for word in command])
+    data = server.store.dbs[0].data
+    assert [string_bytes(data[key]) for key in (b"s", b"n", b"l", b"z")] == [b"text", b"42", None, None]
