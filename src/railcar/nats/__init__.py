@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from railcar.errors import ConnectionLost, RequestTimeout
+from railcar.errors import ConnectionLost, InFlightLimit, RequestTimeout
 from railcar.nats.batches import batch_handler, call_array, call_batch
 from railcar.nats.client import Client, connect
 from railcar.nats.errors import (
@@ -26,6 +26,7 @@ __all__ = [
     "Client",
     "ConnectionLost",
     "Headers",
+    "InFlightLimit",
     "InvalidHeader",
     "InvalidSubject",
     "MaxPayloadExceeded",

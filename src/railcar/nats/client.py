@@ -22,7 +22,7 @@ from railcar.clientcore.connection import ClientConnection
 from railcar.clientcore.dial import Dial, tcp_dial
 from railcar.clientcore.gate import Gate
 from railcar.clientcore.reconnect import Callback, ReconnectPolicy, notify_soon
-from railcar.errors import ConnectionLost, ProtocolError, RequestTimeout, renewed
+from railcar.errors import ConnectionLost, InFlightLimit, ProtocolError, RequestTimeout, renewed
 from railcar.nats.errors import (
     AuthorizationError,
     BadHeaders,
@@ -94,7 +94,11 @@ class _Connection(ClientConnection):
         self.server = server
         self.parser = Parser(max_payload=max_payload)
         self.info: asyncio.Future[dict[str, Any]] = client._loop.create_future()
-        self.pongs: deque[asyncio.Future[None] | None] = deque()  # one per PING sent, in order
+        # One per PING sent, in order: its waiter (None for liveness PINGs) and ``written`` when it left.
+        self.pongs: deque[tuple[asyncio.Future[None] | None, int]] = deque()
+        self.written = 0  # writes to this transport that held publishes
+        self.confirmed = 0  # of those, how many a PONG proved the server has
+        self.reported = 0  # of those, how many a flush failed at the loss covered
         self.outstanding = 0  # liveness PINGs sent since the last PONG
         self.error: ServerError | None = None  # the last -ERR, which usually precedes a close
         self.abandoned: str | None = None  # why the client itself aborted the connection
@@ -113,9 +117,14 @@ class _Connection(ClientConnection):
         if not self.info.done():
             self.info.set_exception(error)
         pongs, self.pongs = self.pongs, deque()
-        for pong in pongs:
+        for pong, mark in pongs:
             if pong is not None and not pong.done():
                 pong.set_exception(renewed(error))
+                self.reported = max(self.reported, mark)
+
+    def sent_ping(self, pong: asyncio.Future[None] | None) -> None:
+        """A PING just left: its PONG will prove the server has every publish written before it."""
+        self.pongs.append((pong, self.written))
 
 
 class Client:
@@ -140,6 +149,7 @@ class Client:
         inbox_prefix: str,
         write_buffer: int,
         max_payload_in: int,
+        max_in_flight: int,
         error_cb: Callback | None,
         closed_cb: Callback | None,
     ) -> None:
@@ -157,11 +167,13 @@ class Client:
         self._inbox_prefix = inbox_prefix
         self._write_buffer = write_buffer
         self._max_payload_in = max_payload_in
+        self._max_in_flight = max_in_flight
         self._error_cb = error_cb
         self._closed_cb = closed_cb
         self._conn: _Connection | None = None
         self._out: list[bytes] = []
         self._out_size = 0
+        self._pub_queued = False  # the output holds a publish (not only requests) a flush vouches for
         self._flush_handle: asyncio.Handle | None = None
         self._subs: dict[int, _Target] = {}
         self._next_sid = 0
@@ -174,6 +186,7 @@ class Client:
         self._ping_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._failure: BaseException = ConnectionLost("client closed")
+        self._unconfirmed: ConnectionLost | None = None  # a loss the next flush must report
         self.server_info: dict[str, Any] = {}
         self.max_payload = 1024 * 1024
         self.reconnects = 0
@@ -226,6 +239,7 @@ class Client:
         subj = self._subjects.get(subject) or self._subject(subject)
         reply_b = (self._subjects.get(reply) or self._subject(reply, "reply subject")) if reply else b""
         self._queue_pub(subj, payload, reply_b, headers)
+        self._pub_queued = True
         conn = self._conn
         if conn is not None and conn.paused:
             await self._ready(None if timeout is None else self._loop.time() + timeout, timeout)
@@ -280,6 +294,9 @@ class Client:
         self._out = []
         self._out_size = 0
         conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._pub_queued:  # a lost request fails by itself; a lost publish only a flush can report
+            self._pub_queued = False
+            conn.written += 1
 
     def _write_now(self, data: bytes) -> None:
         """Write a control operation after everything queued before it (dropped while disconnected)."""
@@ -299,20 +316,31 @@ class Client:
     async def flush(self, timeout: float = 10.0) -> None:
         """Write what is queued and wait for the server's PONG to a PING sent after it.
 
-        Everything published before returns is then processed by the server.  Raises
-        RequestTimeout (no PONG, or no connection, within ``timeout`` s) or ConnectionLost.
+        When it returns, the server has processed everything published before it.  Raises
+        RequestTimeout (no PONG, or no connection, within ``timeout`` s) or ConnectionLost:
+        the connection was lost before its PONG, or a connection that carried earlier
+        publishes was lost before the server confirmed them (reported once, to the flushes
+        waiting at the loss or else to the next one), so those publishes may be lost.
         """
         deadline = self._loop.time() + timeout
+        self._raise_unconfirmed()
         await self._ready(deadline, timeout)
+        self._raise_unconfirmed()  # a loss while this flush waited to be connected
         conn = self._conn
         assert conn is not None  # _ready returns connected
         pong: asyncio.Future[None] = self._loop.create_future()
-        conn.pongs.append(pong)
         self._write_now(PING_OP)
+        conn.sent_ping(pong)
         try:
             await asyncio.wait_for(pong, max(0.0, deadline - self._loop.time()))
         except TimeoutError:
             raise RequestTimeout(f"no PONG from the server within {timeout} s") from None
+
+    def _raise_unconfirmed(self) -> None:
+        """Raise, once, the loss of a connection that carried publishes no flush has yet reported lost."""
+        error, self._unconfirmed = self._unconfirmed, None
+        if error is not None:
+            raise error
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -383,10 +411,16 @@ class Client:
         """Publish a request and return the first reply; raises NoResponders, RequestTimeout, ConnectionLost.
 
         ``timeout`` is one deadline for everything: room in the transport and the reply.
-        Raises like ``publish`` for a message that cannot be sent.
+        Raises InFlightLimit when ``max_in_flight`` requests already wait (nothing is sent),
+        and like ``publish`` for a message that cannot be sent.
         """
         subj = self._subjects.get(subject) or self._subject(subject)
         table = self._requests or self._start_inbox()
+        if len(table) >= self._max_in_flight:
+            raise InFlightLimit(
+                f"{len(table)} requests are waiting for replies (max_in_flight={self._max_in_flight}); "
+                "this one was not sent"
+            )
         future: asyncio.Future[Msg] = self._loop.create_future()
         reply = table.new(future, subject)
         timer = self._loop.call_later(timeout, table.expire, reply, timeout)
@@ -581,7 +615,7 @@ class Client:
             elif event is PONG:
                 conn.outstanding = 0
                 if conn.pongs:
-                    pong = conn.pongs.popleft()
+                    pong, conn.confirmed = conn.pongs.popleft()
                     if pong is not None and not pong.done():
                         pong.set_result(None)
             elif isinstance(event, Info):
@@ -651,7 +685,7 @@ class Client:
                 transport = conn.transport
                 transport.set_write_buffer_limits(self._write_buffer)
                 pong: asyncio.Future[None] = self._loop.create_future()
-                conn.pongs.append(pong)
+                conn.sent_ping(pong)
                 transport.write(connect_op(self._connect_options(server, conn.tls)) + PING_OP)
                 await pong
         except TimeoutError:
@@ -732,6 +766,13 @@ class Client:
             return  # a connection still in its handshake, or one already replaced
         self._conn = None
         self.last_error = error
+        if conn.written > max(conn.confirmed, conn.reported):
+            # Publishes went out after the last PONG and after every flush failed here: they may
+            # be lost, and a flush begun later must not vouch for them.
+            self._unconfirmed = ConnectionLost(
+                f"the connection to {conn.server.address} was lost before the server confirmed "
+                f"the publishes written to it, which may be lost ({error})"
+            )
         self._stop_pings()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -753,13 +794,22 @@ class Client:
         self._wake_waiters()
 
     async def _reconnect(self, error: BaseException) -> None:
+        """Dial the pool's servers in turn until one takes; a server is dropped after max_reconnects failures.
+
+        As nats.go counts them: attempts per server since it last took a connection, so a
+        pool of N servers gives up after N × max_reconnects failures in a row at most.
+        """
         attempts = 0
-        while not self._policy.gave_up(attempts):
+        while True:
+            self._pool.drop_exhausted(self._policy.max_reconnects)
+            if not self._pool.servers:
+                break
             server = self._pool.next_server()
             wait = server.last_attempt + self._policy.pause() - self._loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             server.last_attempt = self._loop.time()
+            server.reconnects += 1
             attempts += 1
             try:
                 await self._open(server)
@@ -767,6 +817,7 @@ class Client:
                 log.info("reconnect attempt %d to %s failed: %s", attempts, server.address, exc)
                 error = exc
                 continue
+            server.reconnects = 0
             self._reconnecting = None
             self.reconnects += 1
             log.info("reconnected to %s after %d attempts", server.address, attempts)
@@ -774,7 +825,10 @@ class Client:
             return
         self._reconnecting = None
         self._closed = True
-        self._failure = ConnectionLost(f"gave up reconnecting after {attempts} attempts; last error: {error}")
+        self._failure = ConnectionLost(
+            f"gave up reconnecting after {attempts} attempts (max_reconnects="
+            f"{self._policy.max_reconnects} per server); last error: {error}"
+        )
         self._end_everything(self._failure)
         self._notify(self._closed_cb)
 
@@ -820,8 +874,8 @@ class Client:
             conn.transport.abort()
             return
         conn.outstanding += 1
-        conn.pongs.append(None)
         self._write_now(PING_OP)
+        conn.sent_ping(None)
         self._ping_timer = self._loop.call_later(self._ping_interval, self._ping, conn)
 
 
@@ -846,6 +900,7 @@ async def connect(
     inbox_prefix: str = "_INBOX",
     write_buffer: int = 4 * 1024 * 1024,
     max_payload_in: int = MAX_PAYLOAD,
+    max_in_flight: int = 100_000,
     on_disconnect: Callback | None = None,
     on_reconnect: Callback | None = None,
     error_cb: Callback | None = None,
@@ -861,14 +916,23 @@ async def connect(
     one the system's default context checks the server's certificate for ``tls_hostname``
     (default: the URL's host).  A failed TLS handshake raises ConnectionError saying why.
     A lost connection is rebuilt over the pool (given servers and those INFO
-    advertises) every ``reconnect_wait`` s per server (less up to 20% jitter), at most
-    ``max_reconnects`` attempts in a row (None: no limit); publishes made meanwhile are kept
-    up to ``pending_size`` bytes.
+    advertises) every ``reconnect_wait`` s per server (less up to 20% jitter); a server that
+    failed ``max_reconnects`` attempts since it last took a connection leaves the pool (as in
+    nats.go; None: no limit), and the client closes when none is left.  Publishes made
+    meanwhile are kept up to ``pending_size`` bytes.  At most ``max_in_flight`` requests
+    wait for replies at once (``request`` raises InFlightLimit past it).
     """
     urls = [servers] if isinstance(servers, str) else list(servers)
-    if not connect_timeout > 0 or ping_interval < 0 or max_outstanding_pings < 1 or pending_size < 0:
+    if (
+        not connect_timeout > 0
+        or ping_interval < 0
+        or max_outstanding_pings < 1
+        or pending_size < 0
+        or max_in_flight < 1
+    ):
         raise ValueError(
-            "need connect_timeout > 0, ping_interval >= 0, max_outstanding_pings >= 1, pending_size >= 0"
+            "need connect_timeout > 0, ping_interval >= 0, max_outstanding_pings >= 1, pending_size >= 0, "
+            "max_in_flight >= 1"
         )
     policy = ReconnectPolicy(reconnect, reconnect_wait, max_reconnects, on_disconnect, on_reconnect)
     client = Client(
@@ -888,6 +952,7 @@ async def connect(
         inbox_prefix=inbox_prefix,
         write_buffer=write_buffer,
         max_payload_in=max_payload_in,
+        max_in_flight=max_in_flight,
         error_cb=error_cb,
         closed_cb=closed_cb,
     )

@@ -20,6 +20,7 @@ class Server:
     implicit: bool = False
     tls: bool = False  # a tls:// URL: the connection must be upgraded to TLS
     last_attempt: float = -1e9  # loop time of the last dial
+    reconnects: int = 0  # reconnection attempts to it since it last took a connection
 
     @property
     def address(self) -> str:
@@ -78,6 +79,11 @@ class ServerPool:
                 known.add(server.address)
                 added += 1
         return added
+
+    def drop_exhausted(self, max_reconnects: int | None) -> None:
+        """Forget the servers that failed ``max_reconnects`` attempts since they last took a connection."""
+        if max_reconnects is not None:
+            self.servers = [server for server in self.servers if server.reconnects < max_reconnects]
 
     def next_server(self) -> Server:
         """The server to try next: the one after the current, which goes to the back of the pool."""

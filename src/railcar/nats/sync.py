@@ -248,6 +248,7 @@ class SyncClient:
             self._handoff_bytes = 0
             self._room.notify_all()
         client = self.client
+        client._pub_queued = True
         for op in batch:
             try:
                 client._queue_out(op)
