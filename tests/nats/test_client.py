@@ -365,6 +365,131 @@ def test_server_killed_fails_pending_calls_and_reconnects(start_nats: StartNats)
     run(body(), 30)
 
 
+def _lose_unread(server: NatsServer) -> None:
+    """Freeze the server (what reaches it now stays unread), then kill it: the unread bytes are gone."""
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)
+    server.kill()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached within 4 s")
+
+
+def test_a_flush_reports_publishes_lost_with_their_connection_once(start_nats: StartNats) -> None:
+    server = start_nats()
+
+    async def body() -> None:
+        nc = await connect(server, reconnect_wait=0.05)
+        try:
+            sub = await nc.subscribe("at.risk")
+            await nc.flush(5)
+            # Written before the loss, never read: a flush begun after the reconnection must not vouch for it.
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGSTOP)
+            await nc.publish("at.risk", b"lost")
+            await asyncio.sleep(0)
+            assert nc.pending_bytes == 0  # handed to the transport
+            _lose_unread(server)
+            await _until(lambda: not nc.connected)
+            server.start()
+            await _until(lambda: nc.connected)
+            with pytest.raises(rn.ConnectionLost, match="may be lost"):
+                await nc.flush(5)
+            await nc.publish("at.risk", b"kept")
+            await nc.flush(5)  # reported once: this one vouches for "kept" alone
+            assert (await sub.next_msg(5)).data == b"kept"
+
+            # A flush waiting at the loss fails itself, and the next one is not told again.
+            server.proc.send_signal(signal.SIGSTOP)
+            await nc.publish("at.risk", b"lost too")
+            waiting = asyncio.ensure_future(nc.flush(10))
+            await asyncio.sleep(0.05)
+            _lose_unread(server)
+            with pytest.raises(rn.ConnectionLost):
+                await waiting
+            server.start()
+            await nc.publish("at.risk", b"after")
+            await nc.flush(5)
+            assert (await sub.next_msg(5)).data == b"after"
+            # Requests lost with a connection fail by themselves: no flush reports them.
+            await nc.subscribe("svc.quiet", cb=lambda m: None)
+            await nc.flush(5)
+            server.proc.send_signal(signal.SIGSTOP)
+            request = asyncio.ensure_future(nc.request("svc.quiet", b"?", timeout=10))
+            await asyncio.sleep(0.05)
+            _lose_unread(server)
+            with pytest.raises(rn.ConnectionLost):
+                await request
+            server.start()
+            await nc.flush(5)
+        finally:
+            await nc.close()
+
+    run(body(), 30)
+
+
+def test_max_reconnects_counts_attempts_per_server() -> None:
+    dials = {"a": 0, "b": 0}
+
+    async def server_a(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dials["a"] += 1
+        if dials["a"] == 1:  # the first connection is served, then dropped
+            writer.write(b'INFO {"max_payload":1024}\r\n')
+            await reader.readline()  # CONNECT
+            await reader.readline()  # PING
+            writer.write(b"PONG\r\n")
+            await asyncio.sleep(0.05)
+        writer.close()
+
+    async def server_b(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dials["b"] += 1
+        writer.close()
+
+    async def body() -> None:
+        a, a_done = await fake_server(server_a)
+        b, b_done = await fake_server(server_b)
+        closed = asyncio.Event()
+        urls = [f"nats://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in (a, b)]
+        try:
+            nc = await rn.connect(
+                urls, randomize=False, reconnect_wait=0.01, max_reconnects=3, closed_cb=closed.set
+            )
+            await asyncio.wait_for(closed.wait(), 10)
+            assert dials == {"a": 1 + 3, "b": 3}  # 3 attempts each, as nats.go counts them
+            with pytest.raises(rn.ConnectionLost, match=r"after 6 attempts \(max_reconnects=3 per server\)"):
+                await nc.publish("x", b"")
+        finally:
+            await stop_fake(a, a_done)
+            await stop_fake(b, b_done)
+
+    run(body())
+
+
+def test_requests_in_flight_are_bounded(nats_server: NatsServer) -> None:
+    async def body() -> None:
+        async with await connect(nats_server, max_in_flight=3) as nc:
+            await nc.subscribe("svc.silent", cb=lambda m: None)
+            await nc.subscribe("svc.echo", cb=lambda m: nc.publish(m.reply, m.data))
+            await nc.flush(5)
+            waiting = [asyncio.ensure_future(nc.request("svc.silent", b"?", timeout=10)) for _ in range(3)]
+            await asyncio.sleep(0)
+            with pytest.raises(rn.InFlightLimit, match=r"3 requests are waiting .*max_in_flight=3"):
+                await nc.request("svc.echo", b"one more", timeout=5)
+            for future in waiting:
+                future.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            assert (await nc.request("svc.echo", b"room again", timeout=5)).data == b"room again"
+        with pytest.raises(ValueError, match="max_in_flight >= 1"):
+            await connect(nats_server, max_in_flight=0)
+
+    run(body())
+
+
 def test_pending_buffer_is_bounded_while_disconnected(start_nats: StartNats) -> None:
     server = start_nats()
 
