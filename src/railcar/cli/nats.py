@@ -65,10 +65,11 @@ count_option = click.option(
 )
 
 
-async def _connected(servers: list[str]) -> Client:
+async def _connected(servers: list[str], **options: Any) -> Client:
     """A client of the first server that answers; raises click.ClickException naming why not."""
+    options.setdefault("reconnect", False)
     try:
-        return await connect(servers, name="railcar-cli", connect_timeout=CONNECT_TIMEOUT, reconnect=False)
+        return await connect(servers, name="railcar-cli", connect_timeout=CONNECT_TIMEOUT, **options)
     # Refused, unreachable or timed out (OSError, TimeoutError), a bad URL (ValueError), or a
     # handshake the server refused (AuthorizationError, ServerError) or garbled (ProtocolError).
     except (OSError, ValueError, RailcarError) as exc:
@@ -82,12 +83,16 @@ def _run(body: Callable[[Client], Coroutine[Any, Any, T]], servers: list[str]) -
         async with await _connected(servers) as nc:
             return await body(nc)
 
+    return _on_loop(main())
+
+
+def _on_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop (asyncio without it); raises what it raises."""
     try:
         import uvloop  # noqa: PLC0415 - optional
-
-        return uvloop.run(main())
     except ImportError:
-        return asyncio.run(main())
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _until_interrupted(body: Callable[[Client], Coroutine[Any, Any, None]], servers: list[str]) -> None:
@@ -115,7 +120,10 @@ def format_msg(number: int, msg: Msg) -> str:
     return "\n".join(lines)
 
 
-@click.group(cls=_LazyGroup, lazy={"bench": "railcar.bench.nats_bench:bench_nats"})
+@click.group(
+    cls=_LazyGroup,
+    lazy={"bench": "railcar.bench.nats_bench:bench_nats", "serve": "railcar.cli.nats_serve:serve"},
+)
 def nats() -> None:
     """Talk to a NATS server: publish, subscribe, request, reply, and measure the client."""
 

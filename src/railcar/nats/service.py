@@ -25,7 +25,7 @@ from railcar.errors import ConnectionLost, RequestTimeout
 from railcar.nats.client import Client
 from railcar.nats.nuid import Nuid
 from railcar.nats.subscription import Subscription
-from railcar.proto.nats import Msg, queue_bytes, subject_bytes
+from railcar.proto.nats import Msg, header_block, queue_bytes, subject_bytes
 
 log = logging.getLogger("railcar.nats")
 
@@ -62,6 +62,7 @@ class Endpoint:
     queue_group: str
     handler: EndpointHandler
     metadata: dict[str, str] = field(default_factory=dict)
+    reply_headers: dict[str, str] = field(default_factory=dict)  # added to every reply
     num_requests: int = 0
     num_errors: int = 0
     last_error: str = ""
@@ -115,13 +116,20 @@ class Service:
         subject: str | None = None,
         queue_group: str = QUEUE_GROUP,
         metadata: Mapping[str, str] | None = None,
+        reply_headers: Mapping[str, str] | None = None,
     ) -> Endpoint:
-        """Serve ``handler`` on ``subject`` (default: ``name``); raises ValueError or InvalidSubject."""
+        """Serve ``handler`` on ``subject`` (default: ``name``); raises ValueError, InvalidSubject/Header.
+
+        ``reply_headers`` go with every reply (say, which instance answered).
+        """
         if not _NAME.match(name):
             raise ValueError(f"invalid endpoint name {name!r}: use letters, digits, '-' and '_'")
-        endpoint = Endpoint(name, subject or name, queue_group, handler, dict(metadata or {}))
+        endpoint = Endpoint(
+            name, subject or name, queue_group, handler, dict(metadata or {}), dict(reply_headers or {})
+        )
         subject_bytes(endpoint.subject)
         queue_bytes(queue_group)
+        header_block(endpoint.reply_headers)  # checked here, not at the first reply
         endpoint.subscription = await self.client.subscribe(
             endpoint.subject, queue_group, cb=partial(self._handle, endpoint)
         )
@@ -198,19 +206,22 @@ class Service:
     async def _handle(self, endpoint: Endpoint, msg: Msg) -> None:
         started = time.perf_counter_ns()
         endpoint.num_requests += 1
-        headers: dict[str, str] | None = None
+        headers: dict[str, str] | None = endpoint.reply_headers or None
         try:
             reply = endpoint.handler(msg)
             if inspect.isawaitable(reply):
                 reply = await reply
         except ServiceError as exc:
-            reply, headers = b"", {ERROR_HEADER: exc.description, ERROR_CODE_HEADER: str(exc.code)}
+            reply, error = b"", {ERROR_HEADER: exc.description, ERROR_CODE_HEADER: str(exc.code)}
         except Exception as exc:  # a handler bug is answered and counted, never fatal
             log.exception("service %s endpoint %s failed", self.name, endpoint.name)
-            reply, headers = b"", {ERROR_HEADER: f"{type(exc).__name__}: {exc}", ERROR_CODE_HEADER: "500"}
-        if headers is not None:
+            reply, error = b"", {ERROR_HEADER: f"{type(exc).__name__}: {exc}", ERROR_CODE_HEADER: "500"}
+        else:
+            error = None
+        if error is not None:
             endpoint.num_errors += 1
-            endpoint.last_error = f"{headers[ERROR_CODE_HEADER]}:{headers[ERROR_HEADER]}"
+            endpoint.last_error = f"{error[ERROR_CODE_HEADER]}:{error[ERROR_HEADER]}"
+            headers = {**endpoint.reply_headers, **error}
         if msg.reply:
             await self.client.publish(msg.reply, reply, headers=headers)
         endpoint.processing_time += time.perf_counter_ns() - started
