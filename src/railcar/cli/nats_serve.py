@@ -25,7 +25,8 @@ VERSION = "1.0.0"
 
 
 def _echo(msg: Msg) -> bytes:
-    return msg.data
+    data: bytes = msg.data
+    return data
 
 
 def app_handler(app: str, codec: str, mode: str) -> EndpointHandler:

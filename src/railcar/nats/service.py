@@ -207,6 +207,7 @@ class Service:
         started = time.perf_counter_ns()
         endpoint.num_requests += 1
         headers: dict[str, str] | None = endpoint.reply_headers or None
+        error: dict[str, str] | None = None
         try:
             reply = endpoint.handler(msg)
             if inspect.isawaitable(reply):
@@ -216,8 +217,6 @@ class Service:
         except Exception as exc:  # a handler bug is answered and counted, never fatal
             log.exception("service %s endpoint %s failed", self.name, endpoint.name)
             reply, error = b"", {ERROR_HEADER: f"{type(exc).__name__}: {exc}", ERROR_CODE_HEADER: "500"}
-        else:
-            error = None
         if error is not None:
             endpoint.num_errors += 1
             endpoint.last_error = f"{error[ERROR_CODE_HEADER]}:{error[ERROR_HEADER]}"
