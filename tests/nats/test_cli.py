@@ -152,6 +152,10 @@ def test_bench_smoke_runs_every_scenario_beside_nats_py(tmp_path: Path) -> None:
         "2000",
         "--requests",
         "300",
+        "--calls",
+        "300",
+        "--services",
+        "1,2",
         "--rounds",
         "1",
         "--json",
@@ -161,7 +165,12 @@ def test_bench_smoke_runs_every_scenario_beside_nats_py(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    rows = {(r["scenario"], r["system"]): r for r in doc["results"]}
+    services = [r for r in doc["results"] if r["scenario"] == "service"]
+    assert [(r["services"], r["lost"]) for r in services] == [(1, 0), (2, 0)]
+    assert all(r["calls_per_s"] > 0 for r in services)
+    assert all(r["records_per_s"] == pytest.approx(r["calls_per_s"] * 10, rel=1e-3) for r in services)
+    assert services[0]["scaling"] == 1.0
+    rows = {(r["scenario"], r["system"]): r for r in doc["results"] if r["scenario"] != "service"}
     assert set(rows) == {(s, n) for s in ("pub", "pubsub", "reqrep") for n in ("railcar", "nats-py")}
     for (scenario, _), row in rows.items():
         assert row["msgs_per_s"] > 0
@@ -173,6 +182,8 @@ def test_bench_smoke_runs_every_scenario_beside_nats_py(tmp_path: Path) -> None:
     assert "<!-- bench:nats -->" in text
     assert "railcar nats bench --msgs 2000" in text
     assert "| pubsub   | nats-py |" in text
+    assert "<!-- bench:nats-services -->" in text
+    assert "| 2        |" in text.split("<!-- bench:nats-services -->")[1]
 
 
 @pytest.mark.parametrize(
@@ -181,6 +192,8 @@ def test_bench_smoke_runs_every_scenario_beside_nats_py(tmp_path: Path) -> None:
         (["bench", "--msgs", "0"], "--msgs"),
         (["bench", "--scenario", "teleport"], "'teleport' is not one of"),
         (["bench", "--warmup", "2"], "--warmup"),
+        (["bench", "--services", "0,1"], "need counts of at least 1"),
+        (["bench", "--services", "one"], "not a list of counts"),
         (["bench", "--md", "/nonexistent-dir/BENCHMARKS.md"], "does not exist"),
     ],
 )

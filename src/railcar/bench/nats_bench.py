@@ -3,7 +3,9 @@
 One nats-server (pinned to one CPU, primed with one connection) serves the whole run.
 Each measured run is a worker process (``bench/nats_workers.py``) pinned to the other
 CPUs, for one library and one scenario; the libraries alternate within each round and the
-median of the rounds is reported.
+median of the rounds is reported.  The service scenario (``bench/nats_services.py``)
+measures railcar alone through 1, 2, 3 … ``railcar nats serve`` processes and is written
+as a section of its own (``bench:nats-services``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import click
 
+from railcar.bench import nats_services
 from railcar.bench.nats_server import NatsServerProcess, nats_server
 from railcar.bench.procs import cpu_cells, cpu_medians, cpu_seconds, cpu_split, cpu_text, stop_process
 from railcar.errors import RailcarError
@@ -28,18 +31,19 @@ from railcar.report import (
     Result,
     counted,
     document,
-    emit,
     header,
     json_option,
     md_option,
     no_peers_option,
+    print_json,
     rounds_option,
     scenario_option,
     si,
     table,
+    update_markdown,
 )
 
-SCENARIOS = ("pub", "pubsub", "reqrep")
+SCENARIOS = ("pub", "pubsub", "reqrep", "service")
 SYSTEMS = ("railcar", "nats-py")
 #: Seconds a worker may take for its whole run before the bench gives up on it.
 WORKER_TIMEOUT = 600.0
@@ -76,9 +80,15 @@ SETTINGS = {
 }
 
 
-def _measure(server: NatsServerProcess, system: str, scenario: str, o: dict[str, Any]) -> dict[str, float]:
-    """Run one worker; its rate, losses and the CPU the server and the worker used while measured."""
-    _, load_cpus = cpu_split()
+def _measure(
+    server: NatsServerProcess,
+    system: str,
+    scenario: str,
+    o: dict[str, Any],
+    load_cpus: set[int],
+    services: tuple[int, ...] = (),
+) -> dict[str, float]:
+    """Run one worker; its rate, losses and the CPU the server, the worker and ``services`` used."""
     argv = [
         sys.executable,
         "-m",
@@ -95,7 +105,7 @@ def _measure(server: NatsServerProcess, system: str, scenario: str, o: dict[str,
             os.sched_setaffinity(worker.pid, load_cpus)
         if _line(worker) != "start":
             raise RailcarError(f"{system} {scenario} failed before measuring: {_stderr(worker)}")
-        pids = [server.proc.pid, worker.pid]
+        pids = [server.proc.pid, worker.pid, *services]
         cpu_start, wall_start = [cpu_seconds(pid) for pid in pids], time.perf_counter()
         line = _line(worker)
         wall = time.perf_counter() - wall_start
@@ -111,6 +121,7 @@ def _measure(server: NatsServerProcess, system: str, scenario: str, o: dict[str,
         "lost": result["lost"],
         "server_cpu": cpu[0],
         "load_cpu": cpu[1],
+        "services_cpu": sum(cpu[2:]),
     }
 
 
@@ -149,6 +160,7 @@ def _results(
 
 
 def _markdown(doc: dict[str, Any]) -> str:
+    client_results = [r for r in doc["results"] if r["scenario"] != "service"]
     rows = [
         [
             r["scenario"],
@@ -158,10 +170,10 @@ def _markdown(doc: dict[str, Any]) -> str:
             *cpu_cells(r),
             str(r["lost"]),
         ]
-        for r in doc["results"]
+        for r in client_results
     ]
-    scenarios = dict.fromkeys(r["scenario"] for r in doc["results"])
-    systems = dict.fromkeys(r["system"] for r in doc["results"])
+    scenarios = dict.fromkeys(r["scenario"] for r in client_results)
+    systems = dict.fromkeys(r["system"] for r in client_results)
     return "\n\n".join(
         [
             "## NATS client (messages per second)",
@@ -209,6 +221,20 @@ def _server_version() -> str:
     "--requesters", type=click.IntRange(1), default=100, show_default=True, help="Concurrent requesters."
 )
 @click.option(
+    "--services",
+    "service_counts",
+    default="1,2,3",
+    show_default=True,
+    callback=lambda _ctx, _param, value: nats_services.parse_services(value),
+    help="Service scenario: the numbers of `railcar nats serve` processes to measure, comma-separated.",
+)
+@click.option(
+    "--calls", type=click.IntRange(1), default=20_000, show_default=True, help="Service: calls per run."
+)
+@click.option(
+    "--batch", type=click.IntRange(1), default=10, show_default=True, help="Service: records per call."
+)
+@click.option(
     "--warmup",
     type=click.FloatRange(0, 1),
     default=0.1,
@@ -227,13 +253,16 @@ def bench_nats(
     size: int,
     requests: int,
     requesters: int,
+    service_counts: list[int],
+    calls: int,
+    batch: int,
     warmup: float,
     rounds: int,
     no_peers: bool,
     as_json: bool,
     md: Path | None,
 ) -> None:
-    """Measure railcar's NATS client beside nats-py: publish, pub+sub, request/reply on one nats-server."""
+    """Measure railcar's NATS client beside nats-py (publish, pub+sub, request/reply), and services."""
     options = {
         "msgs": msgs,
         "size": size,
@@ -241,30 +270,65 @@ def bench_nats(
         "subs": subs,
         "requests": requests,
         "requesters": requesters,
+        "calls": calls,
+        "batch": batch,
         "warmup": warmup,
     }
+    chosen = scenarios or SCENARIOS
     systems = ("railcar",) if no_peers else SYSTEMS
-    runs = [(scenario, system) for scenario in scenarios or SCENARIOS for system in systems]
+    runs = [(scenario, system) for scenario in chosen if scenario != "service" for system in systems]
+    counts = service_counts if "service" in chosen else []
     measured: dict[tuple[str, str], list[dict[str, float]]] = {run: [] for run in runs}
-    server_cpus, _ = cpu_split()
+    by_count: dict[int, list[dict[str, float]]] = {count: [] for count in counts}
+    server_cpus, load_cpus = cpu_split()
+    services_load, services_cpus = nats_services.placement(load_cpus)
     with nats_server(server_cpus) as server:
         for round_number in range(rounds):
             for scenario, system in runs:
-                result = _measure(server, system, scenario, options)
+                result = _measure(server, system, scenario, options, load_cpus)
                 measured[(scenario, system)].append(result)
-                if not as_json:
-                    click.echo(
-                        f"round {round_number + 1}/{rounds}  {scenario:<7} {system:<8} "
-                        f"{si(result['msgs_per_s']):>8} msgs/s  {cpu_text(result)}  "
-                        f"lost {result['lost']:.0f}",
-                        err=True,
-                    )
+                _progress(as_json, f"round {round_number + 1}/{rounds}  {scenario:<7} {system:<8}", result)
+            for count in counts:
+                with nats_services.running_services(server.url, count, services_cpus) as procs:
+                    pids = tuple(proc.pid for proc in procs)
+                    result = _measure(server, "railcar", "service", options, services_load, pids)
+                by_count[count].append(result)
+                _progress(as_json, f"round {round_number + 1}/{rounds}  service x{count}", result, "calls")
+    results = _results(runs, measured)
+    if counts:
+        results += nats_services.results(counts, by_count, batch)
     doc = document(
-        _results(runs, measured),
+        results,
         0.0,
         rounds=rounds,
         warmup=warmup,
         options=options,
         nats_server=_server_version(),
+        placement=nats_services.describe_placement(server_cpus, services_load, services_cpus),
     )
-    emit(doc, _markdown(doc), "nats", as_json, md)
+    sections = []
+    if runs:
+        sections.append(("nats", _markdown(doc)))
+    if counts:
+        sections.append(("nats-services", nats_services.markdown(doc)))
+    if as_json:
+        print_json(doc)
+    for key, text in sections:
+        if not as_json:
+            click.echo(text)
+        if md is not None:
+            try:
+                update_markdown(md, key, text)
+            except OSError as exc:
+                raise click.ClickException(f"cannot write {md}: {exc.strerror or exc}") from exc
+
+
+def _progress(as_json: bool, what: str, result: dict[str, float], unit: str = "msgs") -> None:
+    """One progress line on stderr per measured run (none with --json)."""
+    if not as_json:
+        click.echo(
+            f"{what}  {si(result['msgs_per_s']):>8} {unit}/s  {cpu_text(result)}"
+            + (f" services {result['services_cpu'] * 100:3.0f}%" if unit == "calls" else "")
+            + f"  lost {result['lost']:.0f}",
+            err=True,
+        )

@@ -21,6 +21,8 @@ from typing import Any
 import uvloop
 
 SUBJECT = "railcar.bench"
+#: The subject the ``railcar nats serve`` processes of the service scenario answer on.
+SERVICE_SUBJECT = "railcar.bench.service"
 #: Seconds without a new message after which a subscriber's missing messages count as lost.
 STALL = 2.0
 #: Seconds any single flush or request may take before it counts as failed.
@@ -41,6 +43,8 @@ class Options:
     requests: int
     requesters: int
     warmup: float  # share of the measured work run first, unmeasured
+    calls: int = 20_000  # service: calls per run
+    batch: int = 10  # service: int32 records per call
 
 
 # -- each library's way of doing the few things the scenarios need -------------------------
@@ -155,6 +159,9 @@ class Scenario:
                 await nc.flush(OP_TIMEOUT)  # subscribed on the server before anything is published
                 self.conns.append(nc)
                 self.subs.append(counter)
+        if o.scenario == "service":
+            self.requester = await connect(o.client, o.url)
+            self.conns.append(self.requester)
         if o.scenario == "reqrep":
             replier = await connect(o.client, o.url)
             await serve_replies(o.client, replier, SUBJECT, self.payload)
@@ -167,6 +174,8 @@ class Scenario:
         o = self.o
         if o.scenario == "reqrep":
             return await self._requests(max(1, int(o.requests * share)))
+        if o.scenario == "service":
+            return await self._calls(max(1, int(o.calls * share)))
         per = max(1, int(o.msgs * share) // o.pubs)
         for counter in self.subs:
             counter.count, counter.last = 0, 0.0
@@ -199,6 +208,29 @@ class Scenario:
         await asyncio.gather(*(requester() for _ in range(self.o.requesters)))
         return answered, failed, time.perf_counter() - start
 
+    async def _calls(self, total: int) -> tuple[int, int, float]:
+        """``total`` calls of ``batch`` records each to the service processes, ``requesters`` at a time."""
+        from railcar.nats.batches import call_batch  # noqa: PLC0415 - railcar only
+
+        claimed = answered = failed = 0
+        records = list(range(self.o.batch))
+        nc = self.requester
+
+        async def caller() -> None:
+            nonlocal claimed, answered, failed
+            while claimed < total:
+                claimed += 1
+                try:
+                    await call_batch(nc, SERVICE_SUBJECT, records, "int32", timeout=OP_TIMEOUT)
+                except Exception:  # noqa: BLE001 - counted as lost, the load goes on
+                    failed += 1
+                else:
+                    answered += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(self.o.requesters)))
+        return answered, failed, time.perf_counter() - start
+
     async def close(self) -> None:
         """Close every connection."""
         for nc in self.conns:
@@ -222,13 +254,15 @@ def parse(argv: list[str] | None = None) -> Options:
     """The worker's command line."""
     parser = argparse.ArgumentParser(prog="railcar.bench.nats_workers")
     parser.add_argument("client", choices=["railcar", "nats-py"])
-    parser.add_argument("scenario", choices=["pub", "pubsub", "reqrep"])
+    parser.add_argument("scenario", choices=["pub", "pubsub", "reqrep", "service"])
     parser.add_argument("--url", required=True)
     for name, default in (("msgs", 1_000_000), ("size", 16), ("pubs", 1), ("subs", 1)):
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--requesters", type=int, default=100)
     parser.add_argument("--warmup", type=float, default=0.1)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=10)
     return Options(**vars(parser.parse_args(argv)))
 
 
