@@ -83,6 +83,21 @@ class NatsServer:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(5)
 
+    def freeze(self, timeout: float = 5.0) -> None:
+        """SIGSTOP, and wait until every thread has stopped: from then on nothing it receives is read.
+
+        A stop reaches each thread of the Go runtime on its own; one running on another CPU can
+        go on for a moment (longer on a busy machine), and serve what a test meant to be lost.
+        """
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(_thread_state(task) == "T" for task in Path(f"/proc/{self.proc.pid}/task").iterdir()):
+                return
+            time.sleep(0.001)
+        raise RuntimeError(f"nats-server did not stop within {timeout} s")
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
@@ -100,3 +115,11 @@ class NatsServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _thread_state(task: Path) -> str:
+    """The state letter of one thread (``T``: stopped); a thread gone meanwhile counts as stopped."""
+    try:
+        return (task / "stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return "T"

@@ -367,8 +367,7 @@ def test_server_killed_fails_pending_calls_and_reconnects(start_nats: StartNats)
 
 def _lose_unread(server: NatsServer) -> None:
     """Freeze the server (what reaches it now stays unread), then kill it: the unread bytes are gone."""
-    assert server.proc is not None
-    server.proc.send_signal(signal.SIGSTOP)
+    server.freeze()
     server.kill()
 
 
@@ -389,8 +388,7 @@ def test_a_flush_reports_publishes_lost_with_their_connection_once(start_nats: S
             sub = await nc.subscribe("at.risk")
             await nc.flush(5)
             # Written before the loss, never read: a flush begun after the reconnection must not vouch for it.
-            assert server.proc is not None
-            server.proc.send_signal(signal.SIGSTOP)
+            server.freeze()
             await nc.publish("at.risk", b"lost")
             await asyncio.sleep(0)
             assert nc.pending_bytes == 0  # handed to the transport
@@ -405,7 +403,7 @@ def test_a_flush_reports_publishes_lost_with_their_connection_once(start_nats: S
             assert (await sub.next_msg(5)).data == b"kept"
 
             # A flush waiting at the loss fails itself, and the next one is not told again.
-            server.proc.send_signal(signal.SIGSTOP)
+            server.freeze()
             await nc.publish("at.risk", b"lost too")
             waiting = asyncio.ensure_future(nc.flush(10))
             await asyncio.sleep(0.05)
@@ -419,7 +417,7 @@ def test_a_flush_reports_publishes_lost_with_their_connection_once(start_nats: S
             # Requests lost with a connection fail by themselves: no flush reports them.
             await nc.subscribe("svc.quiet", cb=lambda m: None)
             await nc.flush(5)
-            server.proc.send_signal(signal.SIGSTOP)
+            server.freeze()
             request = asyncio.ensure_future(nc.request("svc.quiet", b"?", timeout=10))
             await asyncio.sleep(0.05)
             _lose_unread(server)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import time
 
@@ -87,8 +86,7 @@ async def _interest_reaches(seen: asyncio.Event, subject: str, publishers: list[
 
 def stop_then_kill(node: NatsServer) -> None:
     """Freeze the node, so what is written to it from now on stays unread, then kill it."""
-    assert node.proc is not None
-    node.proc.send_signal(signal.SIGSTOP)
+    node.freeze()
     time.sleep(0.3)
     node.kill()
 
