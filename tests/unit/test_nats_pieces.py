@@ -36,6 +36,20 @@ def test_pool_learns_and_rotates() -> None:
         ServerPool([])
 
 
+def test_pool_drops_servers_that_used_up_their_reconnects() -> None:
+    pool = ServerPool(["a:1", "b:2", "c:3"], randomize=False)
+    a, b, c = pool.servers
+    a.reconnects, b.reconnects, c.reconnects = 3, 2, 0
+    pool.drop_exhausted(None)  # no limit
+    assert len(pool.servers) == 3
+    pool.drop_exhausted(3)
+    assert pool.servers == [b, c]
+    assert pool.next_server() is b
+    pool.drop_exhausted(2)
+    assert pool.servers == [c]
+    assert pool.next_server() is c
+
+
 def test_nuids_are_unique_and_22_characters() -> None:
     nuid = Nuid()
     ids = {nuid.next() for _ in range(10_000)}
