@@ -37,7 +37,7 @@ def start(procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[st
     procs.append(proc)
     assert proc.stderr is not None
     line = proc.stderr.readline()
-    assert line.startswith(("listening on", "answering on")), line
+    assert line.startswith(("listening on", "answering on", "serving ")), line
     return proc
 
 
@@ -85,6 +85,22 @@ def test_request_gets_the_replys_answer(
     assert out.count("ping") == 2
 
 
+def test_serve_answers_in_a_queue_group_says_who_and_stops_on_sigterm(
+    nats_server: NatsServer, background: list[subprocess.Popen[str]]
+) -> None:
+    url = nats_server.url
+    server = start(background, "serve", "cli.serve", "--app", "echo", "--pid-header", "--server", url)
+    answered = run("request", "cli.serve", "hello", "--server", nats_server.url)
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.splitlines()[1:] == [f"  Railcar-Pid: {server.pid}", "hello"]
+    found = run("request", "$SRV.PING.railcar", "", "--server", nats_server.url)
+    assert json.loads(found.stdout.splitlines()[-1])["metadata"] == {"pid": str(server.pid)}
+    server.send_signal(signal.SIGTERM)
+    _, err = server.communicate(timeout=10)
+    assert server.returncode == 0, err
+    assert run("request", "cli.serve", "x", "--server", nats_server.url).returncode == 2  # gone
+
+
 def test_server_list_takes_commas_and_repeats(nats_server: NatsServer) -> None:
     result = run("pub", "cli.x", "d", "--server", f"nats://127.0.0.1:1,{nats_server.url}")
     assert result.returncode == 0, result.stderr
@@ -105,6 +121,8 @@ def test_request_with_no_responder_is_one_line_and_exit_2(nats_server: NatsServe
         (["sub", "a", "--server", "nats://127.0.0.1:1"], "cannot connect"),
         (["request", "a", "b", "--server", "127.0.0.1:1"], "cannot connect"),
         (["reply", "a", "b", "--server", "127.0.0.1:1"], "cannot connect"),
+        (["serve", "a", "--server", "127.0.0.1:1"], "cannot connect"),
+        (["serve", "a", "--mode", "array", "--codec", "jsonl"], "needs a fixed-size codec"),
         (["pub", "a", "b", "--server", "nats://127.0.0.1:port"], "bad NATS URL"),
         (["pub", "a", "b", "--server", "http://127.0.0.1:4222"], "scheme must be nats://"),
         (["pub", "a", "b", "--header", "no-colon"], "is not NAME:VALUE"),
