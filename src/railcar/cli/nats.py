@@ -4,7 +4,8 @@ Each command connects with the asyncio client (one connection, no reconnection: 
 command that loses its server should say so, not wait), prints what it receives on
 stdout and exits with status 2 and one line when it cannot connect or is given bad input.
 ``sub`` and ``reply`` run until ``--count`` messages or Ctrl-C, which ends them quietly
-with status 0 (it is how they are stopped).
+with status 0 (it is how they are stopped).  ``serve`` (``cli/nats_serve.py``) and
+``bench`` (``bench/nats_bench.py``) are imported only when used.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def format_msg(number: int, msg: Msg) -> str:
     lazy={"bench": "railcar.bench.nats_bench:bench_nats", "serve": "railcar.cli.nats_serve:serve"},
 )
 def nats() -> None:
-    """Talk to a NATS server: publish, subscribe, request, reply, and measure the client."""
+    """Talk to a NATS server: publish, subscribe, request, reply, serve a service, measure the client."""
 
 
 @nats.command("pub")
