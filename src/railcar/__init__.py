@@ -19,7 +19,10 @@ if TYPE_CHECKING:
         EngineUnavailable,
         InboundOverflow,
         RailcarError,
+        WorkersFailed,
+        WorkerStartError,
     )
+    from railcar.workers import serve
 
 __version__ = "0.1.0"
 
@@ -39,6 +42,9 @@ _HOMES = {
     "EngineUnavailable": "railcar.errors",
     "InboundOverflow": "railcar.errors",
     "RailcarError": "railcar.errors",
+    "WorkerStartError": "railcar.errors",
+    "WorkersFailed": "railcar.errors",
+    "serve": "railcar.workers",
 }
 
 
@@ -63,7 +69,10 @@ __all__ = [
     "RailcarError",
     "Server",
     "ServerOptions",
+    "WorkerStartError",
+    "WorkersFailed",
     "__version__",
     "create_server",
     "default_engine",
+    "serve",
 ]

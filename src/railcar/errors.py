@@ -67,3 +67,11 @@ def renewed(failure: BaseException) -> BaseException:
     fresh = type(failure)(*failure.args)
     fresh.__cause__ = failure.__cause__
     return fresh
+
+
+class WorkerStartError(RailcarError):
+    """A worker process could not start serving (its handler factory or its listener failed)."""
+
+
+class WorkersFailed(RailcarError):
+    """Workers kept dying soon after each restart, so the supervisor gave up and stopped them all."""

@@ -15,11 +15,12 @@ from typing import Any
 
 import click
 
-from railcar.bench.external import child_pids, free_port, tool, wait_listening
+from railcar.bench.external import tool
 from railcar.bench.load import parse_wrk
 from railcar.bench.prime import http_get, prime_server
-from railcar.bench.procs import cpu_seconds, cpu_split, parse_engines, running_server, stop_process
+from railcar.bench.procs import cpu_seconds, cpu_split, parse_engines, running_server
 from railcar.errors import RailcarError
+from railcar.procs import Command, free_port
 from railcar.report import (
     Result,
     document,
@@ -61,18 +62,16 @@ def _server(system: str, cpus: set[int]) -> Iterator[tuple[int, int]]:
             "--port",
             str(port),
         ]
-        proc = subprocess.Popen(
-            [*_taskset(cpus), *granian, "railcar.bench.http_peers:rsgi_app"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        spawned = Command(
+            [*_taskset(cpus), *granian, "railcar.bench.http_peers:rsgi_app"], stderr=subprocess.PIPE
+        ).start()
         try:
-            wait_listening(port, proc)
-            (worker,) = child_pids(proc.pid)
+            spawned.wait_listening(port)
+            (worker,) = spawned.child_pids()
             prime_server("granian", "127.0.0.1", port, _prime)
             yield port, worker
         finally:
-            stop_process(proc)
+            spawned.stop()
         return
     if system == "socketify":
         argv: tuple[str, ...] = ("railcar.bench.http_peers", "socketify", str(free_port()))
@@ -82,7 +81,7 @@ def _server(system: str, cpus: set[int]) -> Iterator[tuple[int, int]]:
         yield server.port, server.pid
 
 
-def _h2load(port: int, seconds: int, cpus: set[int]) -> dict[str, float]:
+def h2load(port: int, seconds: int, cpus: set[int]) -> dict[str, float]:
     """One h2load run (HTTP/1.1, pipelined); its rate and requests. Raises RailcarError if it fails."""
     argv = [
         *_taskset(cpus),
@@ -127,7 +126,7 @@ def _run(argv: list[str], seconds: int) -> str:
 
 
 LOADS = {
-    f"h2load -c{CONNECTIONS} -m{PIPELINE}": _h2load,
+    f"h2load -c{CONNECTIONS} -m{PIPELINE}": h2load,
     f"wrk -t1 -c{CONNECTIONS}": _wrk,
 }
 
@@ -137,7 +136,7 @@ def _measure(system: str, seconds: int, rounds: int) -> dict[str, dict[str, floa
     server_cpus, load_cpus = cpu_split()
     measured: dict[str, dict[str, float]] = {}
     with _server(system, server_cpus) as (port, pid):
-        _h2load(port, max(seconds // 2, 1), load_cpus)  # warm-up, unmeasured
+        h2load(port, max(seconds // 2, 1), load_cpus)  # warm-up, unmeasured
         for load, run in LOADS.items():
             runs = []
             for _ in range(rounds):

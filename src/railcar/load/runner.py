@@ -28,6 +28,7 @@ from railcar.load.plan import (
     request_failures,
 )
 from railcar.load.target import TargetUnreachable
+from railcar.procs import reap
 
 # Open files a worker needs besides its connections (pipes, epoll, stdio, imports).
 FILES_PER_WORKER: Final = 64
@@ -255,10 +256,7 @@ def run(plan: Plan, procs: int, on_progress: Callable[[Progress], None] | None =
         _drive(plan, pipes, result, on_progress)
     finally:
         for process in processes:
-            process.join(timeout=STOP_TIMEOUT)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            reap(process, STOP_TIMEOUT)  # they stop by themselves once told; a stuck one is killed
         for pipe in pipes:
             pipe.close()
     return result

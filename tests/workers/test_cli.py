@@ -1,0 +1,103 @@
+"""``railcar serve --workers``: bad combinations, a graceful SIGTERM, workers that keep dying."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+import railcar.cli.serving
+from railcar.cli.commands import run
+from railcar.errors import WorkersFailed
+from railcar.procs import Command, child_pids
+from tests.helpers import connect, recv_exactly
+
+DEADLINE = 1.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "echo", "--workers", "2", "--unix", "/tmp/railcar-x.sock"], "cannot share a Unix socket"),
+        (
+            ["serve", "echo", "--workers", "2", "--balance", "least-connections"],
+            "balance applies to the reactor",
+        ),
+        (["serve", "http", "--workers", "0"], "0 is not in the range"),
+        (["serve", "reqrep", "--architecture", "prefork"], "'prefork' is not one of"),
+        (["serve", "kv", "--workers", "2"], "--workers must be 1"),
+    ],
+)
+def test_bad_combinations_print_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert message in err
+
+
+def test_workers_that_keep_dying_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise WorkersFailed("workers died 6 times in a row")
+
+    monkeypatch.setattr(railcar.cli.serving, "serve", failing)
+    with pytest.raises(SystemExit) as exit_:
+        run(["serve", "echo", "--workers", "2", "--port", "0"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "railcar: error: workers died 6 times in a row\n"
+
+
+@pytest.mark.parametrize("architecture", ["sharding", "reactor"])
+def test_sigterm_stops_every_worker_within_the_deadline(architecture: str) -> None:
+    argv = [sys.executable, "-m", "railcar", "serve", "echo", "--engine", "epoll", "--port", "0"]
+    argv += ["--workers", "2", "--architecture", architecture, "--deadline", str(DEADLINE)]
+    server = Command(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True).start()
+    try:
+        line = server.first_line(timeout=20)
+        assert line.startswith("listening on 127.0.0.1:"), line
+        workers = child_pids(server.pid)
+        with connect(int(line.rsplit(":", 1)[1])) as idle:
+            idle.sendall(b"still here")
+            assert recv_exactly(idle, 10) == b"still here"
+            began = time.monotonic()
+            server.signal(signal.SIGTERM)
+            assert server.proc.wait(timeout=DEADLINE + 5) == 0
+            took = time.monotonic() - began
+            assert idle.recv(1) == b""  # the idle connection was closed, not left hanging
+        assert took < DEADLINE + 2.5
+        for pid in workers:
+            assert not _alive(pid)
+    finally:
+        server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_bench_workers_smoke_measures_one_worker_and_two() -> None:
+    argv = [sys.executable, "-m", "railcar", "bench", "workers", "--engine", "epoll", "--seconds", "1"]
+    argv += ["--rounds", "1", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = {row["system"]: row for row in json.loads(done.stdout)["results"]}
+    assert set(rows) == {
+        "railcar-epoll 1 worker",
+        "railcar-epoll 2 workers sharding",
+        "railcar-epoll 2 workers reactor",
+    }
+    for row in rows.values():
+        assert row["ops_per_s"] > 0
+        assert row["errors"] == 0
