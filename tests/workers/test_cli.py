@@ -15,7 +15,7 @@ import railcar.cli.serving
 from railcar.cli.commands import run
 from railcar.errors import WorkersFailed
 from railcar.procs import Command, child_pids
-from tests.helpers import connect, recv_exactly
+from tests.helpers import connect, recv_exactly, recv_until_eof
 
 DEADLINE = 1.0
 
@@ -101,3 +101,40 @@ def test_bench_workers_smoke_measures_one_worker_and_two() -> None:
     for row in rows.values():
         assert row["ops_per_s"] > 0
         assert row["errors"] == 0
+
+
+ASGI_APP = """
+import os
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["pid"] = os.getpid()
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%d" % scope["state"]["pid"]})
+"""
+
+
+def test_asgi_app_runs_its_lifespan_in_every_worker(tmp_path: Any) -> None:
+    (tmp_path / "lifespan_app.py").write_text(ASGI_APP)
+    argv = [sys.executable, "-m", "railcar", "serve", "asgi", "lifespan_app:app", "--app-dir", str(tmp_path)]
+    argv += ["--engine", "asyncio", "--port", "0", "--workers", "2", "--architecture", "reactor"]
+    server = Command(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True).start()
+    try:
+        line = server.first_line(timeout=20)
+        assert line.startswith("listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        answers = set()
+        for _ in range(4):  # round-robin: both workers answer, each with its own lifespan state
+            with connect(port) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answers.add(recv_until_eof(sock).rpartition(b"\r\n\r\n")[2])
+        assert answers == {str(pid).encode() for pid in child_pids(server.pid)}
+    finally:
+        server.stop()

@@ -194,3 +194,11 @@ def test_workers_are_pinned_to_a_cpu_each(supervised: Any) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     pinned = [os.sched_getaffinity(pid) for pid in supervisor.worker_pids if pid]
     assert pinned == [{cpus[0]}, {cpus[1 % len(cpus)]}]
+
+
+def test_a_failing_start_up_hook_fails_the_start(supervised: Any) -> None:
+    def started(server: Any) -> None:
+        raise TimeoutError("lifespan startup took too long")
+
+    with pytest.raises(WorkerStartError, match="TimeoutError: lifespan startup took too long"):
+        supervised(EchoHandler, workers=2, started=started)
