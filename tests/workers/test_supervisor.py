@@ -202,3 +202,11 @@ def test_a_failing_start_up_hook_fails_the_start(supervised: Any) -> None:
 
     with pytest.raises(WorkerStartError, match="TimeoutError: lifespan startup took too long"):
         supervised(EchoHandler, workers=2, started=started)
+
+
+def test_a_stop_requested_during_the_start_ends_it_cleanly() -> None:
+    supervisor = Supervisor(EchoHandler, workers=2, engine="epoll")
+    supervisor.request_stop()  # as a signal handler would, before start() has run
+    supervisor.start()
+    assert supervisor.wait(timeout=10)
+    assert supervisor.worker_pids == [None, None]

@@ -170,6 +170,8 @@ class Supervisor:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        if self._stops_requested:  # a signal before there was anything to wake
+            self._wake_w.send(b"s")
         try:
             self._listen()
             for slot in self._slots:
@@ -292,7 +294,7 @@ class Supervisor:
 
     def _await_ready(self, timeout: float) -> None:
         give_up = time.monotonic() + timeout
-        while not all(slot.ready for slot in self._slots):
+        while not self._stopping and not all(slot.ready for slot in self._slots):
             left = give_up - time.monotonic()
             if self._failure is not None:
                 raise self._failure
@@ -426,7 +428,7 @@ class Supervisor:
         slot.process = None
         slot.active = 0
         how = _exit_text(exitcode, slot.failure)
-        if starting and not slot.served:
+        if starting and not slot.served and not self._stopping:
             raise WorkerStartError(f"worker {slot.index} could not start: {how}")
         if self._stopping:
             if exitcode:
