@@ -21,8 +21,9 @@ from typing import Any
 import click
 
 from railcar.bench.nats_workers import SERVICE_SUBJECT
-from railcar.bench.procs import cpu_cells, stop_process
+from railcar.bench.procs import cpu_cells
 from railcar.errors import RailcarError
+from railcar.procs import stop_process
 from railcar.report import Result, counted, header, si, table
 
 COLUMNS = ["services", "calls/s", "records/s", "scaling", "server CPU", "load CPU", "services CPU", "lost"]
