@@ -262,7 +262,8 @@ def test_retry_on_failed_connect_returns_a_client_that_dials_in_the_background(
         assert client.call(1, timeout=10) == 2
         assert client.connected
         assert client.reconnects == 1
-        assert reconnected == [None]
+        # on_reconnect runs on the client's callback thread, possibly after the call returned
+        assert wait_until(lambda: reconnected == [None])
 
 
 def test_a_pool_starts_on_its_live_servers_and_dials_the_others(open_pool: OpenClient) -> None:
