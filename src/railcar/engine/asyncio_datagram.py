@@ -1,0 +1,212 @@
+"""The asyncio and uvloop engines' datagram server: one DatagramProtocol on a loop thread.
+
+The selector loop reads each datagram with ``recvfrom`` into a 256 KiB buffer and
+uvloop (libuv) into a 64 KiB one, both larger than any UDP payload, so a datagram
+over ``max_datagram`` arrives whole and is counted and dropped, never cut short.
+Sends go to the transport, which queues what the kernel refuses; once
+``send_queue`` bytes are queued, further datagrams are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Protocol, cast
+
+from railcar.engine._datagrams import CountingEndpoint
+from railcar.engine._failures import call_logged
+from railcar.engine.api import (
+    Address,
+    Buffer,
+    DatagramEndpoint,
+    DatagramHandler,
+    DatagramOptions,
+    DatagramServer,
+)
+from railcar.engine.listen import bind_datagram
+
+log = logging.getLogger("railcar.engine.asyncio")
+
+
+class _Transport(Protocol):
+    """What both loops' datagram transports offer (typeshed leaves the buffer size out)."""
+
+    def sendto(self, data: bytes, addr: Address) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
+    """An endpoint that is its own datagram protocol, so each datagram costs one Python call."""
+
+    __slots__ = ("_limit", "_transport", "closed_event")
+
+    def __init__(self, server: AsyncioDatagramServer, local: Address) -> None:
+        CountingEndpoint.__init__(self, local, server.stats, server.handler, server.options)
+        self._limit = server.options.send_queue
+        self._transport: _Transport | None = None
+        self.closed_event = asyncio.Event()
+
+    # -- asyncio.DatagramProtocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        self._transport = cast(_Transport, transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        """Deliver one datagram (or count and drop it if oversized)."""
+        self.deliver(addr, data, len(data))
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error queued on the socket: a datagram sent earlier did not arrive."""
+        log.debug("datagram socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The transport is closed."""
+        self._closed = True
+        self.closed_event.set()
+
+    # -- DatagramEndpoint ---------------------------------------------------------------------
+
+    def send_to(self, addr: Address, data: Buffer) -> bool:
+        """Send one datagram to ``addr``; False if dropped (send queue full, or the kernel refused it).
+
+        Raises ConnectionClosed once the server stopped, ValueError over ``max_datagram``.
+        """
+        self.check_outgoing(data)
+        transport = self._transport
+        assert transport is not None
+        queued = transport.get_write_buffer_size()
+        if queued and queued >= self._limit:
+            return self.dropped(addr)
+        # The transport may keep what it cannot send yet: copy anything mutable.
+        try:
+            transport.sendto(data if type(data) is bytes else bytes(data), addr)
+        except OSError as exc:
+            return self.refused(addr, exc)
+        self.stats.sent += 1
+        return True
+
+    @property
+    def send_queue_size(self) -> int:
+        """Bytes of datagrams accepted by ``send_to`` that the kernel has not taken yet."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+
+    def stop(self) -> None:
+        """Refuse further sends and stop receiving; the transport sends what it holds, then closes."""
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+
+class AsyncioDatagramServer(DatagramServer):
+    """Runs an asyncio event loop on a background thread and serves one UDP socket from it."""
+
+    engine = "asyncio"
+    has_loop = True
+
+    def __init__(self, handler: DatagramHandler, options: DatagramOptions) -> None:
+        super().__init__(handler, options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._endpoint: _ProtocolEndpoint | None = None
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        """Create the event loop this engine runs on."""
+        return asyncio.new_event_loop()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the handler runs on while the server runs; None before start and after stop."""
+        return self._loop if self._thread is not None else None
+
+    @property
+    def endpoint(self) -> DatagramEndpoint:
+        """The endpoint handlers send with; raises RuntimeError while the server is not running."""
+        if self._endpoint is None or self._thread is None:
+            raise RuntimeError("server is not running")
+        return self._endpoint
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the engine's thread; raises RuntimeError if not running."""
+        loop = self._loop
+        if loop is None or self._thread is None:
+            raise RuntimeError("server is not running")
+        loop.call_soon_threadsafe(callback)
+
+    def _start(self) -> None:
+        sock = bind_datagram(self.options)
+        self._address = sock.getsockname()
+        self._loop = self.new_loop()
+        started = threading.Event()
+        failures: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(sock, started, failures), name=f"railcar-{self.engine}-udp"
+        )
+        self._thread.start()
+        started.wait()
+        if failures:
+            self._thread.join()
+            self._thread = None
+            self._loop = None
+            raise failures[0]
+
+    def _run(self, sock: socket.socket, started: threading.Event, failures: list[BaseException]) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            endpoint = _ProtocolEndpoint(self, self._address or ())
+            loop.run_until_complete(loop.create_datagram_endpoint(lambda: endpoint, sock=sock))
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
+            failures.append(exc)
+            sock.close()
+            loop.close()
+            started.set()
+            return
+        self._endpoint = endpoint
+        started.set()
+        loop.call_soon(call_logged, partial(self.handler.on_start, self))
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def _stop(self, deadline: float) -> None:
+        assert self._thread is not None
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._shutdown(deadline), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = None
+        self._loop = None
+        self._endpoint = None
+
+    async def _shutdown(self, deadline: float) -> None:
+        endpoint = self._endpoint
+        assert endpoint is not None
+        endpoint.stop()  # closes once the queue has drained
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + deadline
+        while not endpoint.closed_event.is_set() and loop.time() < give_up and not self._abort_now:
+            await asyncio.sleep(0.005)
+        if not endpoint.closed_event.is_set() and endpoint._transport is not None:
+            endpoint._transport.abort()
+            await endpoint.closed_event.wait()
+
+
+class UvloopDatagramServer(AsyncioDatagramServer):
+    """The asyncio datagram server on uvloop's libuv-based event loop."""
+
+    engine = "uvloop"
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        """Create a uvloop event loop."""
+        import uvloop  # noqa: PLC0415 - optional; the registry checks it is importable
+
+        return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
