@@ -7,19 +7,21 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
 from railcar import __version__
-from railcar.engine import ENGINES, create_server, default_engine
-from railcar.engine.api import Server
+from railcar.engine import ENGINES, create_datagram_server, create_server, default_engine
+from railcar.engine.api import MAX_UDP6_PAYLOAD, MAX_UDP_PAYLOAD, Service
 from railcar.engine.listen import describe
 from railcar.errors import RailcarError
 from railcar.limits import raise_open_file_limit
 from railcar.report import FiniteFloatRange
 
 EXIT_USAGE = 2
+
+ServiceT = TypeVar("ServiceT", bound=Service)
 
 
 class _LazyGroup(click.Group):
@@ -113,7 +115,7 @@ def listen_options(default_port: int) -> Callable[[Callable[..., None]], Callabl
 
 
 def run_until_signalled(
-    server: Server, deadline: float, started: Callable[[Server], None] | None = None
+    server: ServiceT, deadline: float, started: Callable[[ServiceT], None] | None = None
 ) -> None:
     """Start, print the bound address as the first line, serve until SIGINT/SIGTERM; raises BindError.
 
@@ -137,12 +139,36 @@ def run_until_signalled(
 
 
 @serve.command("echo")
+@click.option(
+    "--udp",
+    is_flag=True,
+    help="Echo UDP datagrams on --host/--port instead of TCP bytes (engines uvloop, asyncio, epoll).",
+)
+@click.option(
+    "--max-datagram",
+    type=click.IntRange(1, MAX_UDP6_PAYLOAD),
+    default=MAX_UDP_PAYLOAD,
+    show_default=True,
+    help="--udp: largest datagram in bytes; larger ones are counted, logged and dropped.",
+)
 @listen_options(default_port=7000)
-def serve_echo(engine: str, host: str, port: int, unix: str | None, deadline: float) -> None:
-    """Echo every byte back to its sender."""
-    from railcar.apps.echo import EchoHandler  # noqa: PLC0415 - keep CLI start-up light
+def serve_echo(
+    udp: bool, max_datagram: int, engine: str, host: str, port: int, unix: str | None, deadline: float
+) -> None:
+    """Echo every byte (or, with --udp, every datagram) back to its sender."""
+    from railcar.apps.echo import DatagramEchoHandler, EchoHandler  # noqa: PLC0415 - keep CLI start-up light
 
-    run_until_signalled(create_server(EchoHandler(), engine, host=host, port=port, unix=unix), deadline)
+    if not udp:
+        if max_datagram != MAX_UDP_PAYLOAD:
+            raise click.UsageError("--max-datagram applies only with --udp")
+        run_until_signalled(create_server(EchoHandler(), engine, host=host, port=port, unix=unix), deadline)
+        return
+    if unix is not None:
+        raise click.UsageError("--udp serves on --host/--port, not on a Unix socket")
+    server = create_datagram_server(
+        DatagramEchoHandler(), engine, host=host, port=port, max_datagram=max_datagram
+    )
+    run_until_signalled(server, deadline)
 
 
 def http_options(command: Callable[..., None]) -> Callable[..., None]:
