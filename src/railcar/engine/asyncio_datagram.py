@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -44,12 +45,13 @@ class _Transport(Protocol):
 class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
     """An endpoint that is its own datagram protocol, so each datagram costs one Python call."""
 
-    __slots__ = ("_limit", "_transport", "closed_event")
+    __slots__ = ("_empty_sender", "_limit", "_transport", "closed_event")
 
     def __init__(self, server: AsyncioDatagramServer, local: Address) -> None:
         CountingEndpoint.__init__(self, local, server.stats, server.handler, server.options)
         self._limit = server.options.send_queue
         self._transport: _Transport | None = None
+        self._empty_sender: socket.socket | None = None
         self.closed_event = asyncio.Event()
 
     # -- asyncio.DatagramProtocol -------------------------------------------------------------
@@ -69,6 +71,8 @@ class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """The transport is closed."""
         self._closed = True
+        if self._empty_sender is not None:
+            self._empty_sender.close()
         self.closed_event.set()
 
     # -- DatagramEndpoint ---------------------------------------------------------------------
@@ -84,10 +88,30 @@ class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
         queued = transport.get_write_buffer_size()
         if queued and queued >= self._limit:
             return self.dropped(addr)
+        if not data:
+            return self._send_empty(addr, queued)
         # The transport may keep what it cannot send yet: copy anything mutable.
         try:
             transport.sendto(data if type(data) is bytes else bytes(data), addr)
         except OSError as exc:
+            return self.refused(addr, exc)
+        self.stats.sent += 1
+        return True
+
+    def _send_empty(self, addr: Address, queued: int) -> bool:
+        # Both loops' transports silently ignore an empty datagram (a valid UDP datagram),
+        # so it goes out through a duplicate of the socket, unless datagrams are queued
+        # ahead of it: sending it first would reorder them, so it is dropped and counted.
+        if queued:
+            return self.dropped(addr)
+        sender = self._empty_sender
+        if sender is None:
+            transport = cast(asyncio.BaseTransport, self._transport)
+            original = transport.get_extra_info("socket")
+            sender = self._empty_sender = socket.socket(fileno=os.dup(original.fileno()))
+        try:
+            sender.sendto(b"", addr)
+        except OSError as exc:  # EAGAIN included: nothing is queued for it to wait behind
             return self.refused(addr, exc)
         self.stats.sent += 1
         return True
