@@ -254,20 +254,23 @@ class DatagramUser(User):
                 sendto(view[offset : offset + size].tobytes())
 
     def datagram_received(self, data: bytes, addr: object) -> None:
-        """Match the echo to the datagram it answers and time it; a wrong one is a mismatch."""
+        """Match the echo to the datagram it answers and time it; a wrong echo is a mismatch.
+
+        A reply that answers no datagram still owed (a duplicate, one later than the
+        timeout, garbage) is not a request's outcome and is ignored.
+        """
         now = time.perf_counter_ns()
         load = self.load
-        try:
-            seq = self.datagrams.check(data)
-        except ProtocolError:
-            load.counters.failures["mismatch"] += 1
-            return
+        seq, good = self.datagrams.check(data)
         start = self.owed.pop(seq, None)
         if start is None:
-            return  # answered already, or given up on: a duplicate or a late echo
+            return
         self.in_flight -= 1
-        load.counters.received += 1
-        load.latencies.record(now - start, 1)
+        if good:
+            load.counters.received += 1
+            load.latencies.record(now - start, 1)
+        else:
+            load.counters.failures["mismatch"] += 1
         self.advance()
 
     def error_received(self, exc: Exception) -> None:

@@ -301,8 +301,9 @@ class DatagramEchoSession:
     Every datagram starts with the session's sequence number; a size gives a filler
     after it, literal text is sent after it as it is.  ``requests`` returns the
     datagrams of a batch back to back, each ``size`` bytes; ``check`` says which
-    datagram a reply answers.  Which are still owed, and since when, is the I/O
-    side's to track: a datagram may be lost, and only a clock tells.
+    datagram a reply answers and whether it is its exact echo.  Which are still
+    owed, and since when, is the I/O side's to track: a datagram may be lost, and
+    only a clock tells.
     """
 
     __slots__ = ("_body", "_seq", "size")
@@ -325,18 +326,18 @@ class DatagramEchoSession:
         self._seq = seq + count
         return b"".join(pack(number) + body for number in range(seq, seq + count))
 
-    def check(self, reply: bytes) -> int:
-        """Return the sequence number of the datagram ``reply`` echoes; raises ProtocolError if none."""
-        if len(reply) != self.size or reply[SEQUENCE.size :] != self._body:
-            raise ProtocolError(f"reply {reply[:40]!r} is not a datagram this session sent")
+    def check(self, reply: bytes) -> tuple[int, bool]:
+        """Return the sequence number ``reply`` carries (-1: none) and whether it echoes that datagram."""
+        if len(reply) < SEQUENCE.size:
+            return -1, False
         (seq,) = SEQUENCE.unpack_from(reply)
-        if seq >= self._seq:
-            raise ProtocolError(f"reply echoes datagram {seq}, which was never sent")
-        return int(seq)
+        return int(seq), len(reply) == self.size and reply[SEQUENCE.size :] == self._body
 
     def feed(self, data: bytes) -> tuple[int, int]:
         """Return (1, 0) for a reply that echoes a datagram sent; raises ProtocolError otherwise."""
-        self.check(data)
+        seq, good = self.check(data)
+        if not good or seq >= self._seq:
+            raise ProtocolError(f"reply {data[:40]!r} is not a datagram this session sent")
         return 1, 0
 
     def eof(self) -> tuple[int, int]:

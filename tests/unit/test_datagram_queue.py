@@ -1,0 +1,101 @@
+"""The datagram send queue at its bound, on each engine's endpoint, with the kernel's refusals faked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from railcar.apps.echo import DatagramEchoHandler
+from railcar.engine.api import Address, DatagramOptions, DatagramStats
+from railcar.engine.asyncio_datagram import AsyncioDatagramServer, _ProtocolEndpoint
+from railcar.engine.epoll_datagram import _OUT, _EpollEndpoint
+
+PEER = ("127.0.0.1", 9)
+
+
+class _FullSocket:
+    """A UDP socket whose kernel buffer is full until ``room`` is set."""
+
+    def __init__(self) -> None:
+        self.room = False
+        self.sent: list[bytes] = []
+
+    def getsockname(self) -> Address:
+        return ("127.0.0.1", 1)
+
+    def fileno(self) -> int:
+        return 99
+
+    def sendto(self, data: Any, addr: Address) -> int:
+        if not self.room:
+            raise BlockingIOError
+        self.sent.append(bytes(data))
+        return len(data)
+
+
+class _Epoll:
+    def __init__(self) -> None:
+        self.events = 0
+
+    def modify(self, fd: int, events: int) -> None:
+        self.events = events
+
+
+class _Reactor:
+    def __init__(self, options: DatagramOptions) -> None:
+        self.server = AsyncioDatagramServer(DatagramEchoHandler(), options)  # only its fields are used
+        self.epoll = _Epoll()
+
+
+def test_epoll_queues_what_the_kernel_refuses_and_drops_past_the_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reactor = _Reactor(DatagramOptions(send_queue=250))
+    sock = _FullSocket()
+    endpoint = _EpollEndpoint(reactor, sock)  # type: ignore[arg-type]
+    assert [endpoint.send_to(PEER, b"%03d" % i + b"x" * 97) for i in range(4)] == [True, True, True, False]
+    assert endpoint.send_queue_size == 300  # the bound is checked before each datagram
+    assert reactor.epoll.events & _OUT
+    assert endpoint.stats.send_dropped == 1
+    assert "send queue full (250 bytes)" in caplog.text
+    sock.room = True
+    endpoint.flush()
+    assert [data[:3] for data in sock.sent] == [b"000", b"001", b"002"]
+    assert endpoint.send_queue_size == 0
+    assert not reactor.epoll.events & _OUT
+    assert endpoint.stats.sent == 3
+
+
+class _BufferingTransport:
+    def __init__(self, queued: int) -> None:
+        self.queued = queued
+        self.sent: list[bytes] = []
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        self.sent.append(data)
+
+
+def test_asyncio_drops_once_the_transport_holds_the_bound(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    options = DatagramOptions(send_queue=1000)
+
+    async def scenario() -> tuple[list[bool], DatagramStats]:
+        server = AsyncioDatagramServer(DatagramEchoHandler(), options)
+        endpoint = _ProtocolEndpoint(server, ("127.0.0.1", 1))
+        transport = _BufferingTransport(999)
+        endpoint.connection_made(transport)  # type: ignore[arg-type]
+        results = [endpoint.send_to(PEER, b"a")]
+        transport.queued = 1000
+        results.append(endpoint.send_to(PEER, b"b"))
+        return results, endpoint.stats
+
+    results, stats = asyncio.run(scenario())
+    assert results == [True, False]
+    assert (stats.sent, stats.send_dropped) == (1, 1)
+    assert "send queue full" in caplog.text
