@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/railcar bench kv --md BENCHMARKS.md
 	$(BIN)/railcar bench kvload --md BENCHMARKS.md
 	$(BIN)/railcar bench http --md BENCHMARKS.md
+	$(BIN)/railcar bench udp --md BENCHMARKS.md
 	$(BIN)/railcar nats bench --md BENCHMARKS.md
 
 clean:

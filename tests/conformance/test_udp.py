@@ -19,7 +19,7 @@ from railcar import (
 )
 from railcar.apps.echo import DatagramEchoHandler
 from railcar.engine.api import Address, Buffer, DatagramOptions
-from railcar.errors import ConnectionClosed
+from railcar.errors import BindError, ConnectionClosed
 from tests.helpers import wait_until
 
 DatagramFactory = Callable[..., DatagramServer]
@@ -161,3 +161,10 @@ def test_bad_options_raise_value_error(options: dict[str, Any], message: str) ->
 def test_a_stream_socket_is_refused() -> None:
     with socket.socket() as tcp, pytest.raises(ValueError, match="datagram socket"):
         DatagramOptions(sock=tcp)
+
+
+def test_a_port_in_use_is_a_bind_error(serve_udp: DatagramFactory) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        with pytest.raises(BindError, match="address already in use"):
+            serve_udp(DatagramEchoHandler(), port=taken.getsockname()[1])

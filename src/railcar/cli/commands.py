@@ -491,6 +491,7 @@ def serve_kv(
         "kv": "railcar.bench.kv:bench_kv",
         "kvload": "railcar.bench.kvload:bench_kvload",
         "http": "railcar.bench.http:bench_http",
+        "udp": "railcar.bench.udp:bench_udp",
     },
 )
 def bench() -> None:
