@@ -46,9 +46,15 @@ class Pinger(asyncio.DatagramProtocol):
         self.transport.sendto(_SEQ.pack(seq) + self.filler)  # type: ignore[union-attr]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        """Count an echo of a datagram still owed and send the next; anything else is an error."""
-        if self.owed.pop(_SEQ.unpack_from(data)[0], None) is None or data[_SEQ.size :] != self.filler:
+        """Count an echo of a datagram still owed and send the next; a wrong echo is an error.
+
+        An echo of a datagram already counted lost (the machine stalled past
+        ``RESEND_AFTER``) is late, not wrong: it is ignored.
+        """
+        if len(data) != _SEQ.size + len(self.filler) or data[_SEQ.size :] != self.filler:
             self.tally.errors += 1
+            return
+        if self.owed.pop(_SEQ.unpack_from(data)[0], None) is None:
             return
         self.tally.echoed += 1
         self.send()

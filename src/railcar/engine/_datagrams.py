@@ -1,7 +1,10 @@
 """What every datagram engine shares: the size check, the counters, and drop logging that cannot flood.
 
-An engine's endpoint subclasses ``CountingEndpoint``, calls ``deliver`` with each
-datagram it receives and implements ``send_to`` with ``check_outgoing`` first and
+An engine's endpoint subclasses ``CountingEndpoint``; on its receive path (inline:
+it runs once per datagram) it checks the size against ``max_datagram`` (calling
+``oversized`` past it), counts, calls the handler and ``handler_failed`` if that
+raises; it implements ``send_to``, calling
+``refuse_outgoing`` for a stopped endpoint or an oversized datagram and
 ``dropped``/``refused`` when a datagram cannot go.
 """
 
@@ -12,7 +15,6 @@ import time
 
 from railcar.engine.api import (
     Address,
-    Buffer,
     DatagramEndpoint,
     DatagramHandler,
     DatagramOptions,
@@ -83,32 +85,25 @@ class CountingEndpoint(DatagramEndpoint):
         """True once the server stopped serving on this endpoint."""
         return self._closed
 
-    def deliver(self, addr: Address, data: Buffer, size: int) -> None:
-        """Hand a received datagram of ``size`` bytes to the handler, or count and drop it if oversized.
+    def oversized(self, addr: Address) -> None:
+        """Count and log a received datagram over ``max_datagram`` (dropped)."""
+        self.stats.oversized += 1
+        self._oversized(f"from {addr}")
 
-        An engine that reads into a buffer one byte larger than ``max_datagram`` passes
-        the byte count read: a datagram the buffer cut short shows as one byte too many.
+    def handler_failed(self, addr: Address, exc: Exception) -> None:
+        """Count and log an exception ``on_datagram`` raised (its datagram is lost)."""
+        self.stats.handler_errors += 1
+        self._failed(f"datagram from {addr}", exc)
+
+    def refuse_outgoing(self, size: int) -> None:
+        """Raise ConnectionClosed once stopped, ValueError for a datagram over ``max_datagram``.
+
+        Engines call it only when ``closed`` or ``size > max_datagram``: the check
+        itself stays inline on the send path.
         """
-        stats = self.stats
-        if size > self._max:
-            stats.oversized += 1
-            self._oversized(f"from {addr}")
-            return
-        stats.received += 1
-        try:
-            self._on_datagram(self, addr, data)
-        except Exception as exc:  # noqa: BLE001 - a handler bug loses only its datagram
-            stats.handler_errors += 1
-            self._failed(f"datagram from {addr}", exc)
-
-    def check_outgoing(self, data: Buffer) -> int:
-        """Return the size of a datagram about to be sent; raises ConnectionClosed or ValueError."""
         if self._closed:
             raise ConnectionClosed("the datagram server has stopped")
-        size = data.nbytes if isinstance(data, memoryview) else len(data)
-        if size > self._max:
-            raise ValueError(f"a datagram of {size} bytes exceeds max_datagram ({self._max})")
-        return size
+        raise ValueError(f"a datagram of {size} bytes exceeds max_datagram ({self._max})")
 
     def dropped(self, addr: Address) -> bool:
         """Count a datagram dropped because the send queue is full; returns False (not sent)."""

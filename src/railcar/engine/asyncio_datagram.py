@@ -62,7 +62,14 @@ class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Deliver one datagram (or count and drop it if oversized)."""
-        self.deliver(addr, data, len(data))
+        if len(data) > self._max:
+            self.oversized(addr)
+            return
+        self.stats.received += 1
+        try:
+            self._on_datagram(self, addr, data)
+        except Exception as exc:  # noqa: BLE001 - a handler bug loses only its datagram
+            self.handler_failed(addr, exc)
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error queued on the socket: a datagram sent earlier did not arrive."""
@@ -82,7 +89,9 @@ class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
 
         Raises ConnectionClosed once the server stopped, ValueError over ``max_datagram``.
         """
-        self.check_outgoing(data)
+        size = data.nbytes if type(data) is memoryview else len(data)
+        if self._closed or size > self._max:
+            self.refuse_outgoing(size)
         transport = self._transport
         assert transport is not None
         queued = transport.get_write_buffer_size()

@@ -61,7 +61,9 @@ class _EpollEndpoint(CountingEndpoint):
 
         Raises ConnectionClosed once the server stopped, ValueError over ``max_datagram``.
         """
-        size = self.check_outgoing(data)
+        size = data.nbytes if type(data) is memoryview else len(data)
+        if self._closed or size > self._max:
+            self.refuse_outgoing(size)
         if self._queue:
             return self._enqueue(addr, data, size)
         try:
@@ -149,8 +151,9 @@ class _DatagramReactor:
         server = self.server
         call_logged(partial(server.handler.on_start, server))
         core, stop, endpoint, sock = self.core, self.core.stop, self.endpoint, self.sock
-        deliver = endpoint.deliver
-        size = server.options.max_datagram + 1  # one byte more: a cut datagram shows as oversized
+        on_datagram, stats = server.handler.on_datagram, server.stats
+        largest = server.options.max_datagram
+        size = largest + 1  # one byte more: a cut datagram shows as oversized
         buffer = bytearray(size)
         view = memoryview(buffer)
         recvfrom_into = sock.recvfrom_into
@@ -174,7 +177,15 @@ class _DatagramReactor:
                             except OSError as exc:  # an ICMP error queued on the socket
                                 log.debug("receive error on the datagram socket: %s", exc)
                                 continue
-                            deliver(addr, view[:received], received)
+                            # endpoint.deliver, inlined: this is the per-datagram path
+                            if received > largest:
+                                endpoint.oversized(addr)
+                                continue
+                            stats.received += 1
+                            try:
+                                on_datagram(endpoint, addr, view[:received])
+                            except Exception as exc:  # noqa: BLE001 - a handler bug loses only its datagram
+                                endpoint.handler_failed(addr, exc)
                     if events & _OUT:
                         endpoint.flush()
         finally:
