@@ -46,9 +46,9 @@ def udp_echo() -> Iterator[DatagramServer]:
     yield from _serving(DatagramEchoHandler())
 
 
-@pytest.mark.parametrize("pacing", [[], ["--rate", "2000", "--pipeline", "4"]], ids=["closed", "open"])
-def test_every_datagram_is_echoed(udp_echo: DatagramServer, pacing: list[str]) -> None:
-    result = load(udp_echo.port, "--protocol", "udp-echo", "--users", "4", "--procs", "1", *pacing)
+def test_every_datagram_is_echoed_in_the_closed_loop(udp_echo: DatagramServer) -> None:
+    # the open loop is what the loss tests below run
+    result = load(udp_echo.port, "--protocol", "udp-echo", "--users", "4", "--procs", "1", "--pipeline", "4")
     assert result["received"] > 0
     assert result["failures"] == 0
     assert result["connected"] == 4

@@ -1,4 +1,4 @@
-"""The datagram send queue at its bound, on each engine's endpoint, with the kernel's refusals faked."""
+"""The datagram send queue at its bound, on both kinds of endpoint, with the kernel's refusals faked."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from railcar.apps.echo import DatagramEchoHandler
 from railcar.engine.api import Address, DatagramOptions, DatagramStats
 from railcar.engine.asyncio_datagram import AsyncioDatagramServer, _ProtocolEndpoint
-from railcar.engine.epoll_datagram import _OUT, _EpollEndpoint
+from railcar.engine.epoll_datagram import _OUT, EpollDatagramServer, _EpollEndpoint
 
 PEER = ("127.0.0.1", 9)
 
@@ -44,28 +44,22 @@ class _Epoll:
         self.events = events
 
 
-class _Reactor:
-    def __init__(self, options: DatagramOptions) -> None:
-        self.server = AsyncioDatagramServer(DatagramEchoHandler(), options)  # only its fields are used
-        self.epoll = _Epoll()
-
-
 def test_epoll_queues_what_the_kernel_refuses_and_drops_past_the_bound(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    reactor = _Reactor(DatagramOptions(send_queue=250))
-    sock = _FullSocket()
-    endpoint = _EpollEndpoint(reactor, sock)  # type: ignore[arg-type]
+    server = EpollDatagramServer(DatagramEchoHandler(), DatagramOptions(send_queue=250))
+    epoll, sock = _Epoll(), _FullSocket()
+    endpoint = _EpollEndpoint(server, sock, epoll)  # type: ignore[arg-type]
     assert [endpoint.send_to(PEER, b"%03d" % i + b"x" * 97) for i in range(4)] == [True, True, True, False]
     assert endpoint.send_queue_size == 300  # the bound is checked before each datagram
-    assert reactor.epoll.events & _OUT
+    assert epoll.events & _OUT
     assert endpoint.stats.send_dropped == 1
     assert "send queue full (250 bytes)" in caplog.text
     sock.room = True
     endpoint.flush()
     assert [data[:3] for data in sock.sent] == [b"000", b"001", b"002"]
     assert endpoint.send_queue_size == 0
-    assert not reactor.epoll.events & _OUT
+    assert not epoll.events & _OUT
     assert endpoint.stats.sent == 3
 
 
@@ -81,7 +75,7 @@ class _BufferingTransport:
         self.sent.append(data)
 
 
-def test_asyncio_drops_once_the_transport_holds_the_bound(caplog: pytest.LogCaptureFixture) -> None:
+def test_uvloop_drops_once_the_transport_holds_the_bound(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     options = DatagramOptions(send_queue=1000)
 
