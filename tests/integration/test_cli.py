@@ -242,11 +242,14 @@ def test_bench_udp_smoke_runs_every_datagram_engine_and_peer(tmp_path: os.PathLi
         assert "<!-- bench:udp -->" in written.read()
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
-def test_serve_echo_udp_echoes_datagrams_and_stops_on_signal(host: str) -> None:
+@pytest.mark.parametrize(
+    ("engine", "host"),
+    [("epoll", "127.0.0.1"), ("uvloop", "::1"), ("asyncio", "127.0.0.1"), ("epoll", "::1")],
+)
+def test_serve_echo_udp_echoes_datagrams_and_stops_on_signal(engine: str, host: str) -> None:
     family = socket.AF_INET6 if host == "::1" else socket.AF_INET
     with subprocess.Popen(
-        [*RAILCAR, "serve", "echo", "--udp", "--engine", "epoll", "--host", host, "--port", "0"],
+        [*RAILCAR, "serve", "echo", "--udp", "--engine", engine, "--host", host, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -257,7 +260,7 @@ def test_serve_echo_udp_echoes_datagrams_and_stops_on_signal(host: str) -> None:
             sock.settimeout(5)
             sock.sendto(b"hello udp", (host, port))
             assert sock.recv(100) == b"hello udp"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT if engine == "uvloop" else signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert "Traceback" not in proc.communicate(timeout=5)[1]
 
