@@ -64,32 +64,35 @@ def test_epoll_queues_what_the_kernel_refuses_and_drops_past_the_bound(
 
 
 class _BufferingTransport:
-    def __init__(self, queued: int) -> None:
-        self.queued = queued
+    def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.limits: tuple[int, int] = (0, 0)
 
-    def get_write_buffer_size(self) -> int:
-        return self.queued
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self.limits = (high, low)
 
     def sendto(self, data: bytes, addr: Address) -> None:
         self.sent.append(data)
 
 
-def test_uvloop_drops_once_the_transport_holds_the_bound(caplog: pytest.LogCaptureFixture) -> None:
+def test_uvloop_drops_while_the_transport_holds_more_than_the_bound(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     options = DatagramOptions(send_queue=1000)
 
-    async def scenario() -> tuple[list[bool], DatagramStats]:
+    async def scenario() -> tuple[list[bool], DatagramStats, tuple[int, int]]:
         server = AsyncioDatagramServer(DatagramEchoHandler(), options)
         endpoint = _ProtocolEndpoint(server, ("127.0.0.1", 1))
-        transport = _BufferingTransport(999)
+        transport = _BufferingTransport()
         endpoint.connection_made(transport)  # type: ignore[arg-type]
         results = [endpoint.send_to(PEER, b"a")]
-        transport.queued = 1000
+        endpoint.pause_writing()  # what the transport does past its high-water mark
         results.append(endpoint.send_to(PEER, b"b"))
-        return results, endpoint.stats
+        endpoint.resume_writing()
+        results.append(endpoint.send_to(PEER, b"c"))
+        return results, endpoint.stats, transport.limits
 
-    results, stats = asyncio.run(scenario())
-    assert results == [True, False]
-    assert (stats.sent, stats.send_dropped) == (1, 1)
+    results, stats, limits = asyncio.run(scenario())
+    assert limits == (1000, 1000)
+    assert results == [True, False, True]
+    assert (stats.sent, stats.send_dropped) == (2, 1)
     assert "send queue full" in caplog.text

@@ -43,6 +43,7 @@ class _Transport(Protocol):
 
     def sendto(self, data: bytes, addr: Address) -> None: ...
     def get_write_buffer_size(self) -> int: ...
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -50,11 +51,14 @@ class _Transport(Protocol):
 class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
     """An endpoint that is its own datagram protocol, so each datagram costs one Python call."""
 
-    __slots__ = ("_empty_sender", "_limit", "_transport", "closed_event")
+    __slots__ = ("_empty_sender", "_full", "_limit", "_transport", "closed_event")
 
     def __init__(self, server: AsyncioDatagramServer, local: Address) -> None:
         CountingEndpoint.__init__(self, local, server.stats, server.handler, server.options)
         self._limit = server.options.send_queue
+        # Set by pause_writing once the transport holds more than send_queue bytes: a flag
+        # read per send instead of a get_write_buffer_size() call.
+        self._full = False
         self._transport: _Transport | None = None
         self._empty_sender: socket.socket | None = None
         self.closed_event = asyncio.Event()
@@ -62,8 +66,17 @@ class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
     # -- asyncio.DatagramProtocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport."""
+        """Keep the transport; it pauses us past ``send_queue`` queued bytes and resumes at or below it."""
         self._transport = cast(_Transport, transport)
+        self._transport.set_write_buffer_limits(self._limit, self._limit)
+
+    def pause_writing(self) -> None:
+        """The transport holds more than ``send_queue`` bytes: drop until it drains."""
+        self._full = True
+
+    def resume_writing(self) -> None:
+        """The transport is back at or below ``send_queue`` bytes."""
+        self._full = False
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         """Deliver one datagram (or count and drop it if oversized)."""
@@ -97,26 +110,23 @@ class _ProtocolEndpoint(CountingEndpoint, asyncio.DatagramProtocol):
         size = data.nbytes if type(data) is memoryview else len(data)
         if self._closed or size > self._max:
             self.refuse_outgoing(size)
-        transport = self._transport
-        assert transport is not None
-        queued = transport.get_write_buffer_size()
-        if queued and queued >= self._limit:
+        if self._full:
             return self.dropped(addr)
         if not data:
-            return self._send_empty(addr, queued)
+            return self._send_empty(addr)
         # The transport may keep what it cannot send yet: copy anything mutable.
         try:
-            transport.sendto(data if type(data) is bytes else bytes(data), addr)
+            self._transport.sendto(data if type(data) is bytes else bytes(data), addr)  # type: ignore[union-attr]
         except OSError as exc:
             return self.refused(addr, exc)
         self.stats.sent += 1
         return True
 
-    def _send_empty(self, addr: Address, queued: int) -> bool:
-        # Both loops' transports silently ignore an empty datagram (a valid UDP datagram),
-        # so it goes out through a duplicate of the socket, unless datagrams are queued
-        # ahead of it: sending it first would reorder them, so it is dropped and counted.
-        if queued:
+    def _send_empty(self, addr: Address) -> bool:
+        # The transport silently ignores an empty datagram (a valid UDP datagram), so it
+        # goes out through a duplicate of the socket, unless datagrams are queued ahead
+        # of it: sending it first would reorder them, so it is dropped and counted.
+        if self.send_queue_size:
             return self.dropped(addr)
         sender = self._empty_sender
         if sender is None:
