@@ -308,7 +308,8 @@ class DatagramEchoSession:
 
     __slots__ = ("_body", "_seq", "size")
 
-    closing = False  # datagrams have no connection to close
+    closing: Final = False  # datagrams have no connection to close
+    failure_kind: Final = "mismatch"  # a wrong echo; a missing one is counted lost by the I/O side
 
     def __init__(self, message: bytes | int, user: int) -> None:
         if isinstance(message, bytes):
