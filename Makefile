@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/railcar bench kvload --md BENCHMARKS.md
 	$(BIN)/railcar bench http --md BENCHMARKS.md
 	$(BIN)/railcar bench workers --md BENCHMARKS.md
+	$(BIN)/railcar bench udp --md BENCHMARKS.md
 	$(BIN)/railcar nats bench --md BENCHMARKS.md
 
 clean:

@@ -11,8 +11,23 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from railcar.engine import ENGINES, create_server, default_engine
-    from railcar.engine.api import Conn, Handler, Server, ServerOptions
+    from railcar.engine import (
+        DATAGRAM_ENGINES,
+        ENGINES,
+        create_datagram_server,
+        create_server,
+        default_engine,
+    )
+    from railcar.engine.api import (
+        Conn,
+        DatagramEndpoint,
+        DatagramHandler,
+        DatagramOptions,
+        DatagramServer,
+        Handler,
+        Server,
+        ServerOptions,
+    )
     from railcar.errors import (
         BindError,
         ConnectionClosed,
@@ -31,9 +46,15 @@ logging.getLogger("railcar").addHandler(logging.NullHandler())
 
 _HOMES = {
     "ENGINES": "railcar.engine",
+    "DATAGRAM_ENGINES": "railcar.engine",
     "create_server": "railcar.engine",
+    "create_datagram_server": "railcar.engine",
     "default_engine": "railcar.engine",
     "Conn": "railcar.engine.api",
+    "DatagramEndpoint": "railcar.engine.api",
+    "DatagramHandler": "railcar.engine.api",
+    "DatagramOptions": "railcar.engine.api",
+    "DatagramServer": "railcar.engine.api",
     "Handler": "railcar.engine.api",
     "Server": "railcar.engine.api",
     "ServerOptions": "railcar.engine.api",
@@ -59,10 +80,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DATAGRAM_ENGINES",
     "ENGINES",
     "BindError",
     "Conn",
     "ConnectionClosed",
+    "DatagramEndpoint",
+    "DatagramHandler",
+    "DatagramOptions",
+    "DatagramServer",
     "EngineUnavailable",
     "Handler",
     "InboundOverflow",
@@ -72,6 +98,7 @@ __all__ = [
     "WorkerStartError",
     "WorkersFailed",
     "__version__",
+    "create_datagram_server",
     "create_server",
     "default_engine",
     "serve",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import click
 import pytest
 
-from railcar import ENGINES
+from railcar import DATAGRAM_ENGINES, ENGINES
 from railcar.reqrep.sync import SyncClient
 from tests.helpers import recv_exactly
 
@@ -152,6 +152,12 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["bench", "load", "--seconds", "nan"], "not a finite number"),
         (["load", "--port", "7000", "--rate", "nan"], "not a finite number"),
         (["bench", "reqrep", "--md", "/nonexistent-dir/BENCHMARKS.md"], "does not exist"),
+        (["serve", "echo", "--udp", "--engine", "threads"], "does not serve datagrams"),
+        (["serve", "echo", "--udp", "--unix", "/tmp/railcar-udp"], "not on a Unix socket"),
+        (["serve", "echo", "--udp", "--max-datagram", "65528"], "--max-datagram"),
+        (["serve", "echo", "--max-datagram", "100"], "only with --udp"),
+        (["bench", "udp", "--engines", "threads"], "does not serve datagrams"),
+        (["bench", "udp", "--size", "4"], "--size"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], needle: str) -> None:
@@ -213,6 +219,50 @@ def test_bench_echo_smoke_runs_every_engine_and_peer() -> None:
         assert result_row["errors"] == 0
     assert systems["railcar-uvloop"]["peer"] == "uvloop-protocol"
     assert systems["railcar-uvloop"]["ratio"] > 0
+
+
+def test_bench_udp_smoke_runs_every_datagram_engine_and_peer(tmp_path: os.PathLike[str]) -> None:
+    md = os.path.join(tmp_path, "BENCH.md")
+    result = run(
+        *("bench", "udp", "--seconds", "0.3", "--warmup", "0.1", "--rounds", "1", "--json", "--md", md),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    systems = {r["system"]: r for r in json.loads(result.stdout)["results"]}
+    assert set(systems) == {f"railcar-{e}" for e in DATAGRAM_ENGINES} | {
+        "uvloop-datagram",
+        "asyncio-datagram",
+    }
+    for row in systems.values():
+        assert row["scenario"] == "udp-echo"
+        assert row["ops_per_s"] > 0
+        assert row["errors"] == 0
+    assert systems["railcar-epoll"]["peer"] == "uvloop-datagram"
+    with open(md, encoding="utf-8") as written:
+        assert "<!-- bench:udp -->" in written.read()
+
+
+@pytest.mark.parametrize(
+    ("engine", "host"),
+    [("epoll", "127.0.0.1"), ("uvloop", "::1"), ("asyncio", "127.0.0.1"), ("epoll", "::1")],
+)
+def test_serve_echo_udp_echoes_datagrams_and_stops_on_signal(engine: str, host: str) -> None:
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    with subprocess.Popen(
+        [*RAILCAR, "serve", "echo", "--udp", "--engine", engine, "--host", host, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().rsplit(":", 1)[1])
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"hello udp", (host, port))
+            assert sock.recv(100) == b"hello udp"
+        proc.send_signal(signal.SIGINT if engine == "uvloop" else signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert "Traceback" not in proc.communicate(timeout=5)[1]
 
 
 def test_bench_idle_smoke_writes_markdown(tmp_path: os.PathLike[str]) -> None:

@@ -12,7 +12,8 @@ from typing import Any, NoReturn, cast
 import click
 
 from railcar import __version__
-from railcar.cli.serving import serve_app, serving_options
+from railcar.cli.serving import serve_app, serve_datagram_app, serving_options
+from railcar.engine.api import MAX_UDP6_PAYLOAD, MAX_UDP_PAYLOAD
 from railcar.errors import RailcarError, WorkersFailed
 from railcar.report import FiniteFloatRange
 
@@ -72,11 +73,28 @@ def serve() -> None:
 
 
 @serve.command("echo")
+@click.option(
+    "--udp",
+    is_flag=True,
+    help="Echo UDP datagrams on --host/--port instead of TCP bytes (engines uvloop, asyncio, epoll).",
+)
+@click.option(
+    "--max-datagram",
+    type=click.IntRange(1, MAX_UDP6_PAYLOAD),
+    default=MAX_UDP_PAYLOAD,
+    show_default=True,
+    help="--udp: largest datagram in bytes; larger ones are counted, logged and dropped.",
+)
 @serving_options(default_port=7000)
-def serve_echo(**serving: Any) -> None:
-    """Echo every byte back to its sender."""
-    from railcar.apps.echo import EchoHandler  # noqa: PLC0415 - keep CLI start-up light
+def serve_echo(udp: bool, max_datagram: int, **serving: Any) -> None:
+    """Echo every byte (or, with --udp, every datagram) back to its sender."""
+    from railcar.apps.echo import DatagramEchoHandler, EchoHandler  # noqa: PLC0415 - keep CLI start-up light
 
+    if udp:
+        serve_datagram_app(DatagramEchoHandler(), serving, max_datagram=max_datagram)
+        return
+    if max_datagram != MAX_UDP_PAYLOAD:
+        raise click.UsageError("--max-datagram applies only with --udp")
     serve_app(EchoHandler, serving)
 
 
@@ -376,6 +394,7 @@ def serve_kv(
         "kvload": "railcar.bench.kvload:bench_kvload",
         "http": "railcar.bench.http:bench_http",
         "workers": "railcar.bench.workers:bench_workers",
+        "udp": "railcar.bench.udp:bench_udp",
     },
 )
 def bench() -> None:

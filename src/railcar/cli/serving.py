@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from railcar.engine import ENGINES, default_engine
-from railcar.engine.api import Address, Handler, Server, ServerOptions
+from railcar.engine import ENGINES, create_datagram_server, default_engine
+from railcar.engine.api import Address, DatagramHandler, Handler, Server, ServerOptions
 from railcar.engine.listen import describe
 from railcar.limits import raise_open_file_limit
 from railcar.report import FiniteFloatRange
@@ -103,11 +103,6 @@ def serve_app(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     raise_open_file_limit()
-
-    def announce(address: Address) -> None:
-        click.echo(f"listening on {describe(address)}")
-        sys.stdout.flush()
-
     serve(
         handler_factory,
         workers=settings["workers"],
@@ -116,7 +111,29 @@ def serve_app(
         cpu_affinity=settings["cpu_affinity"],
         engine=settings["engine"],
         deadline=settings["deadline"],
-        ready=announce,
+        ready=_announce,
         started=started,
         **listen,
     )
+
+
+def serve_datagram_app(handler: DatagramHandler, settings: dict[str, Any], **options: Any) -> None:
+    """Serve UDP datagrams until SIGINT/SIGTERM, printing the bound address first; raises click.UsageError.
+
+    One process only (UDP under workers is not built yet).  Also raises BindError and
+    EngineUnavailable (the threads engine has no datagrams).
+    """
+    if settings["workers"] != 1:
+        raise click.UsageError("--udp serves in one process: --workers is for TCP")
+    if settings["unix"] is not None:
+        raise click.UsageError("--udp serves on --host/--port, not on a Unix socket")
+    server = create_datagram_server(
+        handler, settings["engine"], host=settings["host"], port=settings["port"], **options
+    )
+    server.start()
+    server.serve_forever(settings["deadline"], ready=lambda: _announce(server.address))
+
+
+def _announce(address: Address) -> None:
+    click.echo(f"listening on {describe(address)}")
+    sys.stdout.flush()

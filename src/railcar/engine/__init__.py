@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from railcar.engine.api import Handler, Server, ServerOptions
+from railcar.engine.api import (
+    DatagramHandler,
+    DatagramOptions,
+    DatagramServer,
+    Handler,
+    Server,
+    ServerOptions,
+)
 from railcar.errors import EngineUnavailable
 
 ENGINES = ("uvloop", "asyncio", "epoll", "threads")
@@ -15,6 +22,17 @@ _MODULES = {
     "uvloop": ("railcar.engine.asyncio_", "UvloopServer"),
     "epoll": ("railcar.engine.epoll", "EpollServer"),
     "threads": ("railcar.engine.threads", "ThreadsServer"),
+}
+
+
+# Engines that serve datagrams; the threads engine does not (one thread per connection
+# has nothing to offer a connectionless socket).
+DATAGRAM_ENGINES = ("uvloop", "asyncio", "epoll")
+
+_DATAGRAM_MODULES = {
+    "asyncio": ("railcar.engine.asyncio_datagram", "AsyncioDatagramServer"),
+    "uvloop": ("railcar.engine.asyncio_datagram", "UvloopDatagramServer"),
+    "epoll": ("railcar.engine.epoll_datagram", "EpollDatagramServer"),
 }
 
 
@@ -31,15 +49,19 @@ def default_engine() -> str:
     return "uvloop" if _uvloop_importable() else "asyncio"
 
 
-def server_class(engine: str | None = None) -> type[Server]:
-    """Return the Server class of ``engine`` (None: the default); raises EngineUnavailable."""
-    engine = engine or default_engine()
+def _check_available(engine: str) -> None:
     if engine not in _MODULES:
         raise EngineUnavailable(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "uvloop" and not _uvloop_importable():
         raise EngineUnavailable("engine 'uvloop' needs the uvloop package: pip install uvloop")
     if engine == "epoll" and not hasattr(__import__("select"), "epoll"):
         raise EngineUnavailable("engine 'epoll' needs Linux (select.epoll)")
+
+
+def server_class(engine: str | None = None) -> type[Server]:
+    """Return the Server class of ``engine`` (None: the default); raises EngineUnavailable."""
+    engine = engine or default_engine()
+    _check_available(engine)
     module_name, class_name = _MODULES[engine]
     module = importlib.import_module(module_name)
     cls: type[Server] = getattr(module, class_name)
@@ -49,3 +71,23 @@ def server_class(engine: str | None = None) -> type[Server]:
 def create_server(handler: Handler, engine: str | None = None, **options: Any) -> Server:
     """Make an unstarted server for ``handler``; raises EngineUnavailable or ValueError (bad options)."""
     return server_class(engine)(handler, ServerOptions(**options))
+
+
+def datagram_server_class(engine: str | None = None) -> type[DatagramServer]:
+    """Return the DatagramServer class of ``engine`` (None: the default); raises EngineUnavailable."""
+    engine = engine or default_engine()
+    _check_available(engine)
+    if engine not in _DATAGRAM_MODULES:
+        raise EngineUnavailable(
+            f"engine {engine!r} does not serve datagrams; choose one of {', '.join(DATAGRAM_ENGINES)}"
+        )
+    module_name, class_name = _DATAGRAM_MODULES[engine]
+    cls: type[DatagramServer] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def create_datagram_server(
+    handler: DatagramHandler, engine: str | None = None, **options: Any
+) -> DatagramServer:
+    """Make an unstarted UDP server for ``handler``; raises EngineUnavailable or ValueError (bad options)."""
+    return datagram_server_class(engine)(handler, DatagramOptions(**options))

@@ -2,7 +2,9 @@
 
 Every engine (asyncio, uvloop, epoll, threads) implements only this module's
 ``Conn`` and ``Server`` and calls the ``Handler`` the same way, so a handler
-written once runs unchanged on all of them.
+written once runs unchanged on all of them.  Datagrams (UDP) have their own,
+smaller contract: a ``DatagramHandler`` gets ``on_datagram`` calls and answers
+through the server's one ``DatagramEndpoint`` (asyncio, uvloop and epoll engines).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from railcar.errors import InboundOverflow
 
@@ -273,25 +275,23 @@ def data_callback(handler: Handler, options: ServerOptions) -> DataCallback:
     return feed
 
 
-class Server:
-    """A listening server on some engine: start, stop, and how many connections it has.
+class Service:
+    """What every server has, stream or datagram: the start/stop state machine and serve_forever.
 
-    A server can be started again after ``stop``: each ``start`` listens anew (on
-    ``options.sock`` again, or binding ``host``/``port`` again, so a server on port 0
+    A service can be started again after ``stop``: each ``start`` binds anew (on
+    ``options.sock`` again, or binding ``host``/``port`` again, so a service on port 0
     may come back on another port; ``address`` reports the new one), calls
     ``on_start`` again and serves exactly as the first time.  Stopping releases
-    everything a run holds (listener, connections, threads, loop), so nothing of the
-    previous run can leak into the next.  Engines implement ``_start``, ``_stop`` and
-    ``_adopt``; this class keeps the state machine, so that every engine restarts alike.
+    everything a run holds (sockets, connections, threads, loop), so nothing of the
+    previous run can leak into the next.  Engines implement ``_start`` and ``_stop``;
+    this class keeps the state machine, so that every engine restarts alike.
     """
 
     engine: ClassVar[str] = "?"
     #: True for engines that run their handlers on an asyncio event loop (``loop``).
     has_loop: ClassVar[bool] = False
 
-    def __init__(self, handler: Handler, options: ServerOptions) -> None:
-        self.handler = handler
-        self.options = options
+    def __init__(self) -> None:
         self._address: Address | None = None
         self._running = False
         # Set by abort_stop(); a plain flag, not an Event, so that a signal handler may set it
@@ -309,14 +309,14 @@ class Server:
 
     @property
     def address(self) -> Address:
-        """The bound address: (host, port, ...) for TCP, a Unix path; raises RuntimeError before start."""
+        """The bound address: (host, port, ...) for IP, a Unix path; raises RuntimeError before start."""
         if self._address is None:
             raise RuntimeError("server is not started")
         return self._address
 
     @property
     def port(self) -> int:
-        """The bound TCP port (0 for a Unix socket); raises RuntimeError before start."""
+        """The bound port (0 for a Unix socket); raises RuntimeError before start."""
         address = self.address
         return 0 if isinstance(address, str) else int(address[1])
 
@@ -325,13 +325,8 @@ class Server:
         """True from a successful ``start`` until ``stop`` returns."""
         return self._running
 
-    @property
-    def active_connections(self) -> int:
-        """Number of open connections."""
-        raise NotImplementedError
-
     def start(self) -> None:
-        """Listen and accept in the background, also after a stop; raises BindError, or RuntimeError."""
+        """Listen and serve in the background, also after a stop; raises BindError, or RuntimeError."""
         if self._running:
             raise RuntimeError("server already started")
         self._abort_now = False  # an abort belongs to the run it stopped
@@ -339,31 +334,13 @@ class Server:
         self._running = True
 
     def stop(self, deadline: float = 5.0) -> None:
-        """Stop accepting, flush and close every connection, abort what remains after ``deadline`` s."""
+        """Stop accepting, flush what is queued, abort what remains after ``deadline`` s."""
         if not self._running:
             return
         try:
             self._stop(deadline)
         finally:
             self._running = False
-
-    def adopt(self, sock: socket.socket) -> None:
-        """Serve a connected stream socket accepted elsewhere as if this server had accepted it.
-
-        The server owns ``sock`` from then on (it may come from another process, through
-        SCM_RIGHTS).  Safe from any thread; the connection opens shortly after, on the
-        engine's thread.  Raises ValueError if ``sock`` is not a connected stream socket
-        and RuntimeError if the server is not running; either way ``sock`` stays the caller's.
-        """
-        if sock.type != socket.SOCK_STREAM:
-            raise ValueError("only stream sockets can be adopted")
-        try:
-            sock.getpeername()
-        except OSError as exc:
-            raise ValueError(f"only connected sockets can be adopted ({exc.strerror})") from exc
-        if not self._running:
-            raise RuntimeError("server is not running")
-        self._adopt(sock)
 
     @property
     def abort_requested(self) -> bool:
@@ -384,15 +361,14 @@ class Server:
     # -- implemented by each engine -----------------------------------------------------------
 
     def _start(self) -> None:
-        """Listen (``listen.listen``), set ``_address`` and serve in the background; raises BindError."""
+        """Bind (``listen.listen``/``listen.bind_datagram``), set ``_address``, serve in the background.
+
+        Raises BindError.
+        """
         raise NotImplementedError
 
     def _stop(self, deadline: float) -> None:
-        """Undo ``_start`` completely, giving connections ``deadline`` seconds to flush."""
-        raise NotImplementedError
-
-    def _adopt(self, sock: socket.socket) -> None:
-        """Hand ``sock`` to the running engine; raises RuntimeError if it stopped meanwhile."""
+        """Undo ``_start`` completely, giving queued output ``deadline`` seconds to flush."""
         raise NotImplementedError
 
     def serve_forever(self, deadline: float = 5.0, ready: Callable[[], None] | None = None) -> None:
@@ -427,7 +403,7 @@ class Server:
                 for sig, old in previous.items():
                     signal.signal(sig, old)
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         """Start the server; raises BindError if it cannot listen."""
         self.start()
         return self
@@ -435,3 +411,187 @@ class Server:
     def __exit__(self, *exc_info: object) -> None:
         """Stop the server with the default deadline."""
         self.stop()
+
+
+class Server(Service):
+    """A listening stream server on some engine: start, stop, and how many connections it has.
+
+    Engines implement ``_start``, ``_stop`` and ``_adopt``.
+    """
+
+    def __init__(self, handler: Handler, options: ServerOptions) -> None:
+        super().__init__()
+        self.handler = handler
+        self.options = options
+
+    @property
+    def active_connections(self) -> int:
+        """Number of open connections."""
+        raise NotImplementedError
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a connected stream socket accepted elsewhere as if this server had accepted it.
+
+        The server owns ``sock`` from then on (it may come from another process, through
+        SCM_RIGHTS).  Safe from any thread; the connection opens shortly after, on the
+        engine's thread.  Raises ValueError if ``sock`` is not a connected stream socket
+        and RuntimeError if the server is not running; either way ``sock`` stays the caller's.
+        """
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError("only stream sockets can be adopted")
+        try:
+            sock.getpeername()
+        except OSError as exc:
+            raise ValueError(f"only connected sockets can be adopted ({exc.strerror})") from exc
+        if not self._running:
+            raise RuntimeError("server is not running")
+        self._adopt(sock)
+
+    def _adopt(self, sock: socket.socket) -> None:
+        """Hand ``sock`` to the running engine; raises RuntimeError if it stopped meanwhile."""
+        raise NotImplementedError
+
+
+# -- datagrams -------------------------------------------------------------------------------
+
+#: The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
+MAX_UDP_PAYLOAD = 65507
+#: The largest UDP payload over IPv6 without jumbograms.
+MAX_UDP6_PAYLOAD = 65527
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramOptions:
+    """Where a datagram server binds and its limits; every datagram engine honours every field.
+
+    ``max_datagram`` is the largest datagram received or sent: a larger one received is
+    counted (``DatagramStats.oversized``), logged and dropped whole, never delivered cut
+    short; sending one raises ValueError.  ``send_queue`` bounds the bytes held while the
+    kernel's send buffer is full: a datagram sent while that many are held is dropped,
+    counted (``DatagramStats.send_dropped``) and logged — UDP may lose datagrams anyway,
+    so a sender that outruns the network loses some rather than blocking the loop or
+    growing without bound.  ``sock`` is a bound datagram socket (the server serves on a
+    duplicate of it and never closes the caller's); ``host``/``port`` then do not apply.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_datagram: int = MAX_UDP_PAYLOAD
+    send_queue: int = 1024 * 1024
+    reuse_port: bool = False
+    sock: socket.socket | None = None
+
+    def __post_init__(self) -> None:
+        """Check that the options are consistent; raises ValueError when they are not."""
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if not 1 <= self.max_datagram <= MAX_UDP6_PAYLOAD:
+            raise ValueError(f"max_datagram must be in 1..{MAX_UDP6_PAYLOAD}, got {self.max_datagram}")
+        if self.send_queue < 0:
+            raise ValueError(f"send_queue must be at least 0 bytes, got {self.send_queue}")
+        if self.sock is not None:
+            if self.port or self.reuse_port:
+                raise ValueError("give either sock or a port (with reuse_port) to bind, not both")
+            if self.sock.type != socket.SOCK_DGRAM:
+                raise ValueError("sock must be a datagram socket")
+            if self.sock.family in (socket.AF_INET, socket.AF_INET6) and not self.sock.getsockname()[1]:
+                raise ValueError("sock must be bound (call its bind() first)")
+
+
+@dataclass(slots=True)
+class DatagramStats:
+    """What a datagram server counted since its last start (plain ints, readable from any thread)."""
+
+    received: int = 0
+    sent: int = 0
+    #: received datagrams over ``max_datagram``, dropped
+    oversized: int = 0
+    #: datagrams dropped because the send queue was full
+    send_dropped: int = 0
+    #: sends the kernel refused (unreachable, no buffer space, ...)
+    send_errors: int = 0
+    #: datagrams whose ``on_datagram`` raised
+    handler_errors: int = 0
+
+
+class DatagramEndpoint:
+    """The bound socket of a datagram server, as a handler sees it; engines subclass it.
+
+    Call it on the engine's thread (from ``on_datagram``, or through
+    ``server.call_soon_threadsafe``).
+    """
+
+    __slots__ = ("local", "stats")
+
+    def __init__(self, local: Address, stats: DatagramStats) -> None:
+        self.local = local
+        self.stats = stats
+
+    def send_to(self, addr: Address, data: Buffer) -> bool:
+        """Send one datagram to ``addr``; False if dropped (send queue full, or the kernel refused it).
+
+        Raises ConnectionClosed once the server stopped, ValueError over ``max_datagram``.
+        """
+        raise NotImplementedError
+
+    def send_many(self, datagrams: Iterable[tuple[Address, Buffer]]) -> int:
+        """Send several (addr, data) datagrams in order; return how many were not dropped.
+
+        Raises ConnectionClosed once the server stopped, ValueError over ``max_datagram``
+        (the datagrams before it are sent).
+        """
+        sent = 0
+        for addr, data in datagrams:
+            sent += self.send_to(addr, data)
+        return sent
+
+    @property
+    def send_queue_size(self) -> int:
+        """Bytes of datagrams accepted by ``send_to`` that the kernel has not taken yet."""
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        """True once the server stopped serving on this endpoint."""
+        raise NotImplementedError
+
+
+class DatagramHandler:
+    """Datagram callbacks with do-nothing defaults; subclass and override what you need.
+
+    One handler serves the server's one endpoint; callbacks run on the engine's thread.
+    """
+
+    def on_start(self, server: DatagramServer) -> None:
+        """Called once the server receives datagrams."""
+
+    def on_datagram(self, endpoint: DatagramEndpoint, addr: Address, data: Buffer) -> None:
+        """Called with each datagram from ``addr``; ``data`` is valid only during the call.
+
+        What it raises is counted (``handler_errors``) and logged; the server keeps serving.
+        """
+
+
+class DatagramServer(Service):
+    """A bound datagram (UDP) server on some engine: start, stop, its endpoint and counters.
+
+    Engines implement ``_start`` (bind with ``listen.bind_datagram``) and ``_stop`` (stop
+    receiving, give the send queue ``deadline`` seconds to drain, close).
+    """
+
+    def __init__(self, handler: DatagramHandler, options: DatagramOptions) -> None:
+        super().__init__()
+        self.handler = handler
+        self.options = options
+        self.stats = DatagramStats()
+
+    def start(self) -> None:
+        """Bind and serve in the background with fresh counters; raises BindError, or RuntimeError."""
+        if not self._running:
+            self.stats = DatagramStats()
+        super().start()
+
+    @property
+    def endpoint(self) -> DatagramEndpoint:
+        """The endpoint handlers send with; raises RuntimeError while the server is not running."""
+        raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Create listening sockets for every engine, with one place that turns failures into BindError."""
+"""Create listening and datagram sockets for every engine; one place turns failures into BindError."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import socket
 import stat
 
-from railcar.engine.api import ServerOptions
+from railcar.engine.api import DatagramOptions, ServerOptions
 from railcar.errors import BindError
 
 
@@ -24,6 +24,36 @@ def listen(options: ServerOptions) -> socket.socket:
         sock = _listen_unix(options.unix, options.backlog)
     else:
         sock = _listen_tcp(options)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_datagram(options: DatagramOptions) -> socket.socket:
+    """Return a bound, non-blocking UDP socket for ``options``, the server's to close; raises BindError."""
+    if options.sock is not None:
+        try:
+            sock = options.sock.dup()  # ours to close; the caller's stays for a restart
+        except OSError as exc:
+            raise BindError(f"cannot bind to the given socket: {exc.strerror}") from exc
+        sock.setblocking(False)
+        return sock
+    where = describe((options.host, options.port))
+    try:
+        infos = socket.getaddrinfo(
+            options.host, options.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise BindError(f"cannot bind to {where}: unknown host ({exc.strerror})") from exc
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if options.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise BindError(f"cannot bind to {where}: {reason}") from exc
     sock.setblocking(False)
     return sock
 

@@ -21,7 +21,7 @@ from railcar.load.plan import Plan
 from railcar.load.plot import check_available as check_plot_available
 from railcar.load.plot import write_png
 from railcar.load.report import entry, text
-from railcar.load.target import check_target, default_procs
+from railcar.load.target import check_datagram_target, check_target, default_procs
 from railcar.load.workloads import KEY_SPACE_PROTOCOLS, PROTOCOLS, Workload
 from railcar.report import writable_file
 
@@ -77,7 +77,12 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options ``railcar load`` and ``railcar stress`` share: target, protocol and pacing."""
     options = [
         click.option("--host", default="127.0.0.1", show_default=True, help="Server to load."),
-        click.option("--port", type=click.IntRange(1, 65535), required=True, help="Its TCP port."),
+        click.option(
+            "--port",
+            type=click.IntRange(1, 65535),
+            required=True,
+            help="Its port (UDP for udp-echo, else TCP).",
+        ),
         click.option(
             "--protocol",
             type=click.Choice(PROTOCOLS),
@@ -85,7 +90,9 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="echo: bytes echoed back; reqrep: railcar int32 frames (railcar serve reqrep); "
             "resp: Redis PING, or GET/SET with --ratio; kvbin: railcar's binary GET/SET "
-            "(railcar serve kv --protocol kvbin); http: HTTP/1.1 GET.",
+            "(railcar serve kv --protocol kvbin); http: HTTP/1.1 GET; udp-echo: numbered datagrams "
+            "echoed back (railcar serve echo --udp), one UDP socket per user, a datagram "
+            "unanswered within --timeout counted as lost.",
         ),
         click.option(
             "--ratio",
@@ -107,7 +114,8 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--message",
             default="64",
             show_default=True,
-            help="echo: message size in bytes, or the literal text to send.",
+            help="echo, udp-echo: message size in bytes, or the literal text to send "
+            "(udp-echo: after an 8-byte sequence number).",
         ),
         click.option("--path", default="/", show_default=True, help="http: the path to GET."),
         click.option(
@@ -142,7 +150,8 @@ def load_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=Duration(),
             default="10s",
             show_default=True,
-            help="A request unanswered this long fails and its connection is replaced.",
+            help="A request unanswered this long fails and its connection is replaced "
+            "(udp-echo: the datagram is counted lost, the socket stays).",
         ),
         click.option(
             "--connect-timeout",
@@ -208,6 +217,14 @@ def _plan(
         connect_timeout=connect_timeout,
         grace=min(timeout, 2.0),
     )
+
+
+def _check(plan: Plan) -> None:
+    """Make sure the target answers before loading it; raises TargetUnreachable."""
+    if plan.workload.datagrams:
+        check_datagram_target(plan.host, plan.port, plan.connect_timeout)
+    else:
+        check_target(plan.host, plan.port, plan.connect_timeout)
 
 
 class _LiveLine:
@@ -292,7 +309,7 @@ def load_command(
     plan = _plan(users=users, duration=duration, **settings)
     if plot is not None:
         check_plot_available()  # before the load, not after it
-    check_target(plan.host, plan.port, plan.connect_timeout)
+    _check(plan)
     with _LiveLine(not quiet and not as_json, duration) as live:
         result = runner.run(plan, procs or default_procs(plan.host), live)
     doc = report.document([entry(result, plan.workload.protocol)], duration)
@@ -389,7 +406,7 @@ def stress_command(
     plans = [_plan(users=users, duration=step_duration, **settings) for users in counts]
     procs = procs or default_procs(plans[0].host)
     runner.ensure_file_limit(max(plans, key=lambda plan: plan.users), procs)
-    check_target(plans[0].host, plans[0].port, plans[0].connect_timeout)
+    _check(plans[0])
     results: list[dict[str, Any]] = []
     rows: list[list[str]] = []
     failed: RailcarError | None = None

@@ -13,7 +13,17 @@ TICK: Final = 0.25
 LOWEST_NS: Final = 1
 HIGHEST_NS: Final = 1_000_000_000_000
 SIGNIFICANT_DIGITS: Final = 3
-FAILURE_KINDS: Final = ("connect", "reset", "timeout", "mismatch", "status", "wrong_value", "unanswered")
+# "lost": a datagram (udp-echo) that got no reply within --timeout.
+FAILURE_KINDS: Final = (
+    "connect",
+    "reset",
+    "timeout",
+    "lost",
+    "mismatch",
+    "status",
+    "wrong_value",
+    "unanswered",
+)
 # A timer of the event loop fires up to about a millisecond early or late (libuv counts in ms).
 TIMER_RESOLUTION: Final = 0.001
 # The shortest load a rate is reported for: the replies to the requests still in flight

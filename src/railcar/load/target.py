@@ -27,6 +27,29 @@ def check_target(host: str, port: int, timeout: float) -> None:
         raise TargetUnreachable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
 
 
+PROBE = b"railcar load probe"
+
+
+def check_datagram_target(host: str, port: int, timeout: float) -> None:
+    """Send one datagram to host:port and wait for its echo; raises TargetUnreachable naming the reason."""
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    except socket.gaierror as exc:
+        raise TargetUnreachable(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(sockaddr)  # connected: an ICMP port unreachable comes back as an error
+            probe.send(PROBE)
+            probe.recv(len(PROBE) + 1)
+        except TimeoutError:
+            raise TargetUnreachable(
+                f"no echo from udp {host}:{port} within {timeout:g} s (is a UDP echo server there?)"
+            ) from None
+        except OSError as exc:
+            raise TargetUnreachable(f"cannot reach udp {host}:{port}: {exc.strerror or exc}") from None
+
+
 def is_local(host: str) -> bool:
     """True if ``host`` is an address of this machine (loopback, or one a socket here can bind)."""
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import resource
 import signal
 import time
@@ -25,7 +26,7 @@ from typing import Any, Final, cast
 from railcar.errors import ProtocolError
 from railcar.load.latency import LatencyLog
 from railcar.load.plan import FAILURE_KINDS, TICK, TIMER_RESOLUTION, Plan, new_histogram
-from railcar.load.workloads import Session
+from railcar.load.workloads import SEQUENCE, DatagramEchoSession, Session
 
 # Lateness within the event loop's timer resolution is the generator's own, not a stalled server's.
 TIMER_SLACK_NS: Final = round(TIMER_RESOLUTION * 1e9)
@@ -137,6 +138,11 @@ class User(asyncio.Protocol):
             else:
                 pending[0] = (start, count - taken)
             done -= taken
+        self.advance()
+
+    def advance(self) -> None:
+        """Replies came (or were given up on): send what the loop calls for now."""
+        load = self.load
         if self.blocked:  # open loop at its in-flight limit: room again
             self.blocked = False
             self.fire()
@@ -152,6 +158,21 @@ class User(asyncio.Protocol):
             self.timer = load.loop.call_later(load.interval, self.resume)
         else:
             self.send()
+
+    def transmit(self, data: bytes, count: int, start: int) -> None:
+        """Write a batch of ``count`` requests, timed from ``start`` (ns)."""
+        self.pending.append((start, count))
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def expire(self, oldest: int) -> None:
+        """Fail the connection if its oldest request was sent before ``oldest`` (ns)."""
+        if self.pending and self.pending[0][0] < oldest:
+            self.fail("timeout")
+
+    def settle(self, oldest: int) -> None:
+        """At the end of the run: count what is still owed as unanswered."""
+        self.load.counters.failures["unanswered"] += self.in_flight
+        self.in_flight = 0
 
     def resume(self) -> None:
         """Closed loop with an interval: the pause after a reply is over."""
@@ -209,6 +230,75 @@ class User(asyncio.Protocol):
         self.load.lost(self, clean=exc is None and self.session.closing)
 
 
+class DatagramUser(User):
+    """One UDP socket connected to the server: numbered datagrams, each timed until its echo or its loss.
+
+    A datagram unanswered after ``--timeout`` is counted ``lost`` (checked every tick)
+    and the user goes on, unlike a connection, which a timeout ends.
+    """
+
+    def __init__(self, load: Load, index: int) -> None:
+        super().__init__(load, index)
+        self.datagrams = cast(DatagramEchoSession, self.session)
+        # sequence number -> send time (ns), in the order sent
+        self.owed: dict[int, int] = {}
+
+    def transmit(self, data: bytes, count: int, start: int) -> None:
+        """Send ``count`` datagrams, each timed from ``start`` (ns)."""
+        transport = cast(asyncio.DatagramTransport, self.transport)
+        sendto, owed, size = transport.sendto, self.owed, self.datagrams.size
+        unpack = SEQUENCE.unpack_from
+        with memoryview(data) as view:
+            for offset in range(0, count * size, size):
+                owed[unpack(view, offset)[0]] = start
+                sendto(view[offset : offset + size].tobytes())
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        """Match the echo to the datagram it answers and time it; a wrong echo is a mismatch.
+
+        A reply that answers no datagram still owed (a duplicate, one later than the
+        timeout, garbage) is not a request's outcome and is ignored.
+        """
+        now = time.perf_counter_ns()
+        load = self.load
+        seq, good = self.datagrams.check(data)
+        start = self.owed.pop(seq, None)
+        if start is None:
+            return
+        self.in_flight -= 1
+        if good:
+            load.counters.received += 1
+            load.latencies.record(now - start, 1)
+        else:
+            load.counters.failures["mismatch"] += 1
+        self.advance()
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error (nothing listens there, say): the datagrams it concerns will count as lost."""
+
+    def expire(self, oldest: int) -> None:
+        """Count the datagrams sent before ``oldest`` (ns) and still unanswered as lost."""
+        owed = self.owed
+        lost = 0
+        for start in owed.values():
+            if start >= oldest:
+                break
+            lost += 1
+        if not lost:
+            return
+        for seq in list(itertools.islice(owed, lost)):
+            del owed[seq]
+        self.in_flight -= lost
+        self.load.counters.failures["lost"] += lost
+        self.advance()
+
+    def settle(self, oldest: int) -> None:
+        """At the end of the run: datagrams owed since before ``oldest`` are lost, the rest unanswered."""
+        self.expire(oldest)
+        super().settle(oldest)
+        self.owed.clear()
+
+
 class Load:
     """The users of one worker process and what they have measured."""
 
@@ -257,8 +347,7 @@ class Load:
             transport = user.transport
             if transport is None or transport.is_closing():
                 continue  # failed meanwhile; its requests were counted as failures then
-            user.pending.append((due if due is not None and now - due > TIMER_SLACK_NS else now, count))
-            transport.write(data)
+            user.transmit(data, count, due if due is not None and now - due > TIMER_SLACK_NS else now)
 
     def phase_ns(self, index: int) -> int:
         """Spread the open-loop schedules of this worker's users evenly over one period."""
@@ -269,7 +358,12 @@ class Load:
         plan = self.plan
         try:
             async with asyncio.timeout(plan.connect_timeout):
-                await self.loop.create_connection(lambda: User(self, index), plan.host, plan.port)
+                if plan.workload.datagrams:
+                    await self.loop.create_datagram_endpoint(
+                        lambda: DatagramUser(self, index), remote_addr=(plan.host, plan.port)
+                    )
+                else:
+                    await self.loop.create_connection(lambda: User(self, index), plan.host, plan.port)
         except (OSError, TimeoutError) as exc:
             self.counters.failures["connect"] += 1
             return exc
@@ -374,9 +468,10 @@ class Load:
             async with asyncio.timeout(grace):
                 await self.finished.wait()
         ticker.cancel()
+        # Less the timer's slack: the grace (as long as the timeout) may end a little early.
+        oldest = time.perf_counter_ns() - int(plan.timeout * 1e9) + TIMER_SLACK_NS
         for user in self.users.values():
-            self.counters.failures["unanswered"] += user.in_flight
-            user.in_flight = 0
+            user.settle(oldest)
         await self.finish()
 
     async def keep_ticking(self) -> None:
@@ -392,8 +487,7 @@ class Load:
             self.bin += 1
             oldest = time.perf_counter_ns() - timeout_ns
             for user in list(self.users.values()):
-                if user.pending and user.pending[0][0] < oldest:
-                    user.fail("timeout")
+                user.expire(oldest)
 
     async def finish(self) -> None:
         """Close every connection and send the last tick and the process's peak memory."""

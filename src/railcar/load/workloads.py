@@ -23,12 +23,14 @@ from railcar.proto import kvbin
 from railcar.proto import reqrep as wire
 from railcar.proto import resp_client as resp
 
-PROTOCOLS: Final = ("echo", "reqrep", "resp", "kvbin", "http")
+PROTOCOLS: Final = ("echo", "reqrep", "resp", "kvbin", "http", "udp-echo")
 #: The protocols with GET/SET workloads over a key space (RESP's only with a ``ratio``).
 KEY_SPACE_PROTOCOLS: Final = ("resp", "kvbin")
+#: Protocols carried in datagrams (UDP) rather than over a connection.
+DATAGRAM_PROTOCOLS: Final = ("udp-echo",)
 
 _COMPACT_AT: Final = 64 * 1024
-_SEQUENCE: Final = struct.Struct("<Q")
+SEQUENCE: Final = struct.Struct("<Q")
 RESP_PING: Final = b"*1\r\n$4\r\nPING\r\n"
 RESP_PONG: Final = b"+PONG\r\n"
 
@@ -92,6 +94,13 @@ class Workload:
         largest = kvbin.MAX_LENGTH if self.protocol == "kvbin" else MAX_RESP_VALUE
         if not 1 <= self.value_size <= largest:
             raise ValueError(f"value size must be 1 to {largest} bytes for {self.protocol}")
+        if self.protocol == "udp-echo" and isinstance(self.message, int) and size < SEQUENCE.size:
+            raise ValueError(f"udp-echo datagrams carry a sequence number: at least {SEQUENCE.size} bytes")
+
+    @property
+    def datagrams(self) -> bool:
+        """True when the protocol is carried in datagrams (UDP), not over connections."""
+        return self.protocol in DATAGRAM_PROTOCOLS
 
     def session(self, user: int) -> Session:
         """A fresh session for connection number ``user``."""
@@ -103,6 +112,8 @@ class Workload:
             return PingSession() if self.ratio is None else KeySpaceSession(RESP, self, user)
         if self.protocol == "reqrep":
             return Int32Session(user)
+        if self.protocol == "udp-echo":
+            return DatagramEchoSession(self.message, user)
         return HttpSession(http1.request("GET", self.path, self.host))
 
 
@@ -162,7 +173,7 @@ class EchoSession(ExpectedBytes):
         else:
             pattern = f"railcar load user {user}. ".encode()
             template = (pattern * (message // len(pattern) + 1))[:message]
-            numbered = message >= _SEQUENCE.size
+            numbered = message >= SEQUENCE.size
         super().__init__(len(template))
         self._template = bytearray(template)
         self._numbered = numbered
@@ -173,7 +184,7 @@ class EchoSession(ExpectedBytes):
         if not self._numbered:
             payload = bytes(self._template) * count
         else:
-            template, pack, seq = self._template, _SEQUENCE.pack_into, self._seq
+            template, pack, seq = self._template, SEQUENCE.pack_into, self._seq
             pieces = []
             for number in range(seq, seq + count):
                 pack(template, 0, number)
@@ -282,6 +293,57 @@ class HttpSession:
     def eof(self) -> tuple[int, int]:
         """Complete a response whose body ends with the connection; raises ProtocolError if cut short."""
         return _outcome(self._reader.eof())
+
+
+class DatagramEchoSession:
+    """udp-echo: numbered datagrams, each echoed by itself; replies may come in any order, or not at all.
+
+    Every datagram starts with the session's sequence number; a size gives a filler
+    after it, literal text is sent after it as it is.  ``requests`` returns the
+    datagrams of a batch back to back, each ``size`` bytes; ``check`` says which
+    datagram a reply answers and whether it is its exact echo.  Which are still
+    owed, and since when, is the I/O side's to track: a datagram may be lost, and
+    only a clock tells.
+    """
+
+    __slots__ = ("_body", "_seq", "size")
+
+    closing: Final = False  # datagrams have no connection to close
+    failure_kind: Final = "mismatch"  # a wrong echo; a missing one is counted lost by the I/O side
+
+    def __init__(self, message: bytes | int, user: int) -> None:
+        if isinstance(message, bytes):
+            body = message
+        else:
+            pattern = f"railcar udp user {user}. ".encode()
+            body = (pattern * (message // len(pattern) + 1))[: message - SEQUENCE.size]
+        self._body = body
+        self._seq = 0
+        self.size = SEQUENCE.size + len(body)
+
+    def requests(self, count: int) -> bytes:
+        """Encode ``count`` datagrams back to back (split them every ``size`` bytes)."""
+        pack, body, seq = SEQUENCE.pack, self._body, self._seq
+        self._seq = seq + count
+        return b"".join(pack(number) + body for number in range(seq, seq + count))
+
+    def check(self, reply: bytes) -> tuple[int, bool]:
+        """Return the sequence number ``reply`` carries (-1: none) and whether it echoes that datagram."""
+        if len(reply) < SEQUENCE.size:
+            return -1, False
+        (seq,) = SEQUENCE.unpack_from(reply)
+        return int(seq), len(reply) == self.size and reply[SEQUENCE.size :] == self._body
+
+    def feed(self, data: bytes) -> tuple[int, int]:
+        """Return (1, 0) for a reply that echoes a datagram sent; raises ProtocolError otherwise."""
+        seq, good = self.check(data)
+        if not good or seq >= self._seq:
+            raise ProtocolError(f"reply {data[:40]!r} is not a datagram this session sent")
+        return 1, 0
+
+    def eof(self) -> tuple[int, int]:
+        """Nothing completes at the end: a datagram not answered by then is lost."""
+        return 0, 0
 
 
 def _outcome(statuses: list[int]) -> tuple[int, int]:
