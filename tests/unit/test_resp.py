@@ -1,4 +1,4 @@
-"""RESP requests parsed the way Redis 7.0 parses them, by both parsers; replies encoded for RESP2/3."""
+"""RESP requests parsed the way Redis 7.0 parses them, by every parser; replies encoded for RESP2/3."""
 
 from __future__ import annotations
 
@@ -8,23 +8,24 @@ from railcar.proto.resp import (
     NULL_ARRAY,
     OK,
     Error,
-    HiredisRequestParser,
+    PARSERS,
+    AnyParser,
     RequestParser,
     RespProtocolError,
     Verbatim,
     encode_command,
     encode_reply,
+    new_parser,
     split_inline,
     string_to_int,
 )
 
-Parser = RequestParser | HiredisRequestParser
+Parser = AnyParser
 
 
-@pytest.fixture(params=[RequestParser, HiredisRequestParser], ids=["python", "hiredis"])
+@pytest.fixture(params=PARSERS)
 def parser(request: pytest.FixtureRequest) -> Parser:
-    parser: Parser = request.param()
-    return parser
+    return new_parser(kind=request.param)
 
 
 def drain(parser: Parser) -> list[list[bytes]]:
@@ -134,6 +135,31 @@ def test_query_buffer_is_bounded(parser: Parser) -> None:
     small.feed(b"*1\r\n$5000\r\n")
     with pytest.raises(RespProtocolError, match="query buffer"):
         small.feed(b"x" * 1000)
+
+
+def test_take_ready_gives_every_complete_request_then_the_error() -> None:
+    parser = new_parser(kind="c")
+    parser.feed(encode_command("SET", "k", "v") + b"*0\r\n" + encode_command("GET", "k") + b"*1\r\n$x\r\n")
+    assert parser.take_ready() == [[b"SET", b"k", b"v"], [b"GET", b"k"]]  # the empty array skipped
+    with pytest.raises(RespProtocolError, match=r"^Protocol error: invalid bulk length$"):
+        parser.take_ready()
+
+
+def test_put_back_requests_come_first_in_order() -> None:
+    parser = new_parser(kind="c")
+    parser.feed(encode_command("A") + encode_command("B") + encode_command("C"))
+    first, *rest = parser.take_ready()
+    parser.put_back(rest)
+    parser.put_back([first])
+    assert parser.next_command() == [b"A"]
+    parser.feed(encode_command("D"))
+    assert parser.take_ready() == [[b"B"], [b"C"], [b"D"]]
+    assert parser.take_ready() == []
+
+
+def test_unknown_or_missing_parser_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="parser must be"):
+        new_parser(kind="fast")
 
 
 def test_a_long_array_over_many_reads_is_parsed_once() -> None:

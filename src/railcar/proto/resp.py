@@ -13,9 +13,12 @@ Replies are Python values encoded by ``encode_reply`` for RESP2 or RESP3.
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from railcar.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from railcar.proto._resp import CRequestParser
 
 _hiredis: Any
 try:  # the C parser redis-py uses; the pure-Python parser is the fallback
@@ -451,11 +454,45 @@ def _canonical_end(chunk: bytes, commands: list[Command]) -> int:
     return pos
 
 
-def new_parser(max_buffer: int = 1 << 30) -> RequestParser | HiredisRequestParser:
-    """The fastest request parser available here (hiredis-backed when hiredis imports)."""
-    if _hiredis is None:  # pragma: no cover
-        return RequestParser(max_buffer)
-    return HiredisRequestParser(max_buffer)
+_c: Any
+try:  # railcar's own C parser (src/railcar/proto/_resp.c), built at install when a compiler is there
+    from railcar.proto import _resp as _c
+except ImportError:  # pragma: no cover - the pure-Python and hiredis parsers remain
+    _c = None
+else:
+    _c.configure(RespProtocolError, QueryBufferOverflow, split_inline)
+
+#: Every request parser kind, fastest first (``auto`` picks the first one available).
+PARSERS: Final = ("c", "hiredis", "python")
+AnyParser: TypeAlias = "RequestParser | HiredisRequestParser | CRequestParser"
+
+
+def parser_available(kind: str) -> bool:
+    """True if request parser ``kind`` (one of PARSERS) can be made here."""
+    if kind == "c":
+        return _c is not None
+    if kind == "hiredis":
+        return _hiredis is not None
+    return kind == "python"
+
+
+def new_parser(max_buffer: int = 1 << 30, kind: str = "auto") -> AnyParser:
+    """A request parser: ``auto`` is the fastest available (C, then hiredis, then pure Python).
+
+    Raises ValueError for an unknown kind or one not available here.
+    """
+    if kind == "auto":
+        kind = next(k for k in PARSERS if parser_available(k))
+    if kind not in PARSERS:
+        raise ValueError(f"parser must be auto, {', '.join(PARSERS)}, not {kind!r}")
+    if not parser_available(kind):
+        raise ValueError(f"the {kind} parser is not available here (not built or not installed)")
+    if kind == "c":
+        parser: AnyParser = _c.CRequestParser(max_buffer)
+        return parser
+    if kind == "hiredis":
+        return HiredisRequestParser(max_buffer)
+    return RequestParser(max_buffer)
 
 
 # -- replies ------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""Hatchling build hook: compile railcar's optional C extensions with the interpreter's own compiler.
+
+Each extension has a pure-Python twin, so a failed compile (no compiler, no Python headers)
+only logs a warning and the package installs without it.  An editable install builds them
+in place under src/ (where the editable path points); a wheel carries them as platform files.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+#: (dotted module name, C sources relative to the repository root, libraries to link).
+EXTENSIONS: list[tuple[str, list[str], list[str]]] = [
+    ("railcar.proto._resp", ["src/railcar/proto/_resp.c"], []),
+]
+
+
+def _command(sources: list[Path], libraries: list[str], target: Path) -> list[str]:
+    """One compile-and-link command, with the flags Python itself was built with."""
+    config = sysconfig.get_config_var
+    shared = shlex.split(config("LDSHARED") or "cc -shared")
+    flags = shlex.split(config("CFLAGS") or "") + shlex.split(config("CCSHARED") or "-fPIC")
+    include = f"-I{sysconfig.get_paths()['include']}"
+    return [*shared, *flags, include, *map(str, sources), "-o", str(target), *(f"-l{lib}" for lib in libraries)]
+
+
+class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
+    """Compiles ``EXTENSIONS`` for the wheel and editable builds."""
+
+    PLUGIN_NAME = "custom"
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        """Compile each extension; a failure is a warning and leaves the pure-Python path."""
+        if self.target_name != "wheel":
+            return
+        root = Path(self.root)
+        suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+        editable = version == "editable"
+        out_dir = Path(tempfile.mkdtemp(prefix="railcar-ext-"))
+        for module, sources, libraries in EXTENSIONS:
+            relative = Path(*module.split(".")).with_suffix("")
+            name = relative.name + suffix
+            target = (root / "src" / relative.parent / name) if editable else (out_dir / name)
+            argv = _command([root / source for source in sources], libraries, target)
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.app.display_warning(f"railcar: {module} not built ({exc}); using the pure-Python path")
+                continue
+            if done.returncode:
+                detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+                self.app.display_warning(
+                    f"railcar: {module} not built; using the pure-Python path:\n" + "\n".join(detail)
+                )
+                continue
+            build_data["pure_python"] = False
+            build_data["infer_tag"] = True
+            if not editable:
+                build_data["force_include"][str(target)] = str(relative.parent / name)
