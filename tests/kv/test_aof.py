@@ -23,6 +23,8 @@ def snapshot(server: KvServer) -> list[tuple[dict[bytes, Any], dict[bytes, int]]
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, int):
+        return b"%d" % value  # a counter INCR kept as an int is the same string
     return list(value) if not isinstance(value, bytes | dict | set) else value
 
 

@@ -20,10 +20,11 @@ from railcar.engine.api import Conn, Handler, Server
 from railcar.kv.aof import FSYNC_POLICIES, AppendOnlyFile, Fsync, replay
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
+from railcar.kv.table import HOT
 from railcar.proto.resp import (
     OK,
+    AnyParser,
     Error,
-    HiredisRequestParser,
     QueryBufferOverflow,
     RequestParser,
     RespProtocolError,
@@ -40,13 +41,21 @@ SWEEP_EVERY: Final = 0.1
 #: Redis's client-query-buffer-limit: a client with more unparsed request bytes is closed.
 MAX_QUERY_BUFFER: Final = 1 << 30
 
+# Replies encoded once: bulk-string heads by length, small integers, +OK.
+_HEADS: Final = 1024
+_BULK_HEADS: Final = [b"$%d\r\n" % size for size in range(_HEADS)]
+_INTS: Final = 1023
+_SMALL_INTS: Final = [b":%d\r\n" % value for value in range(-1, _INTS)]
+_OK: Final = OK.encoded
+_HOT_ARGC: Final = len(HOT)
+
 _STATE = "kv"
 
 
 class _Session:
     __slots__ = ("client", "parser", "stopped")
 
-    def __init__(self, client: Client, parser: RequestParser | HiredisRequestParser) -> None:
+    def __init__(self, client: Client, parser: AnyParser) -> None:
         self.client = client
         self.parser = parser
         self.stopped = False  # QUIT or a protocol error: answer what came before, then close
@@ -66,8 +75,7 @@ class KvHandler(Handler):
         maxmemory: int = 0,
     ) -> None:
         """Raises ValueError for an unknown parser or fsync policy, AofError for a damaged AOF."""
-        if parser not in ("auto", "python", "hiredis"):
-            raise ValueError(f"parser must be auto, python or hiredis, not {parser!r}")
+        new_parser(kind=parser)  # raises ValueError for a kind unknown or not available here
         if appendfsync not in FSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {', '.join(FSYNC_POLICIES)}, not {appendfsync!r}")
         self.kv = server if server is not None else KvServer(requirepass=requirepass, maxmemory=maxmemory)
@@ -107,13 +115,7 @@ class KvHandler(Handler):
         """Give the connection its session and request parser."""
         with self.lock:
             client = self.kv.new_client(conn.peer)
-        parser: RequestParser | HiredisRequestParser
-        if self.parser == "python":
-            parser = RequestParser(self.max_query_buffer)
-        elif self.parser == "hiredis":
-            parser = HiredisRequestParser(self.max_query_buffer)
-        else:
-            parser = new_parser(self.max_query_buffer)
+        parser = new_parser(self.max_query_buffer, self.parser)
         parser.authenticated = client.authenticated
         conn.context[_STATE] = _Session(client, parser)
 
@@ -159,10 +161,16 @@ class KvHandler(Handler):
             store.tick()
             store.active_expire()
             parser = session.parser
+            batched = type(parser) is not RequestParser
             try:
                 while True:
-                    if type(parser) is HiredisRequestParser:
-                        batch = parser.take_ready()
+                    # Before AUTH, requests are parsed one at a time: the stricter limits end
+                    # with the AUTH that runs, not with the read that brought it.
+                    if batched and parser.authenticated:
+                        try:
+                            batch = parser.take_ready()  # type: ignore[union-attr]
+                        except RespProtocolError:
+                            batch = []  # next_command raises it again, and _run_one answers it
                         if batch:
                             more = self._run_parsed(session, batch, out)
                             if more is not None:
@@ -177,34 +185,64 @@ class KvHandler(Handler):
                 self.kv.flush_aof()
 
     def _run_parsed(self, session: _Session, batch: list[list[bytes]], out: bytearray) -> bool | None:
-        """Run the requests hiredis parsed: None when all ran, else whether requests may remain."""
+        """Run a batch of parsed requests: None when all ran, else whether requests may remain.
+
+        The hot loop of the server: a command that cannot change how the next one must run
+        (see ``HOT``) is called straight from the table, the usual replies appended inline.
+        """
         client = session.client
-        execute = client.execute
+        kv = self.kv
+        # Without an append-only file (fixed while the lock is held): writes need no propagation.
+        plain = kv.aof is None
+        hot = HOT if plain and client.multi is None and client.authenticated else None
+        resp3 = client.resp3
+        null = b"_\r\n" if resp3 else b"$-1\r\n"
+        heads = _BULK_HEADS
+        ints = _SMALL_INTS
         served = 0
         try:
             for index, args in enumerate(batch):
-                if not args:
-                    continue  # an empty array: Redis skips it
-                reply = execute(args)
+                argc = len(args)
+                fn = hot[argc].get(args[0]) if hot is not None and argc < _HOT_ARGC else None
+                if fn is not None:
+                    try:
+                        reply = fn(client, args)
+                    except Exception:  # a bug in one command must not take the connection or server down
+                        log.exception("command %s failed", args[0])
+                        reply = Error("ERR internal error")
+                else:
+                    if not argc:
+                        continue  # an empty array: Redis skips it
+                    reply = client.execute(args)
+                    if client.closing:
+                        encode_reply(reply, out, resp3)
+                        served += 1
+                        session.stopped = True
+                        return False
+                    hot = HOT if plain and client.multi is None and client.authenticated else None
+                    resp3 = client.resp3  # HELLO may have switched it
+                    null = b"_\r\n" if resp3 else b"$-1\r\n"
                 served += 1
-                # The most common replies inline (the same in RESP2 and RESP3); the rest through the encoder.
-                if type(reply) is bytes:
-                    out += b"$%d\r\n" % len(reply)
+                kind = type(reply)
+                if kind is bytes:
+                    size = len(reply)
+                    out += heads[size] if size < _HEADS else b"$%d\r\n" % size
                     out += reply
                     out += b"\r\n"
                 elif reply is OK:
-                    out += b"+OK\r\n"
+                    out += _OK
+                elif kind is int:
+                    out += ints[reply + 1] if -1 <= reply < _INTS else b":%d\r\n" % reply
+                elif reply is None:
+                    out += null
                 else:
-                    encode_reply(reply, out, client.resp3)
-                if client.closing:
-                    session.stopped = True
-                    return False
+                    encode_reply(reply, out, resp3)
                 if len(out) >= FLUSH_AT:
                     session.parser.put_back(batch[index + 1 :])  # type: ignore[union-attr]
                     return True
             return None
         finally:
-            self.kv.commands_processed += served
+            kv.commands_processed += served
 
     def _run_one(self, session: _Session, out: bytearray) -> bool | None:
         """Run the next request the parser completes: None if it ran, else whether requests may remain."""

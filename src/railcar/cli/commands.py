@@ -332,10 +332,11 @@ def serve_reqrep(
 )
 @click.option(
     "--parser",
-    type=click.Choice(["auto", "hiredis", "python"]),
+    type=click.Choice(["auto", "c", "hiredis", "python"]),
     default="auto",
     show_default=True,
-    help="RESP request parser: hiredis (C) where installed, or the pure-Python one.",
+    help="RESP request parser: railcar's C one (built at install), hiredis's, or the pure-Python one; "
+    "auto: the first of these available.",
 )
 @serving_options(default_port=6379)
 def serve_kv(

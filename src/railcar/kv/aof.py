@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from railcar.errors import RailcarError
+from railcar.kv.store import string_bytes
 from railcar.proto.resp import Error, RequestParser, RespProtocolError, encode_command
 
 if TYPE_CHECKING:
@@ -226,8 +227,9 @@ class AppendOnlyFile:
 
 def _rebuild(key: bytes, value: Any) -> list[list[bytes]]:
     """Commands that create ``key`` with ``value`` (containers in pieces of at most 64 elements)."""
-    if type(value) is bytes:
-        return [[b"SET", key, value]]
+    text = string_bytes(value)
+    if text is not None:
+        return [[b"SET", key, text]]
     if type(value) is dict:
         flat = [item for pair in value.items() for item in pair]
         return [[b"HSET", key, *flat[start : start + 128]] for start in range(0, len(flat), 128)]
@@ -243,7 +245,7 @@ def snapshot_of(server: KvServer) -> Snapshot:
         if db.data:
             expires = db.expires
             entries = [
-                (key, value if type(value) is bytes else type(value)(value), expires.get(key))
+                (key, value if type(value) is bytes or type(value) is int else type(value)(value), expires.get(key))
                 for key, value in db.data.items()
             ]
             taken.append((db.index, entries))

@@ -1,8 +1,10 @@
 """The keyspace: databases of key → value with expiry, byte accounting and WATCH bookkeeping.
 
-A value is ``bytes`` (string), ``deque[bytes]`` (list), ``set[bytes]`` or ``dict[bytes, bytes]``
-(hash).  Expiry is lazy (a key found past its time on lookup is deleted) and active (a
-sampled sweep, Redis's ``activeExpireCycle`` in small: sample up to 20 keys with a TTL,
+A value is ``bytes`` or ``int`` (string: INCR and its kin keep a counter as an int, which
+saves parsing it on every increment; ``string_bytes`` gives any string as bytes, and every
+reader goes through it), ``deque[bytes]`` (list), ``set[bytes]`` or ``dict[bytes, bytes]``
+(hash).  Expiry is lazy (a key found past its time on lookup is deleted) and active (a sampled
+sweep, Redis's ``activeExpireCycle`` in small: sample up to 20 keys with a TTL,
 delete the expired, go on while more than a quarter of the sample was expired, within a
 time budget).  Times are milliseconds since the epoch, read once per batch of commands
 (``Store.tick``), as Redis caches the time for a command.
@@ -15,20 +17,36 @@ import time
 from collections import deque
 from typing import Any, Final
 
-Value = bytes | deque[bytes] | set[bytes] | dict[bytes, bytes]
+Value = bytes | int | deque[bytes] | set[bytes] | dict[bytes, bytes]
 
 #: Bytes charged per key beyond its name and value (dict entry, objects): an estimate.
 KEY_OVERHEAD: Final = 64
 #: Bytes charged per element of a list, set or hash beyond its own bytes: an estimate.
 ELEMENT_OVERHEAD: Final = 16
+#: Bytes charged for a string kept as an int (Redis's int encoding holds it in the pointer's 8 bytes).
+INT_SIZE: Final = 8
 DATABASES: Final = 16
 _SAMPLE: Final = 20
+
+
+def string_bytes(value: object) -> bytes | None:
+    """The bytes of a string value (an int-kept counter in decimal), None for a list, set or hash.
+
+    Every reader of strings as bytes (the commands, kvbin, the AOF rewrite) goes through this
+    one place that knows how the store holds a string.
+    """
+    kind = type(value)
+    if kind is bytes:
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return b"%d" % value  # type: ignore[str-format]
+    return None
 
 
 def type_name(value: object) -> bytes:
     """The TYPE of a stored value: string, list, set or hash."""
     kind = type(value)
-    if kind is bytes:
+    if kind is bytes or kind is int:
         return b"string"
     if kind is deque:
         return b"list"
@@ -37,19 +55,12 @@ def type_name(value: object) -> bytes:
     return b"hash"
 
 
-def string_bytes(value: object) -> bytes | None:
-    """The bytes of a string value, or None for a list, set or hash (the one place that knows how).
-
-    Protocols that read strings as bytes (kvbin) go through this, so how the store holds a
-    string (bytes today) can change here alone.
-    """
-    return value if type(value) is bytes else None
-
-
 def value_size(value: Value) -> int:
     """Estimated bytes a value holds (its data plus a fixed cost per element)."""
     if type(value) is bytes:
         return len(value)
+    if type(value) is int:
+        return INT_SIZE
     if type(value) is dict:
         return sum(len(k) + len(v) + ELEMENT_OVERHEAD for k, v in value.items())
     items: deque[bytes] | set[bytes] = value  # type: ignore[assignment]

@@ -71,9 +71,21 @@ def container(name: str, arity: int, *flags: str, bare: CommandFn | None = None)
 FAST: dict[bytes, tuple[CommandFn, int, int]] = {}
 
 
+#: Words in a request -> exact spellings -> function, for the commands a server may run straight
+#: from a batch while the client is outside MULTI, authenticated, and no append-only file is
+#: kept: those that cannot change any of that (no ``noauth`` or ``nomulti`` flag, no subcommands),
+#: with their arity already checked by the index.  Longer requests take ``Client.execute``.
+HOT: list[dict[bytes, CommandFn]] = [{} for _ in range(8)]
+
+
 def build_fast_table() -> None:
-    """Fill ``FAST`` from ``TABLE``; call once every command is registered."""
+    """Fill ``FAST`` and ``HOT`` from ``TABLE``; call once every command is registered."""
     for name, entry in TABLE.items():
         if entry.subcommands is None:
             most = entry.arity if entry.arity > 0 else 1 << 62
             FAST[name] = FAST[name.upper()] = (entry.fn, abs(entry.arity), most)
+            if NOAUTH in entry.flags or NOMULTI in entry.flags:
+                continue
+            for argc, by_name in enumerate(HOT):
+                if entry.arity_ok(argc):
+                    by_name[name] = by_name[name.upper()] = entry.fn

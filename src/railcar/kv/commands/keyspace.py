@@ -202,7 +202,7 @@ def select(client: Client, args: list[bytes]) -> Any:
 
 def _copy_value(value: Any) -> Any:
     """A value no later write to the original can change."""
-    return value if type(value) is bytes else type(value)(value)
+    return value if type(value) is bytes or type(value) is int else type(value)(value)
 
 
 @command("copy", -3, WRITE, DENYOOM)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from railcar.kv import replies
 from railcar.kv.args import format_long_double, parse_int, parse_long_double
+from railcar.kv.store import string_bytes
 from railcar.kv.table import DENYOOM, WRITE, command
 from railcar.proto.resp import MAX_BULK, OK, Error
 
@@ -73,11 +74,12 @@ def expire_at_ms(client: Client, raw: bytes, flags: int, name: str) -> int | Err
 
 
 def _string(client: Client, key: bytes) -> Any:
-    """The string at ``key``, None when missing, WRONGTYPE for another type."""
+    """The string at ``key`` as bytes, None when missing, WRONGTYPE for another type."""
     value = client.db.get(key)
-    if value is not None and type(value) is not bytes:
-        return replies.WRONGTYPE
-    return value
+    if value is None or type(value) is bytes:
+        return value
+    text = string_bytes(value)
+    return replies.WRONGTYPE if text is None else text
 
 
 @command("get", 2)
@@ -87,9 +89,10 @@ def get(client: Client, args: list[bytes]) -> Any:
     value = db.data.get(args[1])
     if value is not None and db.expires:
         value = db.get(args[1])  # the lookup that expires
-    if value is not None and type(value) is not bytes:
-        return replies.WRONGTYPE
-    return value
+    if value is None or type(value) is bytes:
+        return value
+    text = string_bytes(value)
+    return replies.WRONGTYPE if text is None else text
 
 
 @command("set", -3, WRITE, DENYOOM)
@@ -203,8 +206,7 @@ def mget(client: Client, args: list[bytes]) -> Any:
     db = client.db
     values = []
     for key in args[1:]:
-        value = db.get(key)
-        values.append(value if type(value) is bytes else None)
+        values.append(string_bytes(db.get(key)))
     return values
 
 
@@ -313,16 +315,32 @@ def setrange(client: Client, args: list[bytes]) -> Any:
 
 
 def _incr(client: Client, key: bytes, by: int) -> Any:
-    value = _string(client, key)
-    if type(value) is Error:
-        return value
-    current = 0 if value is None else parse_int(value)
+    """Add ``by`` to the counter at ``key``, kept as an int from then on (no parse on the next one)."""
+    db = client.db
+    value = db.data.get(key)
+    if type(value) is int and not db.expires and not db.store.watchers:
+        # The common case made short: a live counter nobody watches, same size charged.
+        result = value + by
+        if not _INT64_MIN <= result <= _INT64_MAX:
+            return replies.OVERFLOW
+        db.data[key] = result
+        db.store.dirty += 1
+        return result
+    value = db.get(key)
+    if value is None:
+        current: int | None = 0
+    elif type(value) is int:
+        current = value
+    elif type(value) is bytes:
+        current = parse_int(value)
+    else:
+        return replies.WRONGTYPE
     if current is None:
         return replies.NOT_INTEGER
     result = current + by
     if not _INT64_MIN <= result <= _INT64_MAX:
         return replies.OVERFLOW
-    client.db.set(key, b"%d" % result, keep_ttl=True)
+    db.set(key, result, keep_ttl=True)
     return result
 
 
