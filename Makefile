@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck tools bench clean
 
-$(STAMP): pyproject.toml
+# The C extensions (hatch_build.py) are compiled by the editable install: a changed source
+# reinstalls.  The tools (a C compiler and Python's headers among them) come first.
+C_SOURCES := $(wildcard src/railcar/*/*.c)
+
+$(STAMP): pyproject.toml hatch_build.py $(C_SOURCES) | tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -24,7 +28,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 tools:
-	scripts/install-tools
+	PYTHON=$(PYTHON) scripts/install-tools
 
 test: lint typecheck tools
 	$(BIN)/pytest

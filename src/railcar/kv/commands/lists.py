@@ -48,15 +48,33 @@ def _push(client: Client, args: list[bytes], left: bool, only_existing: bool) ->
     return len(items)
 
 
+def _live(client: Client, key: bytes) -> Any:
+    """The value at ``key`` with a dict lookup only when no key of the database has a TTL."""
+    db = client.db
+    return db.data.get(key) if not db.expires else db.get(key)
+
+
 @command("lpush", -3, WRITE, DENYOOM)
 def lpush(client: Client, args: list[bytes]) -> Any:
     """LPUSH key element [element ...]."""
+    if len(args) == 3:  # one element onto an existing list, the common case made short
+        items = _live(client, args[1])
+        if type(items) is deque:
+            items.appendleft(args[2])
+            client.db.grew(args[1], len(args[2]) + ELEMENT_OVERHEAD)
+            return len(items)
     return _push(client, args, left=True, only_existing=False)
 
 
 @command("rpush", -3, WRITE, DENYOOM)
 def rpush(client: Client, args: list[bytes]) -> Any:
     """RPUSH key element [element ...]."""
+    if len(args) == 3:
+        items = _live(client, args[1])
+        if type(items) is deque:
+            items.append(args[2])
+            client.db.grew(args[1], len(args[2]) + ELEMENT_OVERHEAD)
+            return len(items)
     return _push(client, args, left=False, only_existing=False)
 
 
@@ -100,12 +118,24 @@ def _pop(client: Client, args: list[bytes], left: bool) -> Any:
 @command("lpop", -2, WRITE)
 def lpop(client: Client, args: list[bytes]) -> Any:
     """LPOP key [count]."""
+    if len(args) == 2:  # one element off a list that keeps some (an emptied list is deleted)
+        items = _live(client, args[1])
+        if type(items) is deque and len(items) > 1:
+            item: bytes = items.popleft()
+            client.db.grew(args[1], -len(item) - ELEMENT_OVERHEAD)
+            return item
     return _pop(client, args, left=True)
 
 
 @command("rpop", -2, WRITE)
 def rpop(client: Client, args: list[bytes]) -> Any:
     """RPOP key [count]."""
+    if len(args) == 2:
+        items = _live(client, args[1])
+        if type(items) is deque and len(items) > 1:
+            item: bytes = items.pop()
+            client.db.grew(args[1], -len(item) - ELEMENT_OVERHEAD)
+            return item
     return _pop(client, args, left=False)
 
 

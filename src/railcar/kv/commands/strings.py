@@ -347,6 +347,13 @@ def _incr(client: Client, key: bytes, by: int) -> Any:
 @command("incr", 2, WRITE, DENYOOM)
 def incr(client: Client, args: list[bytes]) -> Any:
     """INCR key."""
+    db = client.db
+    value = db.data.get(args[1])
+    if type(value) is int and value < _INT64_MAX and not db.expires and not db.store.watchers:
+        value += 1  # _incr's common case, inline: the hottest write after SET
+        db.data[args[1]] = value
+        db.store.dirty += 1
+        return value
     return _incr(client, args[1], 1)
 
 
