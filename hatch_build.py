@@ -28,7 +28,15 @@ def _command(sources: list[Path], libraries: list[str], target: Path) -> list[st
     shared = shlex.split(config("LDSHARED") or "cc -shared")
     flags = shlex.split(config("CFLAGS") or "") + shlex.split(config("CCSHARED") or "-fPIC")
     include = f"-I{sysconfig.get_paths()['include']}"
-    return [*shared, *flags, include, *map(str, sources), "-o", str(target), *(f"-l{lib}" for lib in libraries)]
+    return [
+        *shared,
+        *flags,
+        include,
+        *map(str, sources),
+        "-o",
+        str(target),
+        *(f"-l{lib}" for lib in libraries),
+    ]
 
 
 class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]

@@ -13,6 +13,7 @@ import redis
 
 from railcar.apps.kv import KvHandler
 from railcar.engine.api import Server
+from railcar.proto.resp import PARSERS
 from tests.conftest import ServerFactory
 from tests.helpers import connect, recv_exactly, wait_until
 
@@ -232,8 +233,9 @@ def test_bad_input_gets_redis_reply_and_close(
     assert wait_until(lambda: kv_server.active_connections == 0)
 
 
-def test_python_parser_serves_too(serve: ServerFactory) -> None:
-    server = serve(KvHandler(parser="python"))
+@pytest.mark.parametrize("parser", PARSERS)
+def test_every_parser_serves_pipelines_and_bad_input(serve: ServerFactory, parser: str) -> None:
+    server = serve(KvHandler(parser=parser))
     client = redis.Redis(port=server.port)
     with client.pipeline(transaction=False) as pipe:
         for index in range(500):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from railcar.apps.kv import KvHandler
 from railcar.engine.api import Server
-from railcar.proto.resp import encode_command
+from railcar.proto.resp import PARSERS, encode_command
 from tests.conftest import ServerFactory
 from tests.helpers import connect
 
@@ -54,13 +54,13 @@ def exchange(port: int, wire: bytes) -> bytes:
     return bytes(received)
 
 
-@pytest.fixture
-def kv_server(serve: ServerFactory) -> Server:
-    return serve(KvHandler())
+@pytest.fixture(params=PARSERS)
+def kv_server(serve: ServerFactory, request: pytest.FixtureRequest) -> Server:
+    return serve(KvHandler(parser=request.param))
 
 
 @settings(
-    max_examples=150,
+    max_examples=60,  # per parser: three parsers, the same examples in all as before
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from railcar.proto.resp import PARSERS, AnyParser, RespProtocolError, encode_command, new_parser
 

@@ -7,9 +7,9 @@ import pytest
 from railcar.proto.resp import (
     NULL_ARRAY,
     OK,
-    Error,
     PARSERS,
     AnyParser,
+    Error,
     RequestParser,
     RespProtocolError,
     Verbatim,

@@ -238,6 +238,9 @@ def _rebuild(key: bytes, value: Any) -> list[list[bytes]]:
     return [[verb, key, *items[start : start + 64]] for start in range(0, len(items), 64)]
 
 
+_IMMUTABLE: Final = (bytes, int)  # strings, kept as they are; containers are copied
+
+
 def snapshot_of(server: KvServer) -> Snapshot:
     """A copy of every key, value and expiry time, for ``start_rewrite`` (O(elements), C speed)."""
     taken: Snapshot = []
@@ -245,7 +248,11 @@ def snapshot_of(server: KvServer) -> Snapshot:
         if db.data:
             expires = db.expires
             entries = [
-                (key, value if type(value) is bytes or type(value) is int else type(value)(value), expires.get(key))
+                (
+                    key,
+                    value if type(value) is bytes or type(value) is int else type(value)(value),
+                    expires.get(key),
+                )
                 for key, value in db.data.items()
             ]
             taken.append((db.index, entries))

@@ -204,10 +204,7 @@ def psetex(client: Client, args: list[bytes]) -> Any:
 def mget(client: Client, args: list[bytes]) -> Any:
     """MGET key [key ...]: a non-string is nil, never an error."""
     db = client.db
-    values = []
-    for key in args[1:]:
-        values.append(string_bytes(db.get(key)))
-    return values
+    return [string_bytes(db.get(key)) for key in args[1:]]
 
 
 @command("mset", -3, WRITE, DENYOOM)
