@@ -20,7 +20,7 @@ from railcar.engine.api import Conn, Handler, Server
 from railcar.kv.aof import FSYNC_POLICIES, AppendOnlyFile, Fsync, replay
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
-from railcar.kv.table import HOT
+from railcar.kv.table import HOT, CommandFn
 from railcar.proto.resp import (
     OK,
     AnyParser,
@@ -41,13 +41,12 @@ SWEEP_EVERY: Final = 0.1
 #: Redis's client-query-buffer-limit: a client with more unparsed request bytes is closed.
 MAX_QUERY_BUFFER: Final = 1 << 30
 
-# Replies encoded once: bulk-string heads by length, small integers, +OK.
-_HEADS: Final = 1024
-_BULK_HEADS: Final = [b"$%d\r\n" % size for size in range(_HEADS)]
-_INTS: Final = 1023
-_SMALL_INTS: Final = [b":%d\r\n" % value for value in range(-1, _INTS)]
-_OK: Final = OK.encoded
+# Replies encoded once: bulk-string heads by length (under 1024), integers -1 to 1022.
+_BULK_HEADS: Final = [b"$%d\r\n" % size for size in range(1024)]
+_SMALL_INTS: Final = [b":%d\r\n" % value for value in range(-1, 1023)]
 _HOT_ARGC: Final = len(HOT)
+#: ``HOT``'s shape with nothing in it: inside MULTI, before AUTH or with an append-only file.
+_NOT_HOT: Final[list[dict[bytes, CommandFn]]] = [{} for _ in HOT]
 
 _STATE = "kv"
 
@@ -194,16 +193,15 @@ class KvHandler(Handler):
         kv = self.kv
         # Without an append-only file (fixed while the lock is held): writes need no propagation.
         plain = kv.aof is None
-        hot = HOT if plain and client.multi is None and client.authenticated else None
+        hot = HOT if plain and client.multi is None and client.authenticated else _NOT_HOT
         resp3 = client.resp3
         null = b"_\r\n" if resp3 else b"$-1\r\n"
-        heads = _BULK_HEADS
-        ints = _SMALL_INTS
-        served = 0
+        heads, ints, ok, flush_at = _BULK_HEADS, _SMALL_INTS, OK, FLUSH_AT
+        index = skipped = 0
         try:
-            for index, args in enumerate(batch):
+            for index, args in enumerate(batch):  # the finally counts by index what ran
                 argc = len(args)
-                fn = hot[argc].get(args[0]) if hot is not None and argc < _HOT_ARGC else None
+                fn = hot[argc].get(args[0]) if argc < _HOT_ARGC else None
                 if fn is not None:
                     try:
                         reply = fn(client, args)
@@ -212,37 +210,37 @@ class KvHandler(Handler):
                         reply = Error("ERR internal error")
                 else:
                     if not argc:
+                        skipped += 1
                         continue  # an empty array: Redis skips it
                     reply = client.execute(args)
                     if client.closing:
                         encode_reply(reply, out, resp3)
-                        served += 1
                         session.stopped = True
                         return False
-                    hot = HOT if plain and client.multi is None and client.authenticated else None
+                    hot = HOT if plain and client.multi is None and client.authenticated else _NOT_HOT
                     resp3 = client.resp3  # HELLO may have switched it
                     null = b"_\r\n" if resp3 else b"$-1\r\n"
-                served += 1
                 kind = type(reply)
                 if kind is bytes:
                     size = len(reply)
-                    out += heads[size] if size < _HEADS else b"$%d\r\n" % size
+                    out += heads[size] if size < 1024 else b"$%d\r\n" % size
                     out += reply
                     out += b"\r\n"
-                elif reply is OK:
-                    out += _OK
+                elif reply is ok:
+                    out += b"+OK\r\n"
                 elif kind is int:
-                    out += ints[reply + 1] if -1 <= reply < _INTS else b":%d\r\n" % reply
+                    out += ints[reply + 1] if -1 <= reply < 1023 else b":%d\r\n" % reply
                 elif reply is None:
                     out += null
                 else:
                     encode_reply(reply, out, resp3)
-                if len(out) >= FLUSH_AT:
+                if len(out) >= flush_at:
                     session.parser.put_back(batch[index + 1 :])  # type: ignore[union-attr]
                     return True
             return None
         finally:
-            kv.commands_processed += served
+            if batch:
+                kv.commands_processed += index + 1 - skipped
 
     def _run_one(self, session: _Session, out: bytearray) -> bool | None:
         """Run the next request the parser completes: None if it ran, else whether requests may remain."""
