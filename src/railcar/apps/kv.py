@@ -191,9 +191,7 @@ class KvHandler(Handler):
         """
         client = session.client
         kv = self.kv
-        # Without an append-only file (fixed while the lock is held): writes need no propagation.
-        plain = kv.aof is None
-        hot = HOT if plain and client.multi is None and client.authenticated else _NOT_HOT
+        hot = _hot_table(kv, client)
         resp3 = client.resp3
         null = b"_\r\n" if resp3 else b"$-1\r\n"
         heads, ints, ok, flush_at = _BULK_HEADS, _SMALL_INTS, OK, FLUSH_AT
@@ -217,7 +215,7 @@ class KvHandler(Handler):
                         encode_reply(reply, out, resp3)
                         session.stopped = True
                         return False
-                    hot = HOT if plain and client.multi is None and client.authenticated else _NOT_HOT
+                    hot = _hot_table(kv, client)  # MULTI, AUTH, CONFIG SET maxmemory: read again
                     resp3 = client.resp3  # HELLO may have switched it
                     null = b"_\r\n" if resp3 else b"$-1\r\n"
                 kind = type(reply)
@@ -272,6 +270,17 @@ class KvHandler(Handler):
         if session is not None:
             with self.lock:
                 session.client.close()
+
+
+def _hot_table(kv: KvServer, client: Client) -> list[dict[bytes, CommandFn]]:
+    """``HOT`` when its commands may skip ``Client.execute``'s checks, else a table of nothing.
+
+    They may outside MULTI, once authenticated, with no append-only file to record writes in
+    and no maxmemory to refuse them for: what ``Client.execute``'s own fast path requires.
+    """
+    if kv.aof is None and not kv.maxmemory and client.multi is None and client.authenticated:
+        return HOT
+    return _NOT_HOT
 
 
 def _sweep(handler_ref: weakref.ref[KvHandler]) -> None:
