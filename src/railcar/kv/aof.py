@@ -248,11 +248,7 @@ def snapshot_of(server: KvServer) -> Snapshot:
         if db.data:
             expires = db.expires
             entries = [
-                (
-                    key,
-                    value if type(value) is bytes or type(value) is int else type(value)(value),
-                    expires.get(key),
-                )
+                (key, value if type(value) in _IMMUTABLE else type(value)(value), expires.get(key))
                 for key, value in db.data.items()
             ]
             taken.append((db.index, entries))
