@@ -22,6 +22,8 @@
 /* Command names returned as one shared bytes object each (saves an allocation and a hash). */
 #define NAME_CACHE 16
 #define NAME_MAX_LEN 16
+/* A buffer grown past this for a big request is freed once everything in it is parsed. */
+#define SHRINK_ABOVE (256 * 1024)
 
 static PyObject *ProtocolErrorType = NULL;  /* resp.RespProtocolError */
 static PyObject *OverflowErrorType = NULL;  /* resp.QueryBufferOverflow */
@@ -178,6 +180,11 @@ parse_next(Parser *self)
     if (self->left == 0) {
         if (pos >= end) {
             self->pos = self->len = 0;
+            if (self->cap > SHRINK_ABOVE) {  /* a big request is done: an idle client keeps little */
+                PyMem_Free(self->buf);
+                self->buf = NULL;
+                self->cap = 0;
+            }
             Py_RETURN_NONE;
         }
         if (buf[pos] != '*')
