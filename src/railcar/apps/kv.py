@@ -174,6 +174,8 @@ class KvHandler(Handler):
                             more = self._run_parsed(session, batch, out)
                             if more is not None:
                                 return out, more
+                            if not parser.buffered:
+                                return out, False  # the read's requests all ran: no second look
                             continue
                     done = self._run_one(session, out)
                     if done is not None:
@@ -181,7 +183,8 @@ class KvHandler(Handler):
             finally:
                 # The batch's changes reach the file (and the disk, under appendfsync always)
                 # before any of its replies is sent: one write and one fsync for all of them.
-                self.kv.flush_aof()
+                if self.kv.aof is not None:
+                    self.kv.flush_aof()
 
     def _run_parsed(self, session: _Session, batch: list[list[bytes]], out: bytearray) -> bool | None:
         """Run a batch of parsed requests: None when all ran, else whether requests may remain.
