@@ -486,7 +486,8 @@ def new_parser(max_buffer: int = 1 << 30, kind: str = "auto") -> AnyParser:
     if kind not in PARSERS:
         raise ValueError(f"parser must be auto, {', '.join(PARSERS)}, not {kind!r}")
     if not parser_available(kind):
-        raise ValueError(f"the {kind} parser is not available here (not built or not installed)")
+        why = "not built: scripts/install-tools, then pip install -e ." if kind == "c" else "not installed"
+        raise ValueError(f"the {kind} parser is not available here ({why})")
     if kind == "c":
         parser: AnyParser = _c.CRequestParser(max_buffer)
         return parser
