@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import hiredis
@@ -269,3 +270,76 @@ def test_expired_keys_go_away_on_an_idle_server(kv_server: Server, r: redis.Redi
     db = handler.kv.store.dbs[0]
     assert wait_until(lambda: len(db.data) == 1)  # nobody read them: the background sweep did
     assert list(db.data) == [b"kept"]
+
+
+def test_blpop_waits_for_a_push_from_another_client(kv_server: Server, r: redis.Redis) -> None:
+    results: list[object] = []
+    waiter = threading.Thread(target=lambda: results.append(r.blpop(["none", "jobs"], timeout=10)))
+    waiter.start()
+    other = redis.Redis(port=kv_server.port, socket_timeout=10)
+    assert wait_until(lambda: other.info("clients")["connected_clients"] == 2)
+    assert other.rpush("jobs", "first", "second") == 2  # the waiter takes "first" before anyone else
+    waiter.join(10)
+    assert results == [(b"jobs", b"first")]
+    assert other.lrange("jobs", 0, -1) == [b"second"]
+    other.close()
+
+
+def test_blocked_clients_are_served_first_come_and_the_rest_time_out(kv_server: Server) -> None:
+    clients = [redis.Redis(port=kv_server.port, socket_timeout=10) for _ in range(3)]
+    results: dict[int, object] = {}
+
+    def wait(index: int) -> None:
+        results[index] = clients[index].brpop(["q"], timeout=0.5)
+
+    threads = []
+    for index in range(3):
+        threads.append(threading.Thread(target=wait, args=(index,)))
+        threads[-1].start()
+        time.sleep(0.1)  # the order they block in is the order they are served
+    pusher = redis.Redis(port=kv_server.port, socket_timeout=10)
+    assert pusher.lpush("q", "a", "b") == 2  # list [b, a]: BRPOP takes a, then b
+    for thread in threads:
+        thread.join(10)
+    assert results == {0: (b"q", b"a"), 1: (b"q", b"b"), 2: None}
+    assert pusher.exists("q") == 0
+    for client in [*clients, pusher]:
+        client.close()
+
+
+def test_blmove_and_requests_pipelined_behind_a_blocked_one(kv_server: Server) -> None:
+    with connect(kv_server.port) as sock:
+        sock.sendall(b"BLMOVE src dst LEFT RIGHT 10\r\nLLEN dst\r\nPING\r\n")
+        pusher = redis.Redis(port=kv_server.port, socket_timeout=10)
+        time.sleep(0.2)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)  # blocked: nothing, not even the PING behind it
+        sock.settimeout(10)
+        assert pusher.rpush("src", "x") == 1
+        expected = b"$1\r\nx\r\n:1\r\n+PONG\r\n"
+        assert recv_exactly(sock, len(expected)) == expected
+        assert pusher.lrange("dst", 0, -1) == [b"x"]
+        pusher.close()
+
+
+def test_blocking_commands_inside_multi_and_bad_timeouts(r: redis.Redis) -> None:
+    pipe = r.pipeline(transaction=True)
+    pipe.blpop(["empty"], timeout=0)
+    pipe.brpoplpush("empty", "dst", timeout=0)
+    assert pipe.execute() == [None, None]  # inside EXEC they answer at once, as on a timeout
+    r.set("string", "x")
+    with pytest.raises(redis.ResponseError, match=r"^WRONGTYPE"):
+        r.blpop(["string"], timeout=1)
+    for bad, text in [("-1", "timeout is negative"), ("soon", "timeout is not a float or out of range")]:
+        with pytest.raises(redis.ResponseError, match=f"^{text}$"):
+            r.execute_command("BLPOP", "k", bad)
+
+
+def test_a_blocked_client_that_leaves_is_forgotten(kv_server: Server, r: redis.Redis) -> None:
+    with connect(kv_server.port) as sock:
+        sock.sendall(b"BLPOP gone 0\r\n")
+        time.sleep(0.2)
+    assert wait_until(lambda: r.info("clients")["connected_clients"] == 1)
+    assert r.rpush("gone", "kept") == 1
+    assert r.lrange("gone", 0, -1) == [b"kept"]

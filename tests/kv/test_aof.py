@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from railcar.bench.external import tool
 from railcar.kv.aof import AofError, AppendOnlyFile, replay
+from railcar.kv.blocking import Blocked, block, serve_ready
 from railcar.kv.server import KvServer
 from railcar.kv.store import Store
 from tests.kv.test_differential import keyed, request
@@ -194,3 +195,22 @@ def test_bgrewriteaof_without_a_file_is_refused() -> None:
     server = KvServer()
     reply = server.new_client().execute([b"BGREWRITEAOF"])
     assert reply.text.startswith("ERR no append-only file")
+
+
+def test_a_blocked_pop_served_later_is_recorded_as_the_plain_pop(tmp_path: Path) -> None:
+    path = tmp_path / "appendonly.aof"
+    server = open_server(path)
+    waiter, pusher = server.new_client(), server.new_client()
+    [blocked] = run(server, waiter, [b"BLPOP", b"jobs", b"0"])
+    assert isinstance(blocked, Blocked)
+    block(waiter, blocked)
+    run(server, pusher, [b"RPUSH", b"jobs", b"a", b"b"], [b"BRPOPLPUSH", b"jobs", b"done", b"0"])
+    assert serve_ready(server.store) == [(waiter, [b"jobs", b"a"])]
+    server.flush_aof()
+    text = path.read_bytes()
+    assert b"BLPOP" not in text
+    assert b"BRPOPLPUSH" not in text
+    assert b"*2\r\n$4\r\nLPOP\r\n$4\r\njobs\r\n" in text
+    assert b"*5\r\n$5\r\nLMOVE\r\n" in text
+    reopened = reopen(path, server)
+    assert snapshot(reopened) == snapshot(server)

@@ -7,17 +7,28 @@ passes ``FLUSH_AT`` is it written early; if the connection then stops taking out
 until ``on_writable``, so a pipeline of large replies never grows the server's memory past
 the engine's bound.  One lock serialises the store, which the ``threads`` engine reaches
 from a thread per connection (uncontended on the event-loop engines).
+
+A client blocked by BLPOP and its kin (``kv/blocking.py``) runs nothing more until it is
+answered: by the command that gave its key a list (the reply is sent right after the
+replies of the read that ran that command, then the client's own waiting requests run)
+or by a sweep every ``BLOCK_TICK`` s that answers the timed-out.  Each session has its
+own re-entrant lock, so that on the ``threads`` engine the thread that answers a client
+and the client's own thread never run its requests at once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
-from typing import Final
+from typing import Any, Final
 
 from railcar.engine.api import Conn, Handler, Server
+from railcar.engine.sweeper import Sweeper
+from railcar.errors import ConnectionClosed
 from railcar.kv.aof import FSYNC_POLICIES, AppendOnlyFile, Fsync, replay
+from railcar.kv.blocking import Blocked, block, expire, serve_ready
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
 from railcar.kv.table import HOT, CommandFn
@@ -40,6 +51,8 @@ FLUSH_AT: Final = 256 * 1024
 SWEEP_EVERY: Final = 0.1
 #: Redis's client-query-buffer-limit: a client with more unparsed request bytes is closed.
 MAX_QUERY_BUFFER: Final = 1 << 30
+#: How often blocked clients' timeouts are checked: a timeout is answered up to this late.
+BLOCK_TICK: Final = 0.05
 
 # Replies encoded once: bulk-string heads by length (under 1024), integers -1 to 1022.
 _BULK_HEADS: Final = [b"$%d\r\n" % size for size in range(1024)]
@@ -52,12 +65,15 @@ _STATE = "kv"
 
 
 class _Session:
-    __slots__ = ("client", "parser", "stopped")
+    __slots__ = ("client", "conn", "lock", "owed", "parser", "stopped")
 
-    def __init__(self, client: Client, parser: AnyParser) -> None:
+    def __init__(self, conn: Conn, client: Client, parser: AnyParser) -> None:
+        self.conn = conn
         self.client = client
         self.parser = parser
         self.stopped = False  # QUIT or a protocol error: answer what came before, then close
+        self.owed = False  # its blocking command is answered, the reply not sent yet: run nothing
+        self.lock = threading.RLock()
 
 
 class KvHandler(Handler):
@@ -86,13 +102,17 @@ class KvHandler(Handler):
         self.parser = parser
         self.lock = threading.Lock()
         self.closed = threading.Event()
+        #: Sessions of blocked clients, and of answered ones until their reply is sent.
+        self._parked: dict[Client, _Session] = {}
+        self._timeouts = Sweeper(BLOCK_TICK, self._expire_blocked)
 
     def on_start(self, server: Server) -> None:
-        """Start the background sweep of expired keys (for a server no client is talking to)."""
+        """Start the background sweep of expired keys and the check of blocked clients' timeouts."""
         sweeper = threading.Thread(
             target=_sweep, args=(weakref.ref(self),), name="railcar-kv-expire", daemon=True
         )
         sweeper.start()
+        self._timeouts.start(server)
 
     def close(self) -> None:
         """Stop the background sweep (it also stops once the handler is garbage) and close the AOF."""
@@ -116,46 +136,93 @@ class KvHandler(Handler):
             client = self.kv.new_client(conn.peer)
         parser = new_parser(self.max_query_buffer, self.parser)
         parser.authenticated = client.authenticated
-        conn.context[_STATE] = _Session(client, parser)
+        conn.context[_STATE] = _Session(conn, client, parser)
 
     def on_data(self, conn: Conn, data: memoryview) -> None:
         """Parse ``data``, run the requests it completes and write their replies."""
         session: _Session = conn.context[_STATE]
         if session.stopped:
             return  # closing: Redis reads nothing more from such a client
-        try:
-            session.parser.feed(data)
-        except QueryBufferOverflow as exc:
-            log.warning("closing client %s: %s", conn.peer, exc)
-            session.stopped = True
-            conn.abort()
-            return
-        self._serve(conn, session)
+        with session.lock:
+            try:
+                session.parser.feed(data)
+            except QueryBufferOverflow as exc:
+                log.warning("closing client %s: %s", conn.peer, exc)
+                session.stopped = True
+                conn.abort()
+                return
+            self._serve(conn, session)
 
     def on_writable(self, conn: Conn) -> None:
         """Output drained: run the requests that waited for it."""
         session: _Session | None = conn.context.get(_STATE)
         if session is not None and not session.stopped:
-            self._serve(conn, session)
+            with session.lock:
+                self._serve(conn, session)
 
     def _serve(self, conn: Conn, session: _Session) -> None:
         while True:
-            out, more = self._run_batch(session)
+            answered: list[tuple[Client, Any]] = []
+            out, more = self._run_batch(session, answered)
             if out:
                 conn.write(out)  # outside the lock: a blocking write (threads engine) stalls no one else
+            if answered:
+                self._deliver(answered)  # after this read's own replies, as Redis orders them
             if session.stopped:
                 conn.close()
                 return
             if not more or not conn.writable:
                 return  # done, or the rest waits in the parser until on_writable
 
-    def _run_batch(self, session: _Session) -> tuple[bytearray, bool]:
+    def _deliver(self, answered: list[tuple[Client, Any]]) -> None:
+        """Send blocked clients their replies, then run the requests they held back."""
+        for client, reply in answered:
+            with self.lock:
+                session = self._parked.pop(client, None)
+            if session is None:
+                continue  # closed meanwhile
+            out = bytearray()
+            encode_reply(reply, out, client.resp3)
+            with session.lock:
+                session.owed = False
+                try:
+                    session.conn.write(out)
+                except ConnectionClosed:
+                    continue
+                self._serve(session.conn, session)
+
+    def _expire_blocked(self) -> None:
+        """Answer the blocked clients whose timeout has passed (run on the engine's thread by the sweeper)."""
+        with self.lock:
+            if not self._parked:
+                return
+            answered = expire(list(self._parked), time.monotonic())
+            for client, _ in answered:
+                self._parked[client].owed = True
+        self._deliver(answered)
+
+    def _park(self, session: _Session, blocked: Blocked) -> None:
+        """Block the session's client (under the lock): it runs nothing until it is answered."""
+        block(session.client, blocked)
+        self._parked[session.client] = session
+
+    def _answer_ready(self, answered: list[tuple[Client, Any]]) -> None:
+        """Answer the clients a command gave a list to (under the lock); their sessions owe a reply."""
+        woken = serve_ready(self.kv.store)
+        for client, _ in woken:
+            self._parked[client].owed = True
+        answered += woken
+
+    def _run_batch(self, session: _Session, answered: list[tuple[Client, Any]]) -> tuple[bytearray, bool]:
         """Run requests until the parser has none complete or the replies pass FLUSH_AT.
 
-        Returns the encoded replies and whether requests may remain.
+        Returns the encoded replies and whether requests may remain; blocked clients the
+        requests answered go to ``answered``.
         """
         out = bytearray()
         with self.lock:
+            if session.owed or session.client.blocked is not None:
+                return out, False  # its requests wait for its blocking command's reply
             store = self.kv.store
             store.tick()
             store.active_expire()
@@ -171,13 +238,13 @@ class KvHandler(Handler):
                         except RespProtocolError:
                             batch = []  # next_command raises it again, and _run_one answers it
                         if batch:
-                            more = self._run_parsed(session, batch, out)
+                            more = self._run_parsed(session, batch, out, answered)
                             if more is not None:
                                 return out, more
                             if not parser.buffered:
                                 return out, False  # the read's requests all ran: no second look
                             continue
-                    done = self._run_one(session, out)
+                    done = self._run_one(session, out, answered)
                     if done is not None:
                         return out, done
             finally:
@@ -186,7 +253,9 @@ class KvHandler(Handler):
                 if self.kv.aof is not None:
                     self.kv.flush_aof()
 
-    def _run_parsed(self, session: _Session, batch: list[list[bytes]], out: bytearray) -> bool | None:
+    def _run_parsed(
+        self, session: _Session, batch: list[list[bytes]], out: bytearray, answered: list[tuple[Client, Any]]
+    ) -> bool | None:
         """Run a batch of parsed requests: None when all ran, else whether requests may remain.
 
         The hot loop of the server: a command that cannot change how the next one must run
@@ -198,6 +267,7 @@ class KvHandler(Handler):
         resp3 = client.resp3
         null = b"_\r\n" if resp3 else b"$-1\r\n"
         heads, ints, ok, flush_at = _BULK_HEADS, _SMALL_INTS, OK, FLUSH_AT
+        ready = kv.store.ready
         index = skipped = 0
         try:
             for index, args in enumerate(batch):  # the finally counts by index what ran
@@ -218,6 +288,10 @@ class KvHandler(Handler):
                         encode_reply(reply, out, resp3)
                         session.stopped = True
                         return False
+                    if type(reply) is Blocked:
+                        self._park(session, reply)
+                        session.parser.put_back(batch[index + 1 :])  # type: ignore[union-attr]
+                        return False
                     hot = _hot_table(kv, client)  # MULTI, AUTH, CONFIG SET maxmemory: read again
                     resp3 = client.resp3  # HELLO may have switched it
                     null = b"_\r\n" if resp3 else b"$-1\r\n"
@@ -235,6 +309,8 @@ class KvHandler(Handler):
                     out += null
                 else:
                     encode_reply(reply, out, resp3)
+                if ready:
+                    self._answer_ready(answered)
                 if len(out) >= flush_at:
                     session.parser.put_back(batch[index + 1 :])  # type: ignore[union-attr]
                     return True
@@ -243,7 +319,7 @@ class KvHandler(Handler):
             if batch:
                 kv.commands_processed += index + 1 - skipped
 
-    def _run_one(self, session: _Session, out: bytearray) -> bool | None:
+    def _run_one(self, session: _Session, out: bytearray, answered: list[tuple[Client, Any]]) -> bool | None:
         """Run the next request the parser completes: None if it ran, else whether requests may remain."""
         client, parser = session.client, session.parser
         try:
@@ -252,12 +328,16 @@ class KvHandler(Handler):
             encode_reply(Error(f"ERR {exc}"), out, client.resp3)
             session.stopped = True
             return False
-        if args is None:
-            return False
-        if not args:
-            return None  # an empty array or a blank inline line: Redis skips it
-        encode_reply(client.execute(args), out, client.resp3)
+        if not args:  # None: no complete request; empty: an empty array or blank line, skipped
+            return False if args is None else None
+        reply = client.execute(args)
         self.kv.commands_processed += 1
+        if type(reply) is Blocked:
+            self._park(session, reply)
+            return False
+        encode_reply(reply, out, client.resp3)
+        if self.kv.store.ready:
+            self._answer_ready(answered)
         if client.closing:
             session.stopped = True
             return False
@@ -272,6 +352,7 @@ class KvHandler(Handler):
         session: _Session | None = conn.context.get(_STATE)
         if session is not None:
             with self.lock:
+                self._parked.pop(session.client, None)
                 session.client.close()
 
 

@@ -11,11 +11,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from railcar.kv import replies
+from railcar.kv.blocking import unblock
 from railcar.kv.memory import OOM
 from railcar.kv.table import DENYOOM, FAST, NOAUTH, NOMULTI, TABLE, WRITE, Command
 from railcar.proto.resp import NULL_ARRAY, OK, QUEUED, Error
 
 if TYPE_CHECKING:
+    from railcar.kv.blocking import Blocked
     from railcar.kv.server import KvServer
     from railcar.kv.store import Database
 
@@ -27,9 +29,11 @@ class Client:
 
     __slots__ = (
         "authenticated",
+        "blocked",
         "closing",
         "db",
         "id",
+        "in_exec",
         "multi",
         "multi_failed",
         "name",
@@ -54,6 +58,9 @@ class Client:
         self.watching: set[tuple[int, bytes]] = set()
         self.watch_dirty = False
         self.closing = False  # QUIT: close once the reply is sent
+        self.in_exec = False  # running EXEC's commands: blocking ones answer at once
+        #: What a blocking command waits for (``kv/blocking.py``); the client runs nothing else meanwhile.
+        self.blocked: Blocked | None = None
         #: Set by a command whose change replays differently from its own words (see kv/aof.py).
         self.rewrite: list[list[bytes]] | None = None
 
@@ -165,14 +172,34 @@ class Client:
         if dirty:
             return NULL_ARRAY
         aof = self.server.aof
-        if aof is None:
-            return [self._run(entry, args) for entry, args in queued]
-        # The transaction's changes go to the file inside MULTI/EXEC, so that replaying a file
-        # cut in the middle of them applies none.
-        mark = aof.mark()
-        results = [self._run(entry, args) for entry, args in queued]
-        aof.wrap_transaction(mark)
-        return results
+        self.in_exec = True
+        try:
+            if aof is None:
+                return [self._run(entry, args) for entry, args in queued]
+            # The transaction's changes go to the file inside MULTI/EXEC, so that replaying a file
+            # cut in the middle of them applies none.
+            mark = aof.mark()
+            results = [self._run(entry, args) for entry, args in queued]
+            aof.wrap_transaction(mark)
+            return results
+        finally:
+            self.in_exec = False
+
+    def retry_blocked(self) -> Any:
+        """Run the command this client is blocked on once more: its reply, or None (nothing yet)."""
+        blocked = self.blocked
+        assert blocked is not None
+        server = self.server
+        before = server.store.dirty
+        self.rewrite = None
+        try:
+            reply = blocked.attempt()
+        except Exception:  # a bug in one command must not take the connection or the server down
+            log.exception("blocked command failed")
+            return Error("ERR internal error")
+        if server.store.dirty != before and self.rewrite is not None:
+            server.propagate(blocked.db, self.rewrite)
+        return reply
 
     def discard(self) -> None:
         """Forget the transaction and every WATCH."""
@@ -203,6 +230,7 @@ class Client:
         self.watch_dirty = False
 
     def close(self) -> None:
-        """Release what the connection held (its WATCHes)."""
+        """Release what the connection held (its WATCHes, its place among blocked clients)."""
+        unblock(self)
         self.unwatch()
         self.server.forget(self)

@@ -111,6 +111,8 @@ class Database:
             self.expires.pop(key, None)
         if store.watchers:
             store.touch(self.index, key)
+        if old is None and store.blocked_on and type(value) is deque:
+            store.ready.append((self.index, key))  # a list appeared where clients wait for one
 
     def set_string(self, key: bytes, value: bytes) -> None:
         """SET's common case, ``set`` made shorter: store a string and drop the key's TTL."""
@@ -209,6 +211,10 @@ class Store:
         self.dbs = [Database(self, index) for index in range(databases)]
         #: (db index, key) → clients watching it; each is told by ``touch`` when the key changes.
         self.watchers: dict[tuple[int, bytes], set[Any]] = {}
+        #: (db index, key) → clients blocked until a list is there, in the order they blocked
+        #: (``kv/blocking.py``); ``ready`` holds the keys where one has appeared since.
+        self.blocked_on: dict[tuple[int, bytes], deque[Any]] = {}
+        self.ready: list[tuple[int, bytes]] = []
         self.config: dict[bytes, bytes] = {}
         #: Replaying an append-only file: no key expires (as in Redis), so replay gives back the same state.
         self.loading = False

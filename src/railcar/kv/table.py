@@ -18,6 +18,8 @@ WRITE = "write"
 DENYOOM = "denyoom"
 NOAUTH = "noauth"
 NOMULTI = "nomulti"
+#: ``blocking`` may answer later (BLPOP): never run straight from a batch (``HOT``).
+BLOCKING = "blocking"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ def build_fast_table() -> None:
         if entry.subcommands is None:
             most = entry.arity if entry.arity > 0 else 1 << 62
             FAST[name] = FAST[name.upper()] = (entry.fn, abs(entry.arity), most)
-            if NOAUTH in entry.flags or NOMULTI in entry.flags:
+            if entry.flags & {NOAUTH, NOMULTI, BLOCKING}:
                 continue
             for argc, by_name in enumerate(HOT):
                 if entry.arity_ok(argc):
