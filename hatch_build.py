@@ -1,7 +1,8 @@
 """Hatchling build hook: compile railcar's optional C extensions with the interpreter's own compiler.
 
-Each extension has a pure-Python twin, so a failed compile (no compiler, no Python headers)
-only logs a warning and the package installs without it.  An editable install builds them
+Each extension is optional (a pure-Python twin, or for ``_uring`` an engine that then says
+what is missing), so a failed compile (no compiler, no Python headers, no liburing) only
+logs a warning and the package installs without it.  An editable install builds them
 in place under src/ (where the editable path points); a wheel carries them as platform files.
 """
 
@@ -19,6 +20,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 #: (dotted module name, C sources relative to the repository root, libraries to link).
 EXTENSIONS: list[tuple[str, list[str], list[str]]] = [
     ("railcar.proto._resp", ["src/railcar/proto/_resp.c"], []),
+    ("railcar.engine._uring", ["src/railcar/engine/_uring.c"], ["uring"]),
 ]
 
 

@@ -11,6 +11,7 @@ from hypothesis import settings
 from railcar import ENGINES, Handler, Server, create_server
 from railcar.bench.external import redis_server
 from railcar.limits import raise_open_file_limit
+from tests.helpers import engine_param
 
 raise_open_file_limit()
 
@@ -22,7 +23,7 @@ settings.load_profile("railcar")
 ServerFactory = Callable[..., Server]
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=[engine_param(name) for name in ENGINES])
 def engine(request: pytest.FixtureRequest) -> str:
     """Every engine, one after the other."""
     return str(request.param)

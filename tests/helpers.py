@@ -6,8 +6,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from railcar import Conn, Handler
+from railcar.engine import unavailable
+
+
+def engine_param(name: str) -> Any:
+    """An engine as a test parameter, skipped with the reason where it cannot run here (uring)."""
+    reason = unavailable(name) if name == "uring" else None
+    return pytest.param(name, marks=pytest.mark.skip(reason=reason)) if reason else name
 
 
 class Recorder(Handler):

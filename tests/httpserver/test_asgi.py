@@ -17,8 +17,8 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from railcar import ENGINES, create_server
-from railcar.engine import server_class
+from railcar import create_server
+from railcar.engine import available_engines, server_class
 from railcar.engine.api import Server
 from railcar.http.asgi import ASGIAdapter, create_asgi_server, wait_for_startup
 from railcar.http.lifespan import LifespanFailed
@@ -33,7 +33,7 @@ from tests.httpserver.asgi_apps import (
     streaming_then_raising_app,
 )
 
-LOOP_ENGINES = [e for e in ENGINES if server_class(e).has_loop]
+LOOP_ENGINES = [e for e in available_engines() if server_class(e).has_loop]
 
 
 async def hello(request: StarletteRequest) -> PlainTextResponse:

@@ -17,8 +17,11 @@ import click
 import pytest
 
 from railcar import DATAGRAM_ENGINES, ENGINES
+from railcar.engine import available_engines
 from railcar.reqrep.sync import SyncClient
-from tests.helpers import recv_exactly
+from tests.helpers import engine_param, recv_exactly
+
+ENGINE_PARAMS = [engine_param(name) for name in ENGINES]
 
 RAILCAR = [sys.executable, "-m", "railcar"]
 
@@ -47,7 +50,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[st
             proc.communicate(timeout=10)
 
 
-@pytest.mark.parametrize("served", ENGINES, indirect=True)
+@pytest.mark.parametrize("served", ENGINE_PARAMS, indirect=True)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_echo_prints_port_echoes_and_stops_on_signal(
     served: tuple[subprocess.Popen[str], int], sig: signal.Signals
@@ -63,7 +66,7 @@ def test_serve_echo_prints_port_echoes_and_stops_on_signal(
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", ENGINE_PARAMS)
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
 def test_a_second_signal_aborts_what_is_left_at_once(engine: str, second: signal.Signals) -> None:
     with subprocess.Popen(
@@ -112,7 +115,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", ENGINE_PARAMS)
 def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -210,7 +213,7 @@ def test_bench_echo_smoke_runs_every_engine_and_peer() -> None:
     assert doc["tool"] == "railcar"
     assert doc["machine"]["cpus"] >= 1
     systems = {r["system"]: r for r in doc["results"]}
-    expected = {f"railcar-{e}" for e in ENGINES}
+    expected = {f"railcar-{e}" for e in available_engines()}
     expected |= {"uvloop-protocol", "asyncio-protocol", "asyncio-streams"}
     assert set(systems) == expected
     for result_row in systems.values():

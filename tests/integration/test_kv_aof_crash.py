@@ -16,6 +16,7 @@ import redis
 
 from railcar import ENGINES
 from railcar.bench.external import tool
+from tests.helpers import engine_param
 
 
 @contextmanager
@@ -42,7 +43,7 @@ def kv_process(engine: str, aof: Path, fsync: str = "always") -> Iterator[tuple[
             proc.communicate(timeout=10)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [engine_param(name) for name in ENGINES])
 def test_acknowledged_sets_survive_kill_9(engine: str, tmp_path: Path) -> None:
     aof = tmp_path / "appendonly.aof"
     acknowledged: list[int] = []

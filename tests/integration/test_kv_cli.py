@@ -14,6 +14,7 @@ import pytest
 from railcar import ENGINES
 from railcar.bench.external import tool
 from railcar.proto import kvbin
+from tests.helpers import engine_param
 
 SESSION = """\
 PING
@@ -82,7 +83,7 @@ def serving(*options: str) -> Iterator[int]:
             assert "Traceback" not in err, err
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=[engine_param(name) for name in ENGINES])
 def railcar_kv(request: pytest.FixtureRequest) -> Iterator[int]:
     with serving("--engine", request.param) as port:
         yield port

@@ -13,7 +13,7 @@ import click
 
 from railcar.bench.prime import ECHO
 from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load, parse_engines, running_server
-from railcar.engine import ENGINES
+from railcar.engine import available_engines
 from railcar.limits import raise_open_file_limit, rss_bytes
 from railcar.report import (
     FiniteFloatRange,
@@ -52,6 +52,7 @@ MATCHING_PEER = {
     "asyncio": "asyncio-protocol",
     "epoll": "uvloop-protocol",
     "threads": "asyncio-streams",
+    "uring": "uvloop-protocol",
 }
 
 
@@ -94,16 +95,20 @@ def _measure_echo(
         ],
         timeout=seconds + warmup + 30,
     )
+    ops_per_s = sum(load["round_trips"] / load["elapsed"] for load in loads)
     return {
-        "ops_per_s": sum(load["round_trips"] / load["elapsed"] for load in loads),
+        "ops_per_s": ops_per_s,
         "errors": sum(load["errors"] for load in loads),
         "server_cpu": server_cpu,
         "load_cpu": load_cpu,
+        # CPU-seconds per second over round trips per second: what one round trip costs the server.
+        "server_us_per_op": server_cpu * 1e6 / max(ops_per_s, 1e-9),
     }
 
 
 def _echo_results(systems: list[System], runs: dict[str, list[dict[str, float]]]) -> list[Result]:
     medians = {name: statistics.median(r["ops_per_s"] for r in rs) for name, rs in runs.items()}
+    cpu_per_op = {name: statistics.median(r["server_us_per_op"] for r in rs) for name, rs in runs.items()}
     results: list[Result] = []
     for system in systems:
         measured = runs[system.name]
@@ -113,11 +118,14 @@ def _echo_results(systems: list[System], runs: dict[str, list[dict[str, float]]]
             "ops_per_s": round(medians[system.name], 1),
             "errors": int(sum(r["errors"] for r in measured)),
             **cpu_medians(measured),
+            "server_us_per_op": round(cpu_per_op[system.name], 2),
             "runs": [round(r["ops_per_s"], 1) for r in measured],
         }
         if system.peer is not None:
             result["peer"] = system.peer
             result["ratio"] = round(medians[system.name] / max(medians[system.peer], 1e-9), 3)
+            # Above 1: a round trip costs railcar's server less CPU than the peer's.
+            result["cpu_ratio"] = round(cpu_per_op[system.peer] / max(cpu_per_op[system.name], 1e-9), 3)
         results.append(result)
     return results
 
@@ -143,6 +151,8 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
             r["system"],
             si(r["ops_per_s"]),
             f"{r['ratio']:.2f}× {r['peer']}" if "ratio" in r else "",
+            f"{r['server_us_per_op']:.2f} µs",
+            f"{r['cpu_ratio']:.2f}×" if "cpu_ratio" in r else "",
             *cpu_cells(r),
             str(r["errors"]),
         ]
@@ -159,7 +169,8 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
                 f"({counted(doc['load_procs'], 'process', 'processes')} on uvloop) on the others; "
                 f"median of {counted(doc['rounds'], 'round')} of {doc['seconds']} s, railcar and peers "
                 "alternating. CPU is in CPUs busy: near 100% on the server means it, not the load, was "
-                "the limit."
+                "the limit. Server CPU per round trip is the server's CPU time over the round trips "
+                "served; its ratio is the peer's over railcar's (above 1: railcar spends less)."
             ),
             (
                 "Every server, railcar's and the peers' alike, is measured in the state a running server "
@@ -170,15 +181,27 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
             ),
             "How each system runs (a peer as a competent user would run it: its fastest settings found):",
             "\n".join(f"- **{name}**: {how}" for name, how in SETTINGS.items() if name in systems),
-            table(["system", "round trips/s", "ratio", "server CPU", "load CPU", "errors"], rows),
+            table(
+                [
+                    "system",
+                    "round trips/s",
+                    "ratio",
+                    "server CPU per round trip",
+                    "CPU ratio",
+                    "server CPU",
+                    "load CPU",
+                    "errors",
+                ],
+                rows,
+            ),
         ]
     )
 
 
 common_engines = click.option(
     "--engines",
-    default=",".join(ENGINES),
-    show_default=True,
+    default=lambda: ",".join(available_engines()),
+    show_default="every engine that runs here (railcar engines)",
     help="Comma-separated engines to measure.",
 )
 
@@ -248,7 +271,7 @@ def bench_echo(
                 click.echo(
                     f"round {round_number + 1}/{rounds}  {system.name:<18} "
                     f"{si(measured['ops_per_s']):>8} round trips/s  "
-                    f"{cpu_text(measured)}  "
+                    f"{cpu_text(measured)}  {measured['server_us_per_op']:.2f} µs/round trip  "
                     f"errors {measured['errors']:.0f}",
                     err=True,
                 )

@@ -13,6 +13,7 @@ import click
 
 from railcar import __version__
 from railcar.cli.serving import serve_app, serve_datagram_app, serving_options
+from railcar.engine import ENGINES, unavailable
 from railcar.engine.api import MAX_UDP6_PAYLOAD, MAX_UDP_PAYLOAD
 from railcar.errors import RailcarError, WorkersFailed
 from railcar.report import FiniteFloatRange
@@ -65,6 +66,19 @@ def cli(log_level: str) -> None:
     """railcar: fast TCP services and clients that move messages in batches."""
     # The one place logging is configured: the library only logs (to a NullHandler).
     logging.basicConfig(level=log_level.upper(), format="railcar: %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command("engines")
+def engines() -> None:
+    """List the engines, whether each runs here (and why not), and the io_uring features found."""
+    from railcar.engine.uring_support import probe  # noqa: PLC0415 - keep CLI start-up light
+
+    for name in ENGINES:
+        reason = unavailable(name)
+        click.echo(f"{name:<8} {'available' if reason is None else 'unavailable: ' + reason}")
+    click.echo("io_uring features:")
+    for feature, found in probe().features().items():
+        click.echo(f"  {feature:<22} {'yes' if found else 'no'}")
 
 
 @cli.group()

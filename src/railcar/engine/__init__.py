@@ -15,13 +15,14 @@ from railcar.engine.api import (
 )
 from railcar.errors import EngineUnavailable
 
-ENGINES = ("uvloop", "asyncio", "epoll", "threads")
+ENGINES = ("uvloop", "asyncio", "epoll", "threads", "uring")
 
 _MODULES = {
     "asyncio": ("railcar.engine.asyncio_", "AsyncioServer"),
     "uvloop": ("railcar.engine.asyncio_", "UvloopServer"),
     "epoll": ("railcar.engine.epoll", "EpollServer"),
     "threads": ("railcar.engine.threads", "ThreadsServer"),
+    "uring": ("railcar.engine.uring", "UringServer"),
 }
 
 
@@ -49,13 +50,32 @@ def default_engine() -> str:
     return "uvloop" if _uvloop_importable() else "asyncio"
 
 
+def unavailable(engine: str) -> str | None:
+    """Say in one line why a known ``engine`` cannot run here (None: it can); raises nothing."""
+    if engine == "uvloop" and not _uvloop_importable():
+        return "engine 'uvloop' needs the uvloop package: pip install uvloop"
+    if engine == "epoll" and not hasattr(__import__("select"), "epoll"):
+        return "engine 'epoll' needs Linux (select.epoll)"
+    if engine == "uring":
+        from railcar.engine.uring_support import missing  # noqa: PLC0415 - probes the kernel once, on demand
+
+        reason = missing()
+        if reason is not None:
+            return f"engine 'uring' is unavailable here: {reason}"
+    return None
+
+
+def available_engines() -> tuple[str, ...]:
+    """The engines of ENGINES that can run here, in ENGINES order; raises nothing."""
+    return tuple(engine for engine in ENGINES if unavailable(engine) is None)
+
+
 def _check_available(engine: str) -> None:
     if engine not in _MODULES:
         raise EngineUnavailable(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "uvloop" and not _uvloop_importable():
-        raise EngineUnavailable("engine 'uvloop' needs the uvloop package: pip install uvloop")
-    if engine == "epoll" and not hasattr(__import__("select"), "epoll"):
-        raise EngineUnavailable("engine 'epoll' needs Linux (select.epoll)")
+    reason = unavailable(engine)
+    if reason is not None:
+        raise EngineUnavailable(reason)
 
 
 def server_class(engine: str | None = None) -> type[Server]:

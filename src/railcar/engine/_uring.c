@@ -1,0 +1,456 @@
+/* The io_uring ring the uring engine drives: submissions in, a batch of completions out.
+ *
+ * One Ring holds the submission/completion queues and a provided buffer ring
+ * (IORING_REGISTER_PBUF_RING) that multishot receives pick their buffers from, so an
+ * idle connection holds no read buffer.  Python prepares submissions (accept, recv,
+ * send, poll, cancel), which cost no system call, then calls wait(): one
+ * io_uring_submit_and_wait per loop turn, returning every completion as a list of
+ * (kind, cid, res, offset, more) tuples, where user_data is cid << 3 | kind.
+ * Receive buffers handed out in a batch go back to the buffer ring at the start of
+ * the next wait(), so they stay valid while Python delivers the batch; the buffer
+ * area is exported through the buffer protocol (memoryview(ring)) and freed only when
+ * the last view of it is gone.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define KIND_BITS 3
+#define KIND_MASK 7
+#define KIND_CANCEL 7 /* completions of cancel requests are dropped here, never returned */
+#define BGID 0
+
+typedef struct {
+    PyObject_HEAD
+    struct io_uring ring;
+    int ring_open;
+    int disabled;              /* created with IORING_SETUP_R_DISABLED: enable() on the loop thread */
+    int fd_registered;         /* the ring's descriptor is registered with the enabling thread */
+    unsigned setup_flags;
+    struct io_uring_buf_ring *br;
+    size_t br_size;
+    int br_registered;
+    char *bufs;
+    unsigned nbufs;
+    unsigned bufsize;
+    unsigned short *used;      /* buffer ids handed out in the last batch */
+    unsigned nused;
+    Py_ssize_t exports;
+} Ring;
+
+static int ring_check(Ring *self) {
+    if (!self->ring_open) {
+        PyErr_SetString(PyExc_ValueError, "ring is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *set_errno(int err) {
+    errno = err;
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+/* An OSError whose filename names the step that failed, so a caller can say what is missing. */
+static void set_step_errno(int err, const char *step) {
+    errno = err;
+    PyErr_SetFromErrnoWithFilename(PyExc_OSError, step);
+}
+
+static void ring_release(Ring *self) {
+    if (self->br_registered) {
+        io_uring_unregister_buf_ring(&self->ring, BGID);
+        self->br_registered = 0;
+    }
+    if (self->ring_open) {
+        io_uring_queue_exit(&self->ring);
+        self->ring_open = 0;
+    }
+    if (self->br != NULL) {
+        munmap(self->br, self->br_size);
+        self->br = NULL;
+    }
+}
+
+static int try_setup(Ring *self, unsigned entries, unsigned flags) {
+    struct io_uring_params params;
+    memset(&params, 0, sizeof(params));
+    params.flags = flags | IORING_SETUP_CQSIZE;
+    params.cq_entries = entries * 4; /* multishot receives post many completions per submission */
+    return io_uring_queue_init_params(entries, &self->ring, &params);
+}
+
+static int Ring_init(Ring *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"entries", "nbufs", "bufsize", NULL};
+    unsigned entries = 1024, nbufs = 256, bufsize = 65536;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|III", kwlist, &entries, &nbufs, &bufsize))
+        return -1;
+    if (self->ring_open || self->bufs != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Ring is already initialised");
+        return -1;
+    }
+    if (nbufs == 0 || nbufs > 32768 || (nbufs & (nbufs - 1)) != 0 || bufsize == 0) {
+        PyErr_SetString(PyExc_ValueError, "nbufs must be a power of two up to 32768, bufsize positive");
+        return -1;
+    }
+    /* Deferred task running on a single issuer is the cheapest completion path for
+     * sockets; the ring starts disabled so the loop thread, not this one, becomes
+     * its issuer.  Older kernels refuse those flags: fall back step by step. */
+    unsigned tries[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
+        IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int ret = -EINVAL;
+    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+        ret = try_setup(self, entries, tries[i]);
+        if (ret != -EINVAL) {
+            self->setup_flags = tries[i];
+            break;
+        }
+    }
+    if (ret < 0) {
+        set_step_errno(-ret, "io_uring_setup");
+        return -1;
+    }
+    self->ring_open = 1;
+    self->disabled = (self->setup_flags & IORING_SETUP_R_DISABLED) != 0;
+
+    self->br_size = nbufs * sizeof(struct io_uring_buf);
+    void *br = mmap(NULL, self->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (br == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        ring_release(self);
+        return -1;
+    }
+    self->br = br;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)br;
+    reg.ring_entries = nbufs;
+    reg.bgid = BGID;
+    ret = io_uring_register_buf_ring(&self->ring, &reg, 0);
+    if (ret < 0) {
+        ring_release(self);
+        set_step_errno(-ret, "IORING_REGISTER_PBUF_RING");
+        return -1;
+    }
+    self->br_registered = 1;
+    /* The buffer area is reserved, not touched: only pages a receive writes become resident. */
+    self->bufs = mmap(NULL, (size_t)nbufs * bufsize, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    self->used = PyMem_Malloc(nbufs * sizeof(unsigned short));
+    if (self->bufs == MAP_FAILED || self->used == NULL) {
+        if (self->bufs == MAP_FAILED)
+            self->bufs = NULL;
+        ring_release(self);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->nbufs = nbufs;
+    self->bufsize = bufsize;
+    io_uring_buf_ring_init(self->br);
+    int mask = io_uring_buf_ring_mask(nbufs);
+    for (unsigned i = 0; i < nbufs; i++)
+        io_uring_buf_ring_add(self->br, self->bufs + (size_t)i * bufsize, bufsize, (unsigned short)i, mask, (int)i);
+    io_uring_buf_ring_advance(self->br, (int)nbufs);
+    return 0;
+}
+
+static void Ring_dealloc(Ring *self) {
+    ring_release(self);
+    if (self->bufs != NULL)
+        munmap(self->bufs, (size_t)self->nbufs * self->bufsize);
+    PyMem_Free(self->used);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static struct io_uring_sqe *get_sqe(Ring *self) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&self->ring);
+    if (sqe == NULL) {
+        /* The submission queue is full: hand what is queued to the kernel and retry. */
+        int ret = io_uring_submit(&self->ring);
+        if (ret < 0 && ret != -EBUSY && ret != -EAGAIN) {
+            set_errno(-ret);
+            return NULL;
+        }
+        sqe = io_uring_get_sqe(&self->ring);
+        if (sqe == NULL)
+            set_errno(EBUSY);
+    }
+    return sqe;
+}
+
+static PyObject *Ring_enable(Ring *self, PyObject *unused) {
+    if (ring_check(self) < 0)
+        return NULL;
+    if (self->disabled) {
+        /* liburing 2.3 declares io_uring_enable_rings but does not export it. */
+        if (syscall(__NR_io_uring_register, self->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        self->disabled = 0;
+    }
+    /* Registering the ring's descriptor with this thread spares every io_uring_enter a
+     * descriptor lookup; a kernel without it (before 5.18) just does the lookup. */
+    if (!self->fd_registered && io_uring_register_ring_fd(&self->ring) == 1)
+        self->fd_registered = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_accept(Ring *self, PyObject *args) {
+    int fd;
+    unsigned long long ud;
+    if (!PyArg_ParseTuple(args, "iK", &fd, &ud) || ring_check(self) < 0)
+        return NULL;
+    struct io_uring_sqe *sqe = get_sqe(self);
+    if (sqe == NULL)
+        return NULL;
+    io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_recv(Ring *self, PyObject *args) {
+    int fd;
+    unsigned long long ud;
+    if (!PyArg_ParseTuple(args, "iK", &fd, &ud) || ring_check(self) < 0)
+        return NULL;
+    struct io_uring_sqe *sqe = get_sqe(self);
+    if (sqe == NULL)
+        return NULL;
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BGID;
+    io_uring_sqe_set_data64(sqe, ud);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_send(Ring *self, PyObject *args) {
+    int fd;
+    unsigned long long ud;
+    PyObject *data;
+    if (!PyArg_ParseTuple(args, "iKS", &fd, &ud, &data) || ring_check(self) < 0)
+        return NULL;
+    struct io_uring_sqe *sqe = get_sqe(self);
+    if (sqe == NULL)
+        return NULL;
+    /* The caller keeps ``data`` alive until the completion; MSG_WAITALL makes the
+     * kernel send it whole (retrying on a full socket) unless the connection fails. */
+    io_uring_prep_send(sqe, fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
+                       MSG_WAITALL | MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_poll(Ring *self, PyObject *args) {
+    int fd;
+    unsigned long long ud;
+    if (!PyArg_ParseTuple(args, "iK", &fd, &ud) || ring_check(self) < 0)
+        return NULL;
+    struct io_uring_sqe *sqe = get_sqe(self);
+    if (sqe == NULL)
+        return NULL;
+    io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, ud);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_cancel(Ring *self, PyObject *args) {
+    unsigned long long ud;
+    if (!PyArg_ParseTuple(args, "K", &ud) || ring_check(self) < 0)
+        return NULL;
+    struct io_uring_sqe *sqe = get_sqe(self);
+    if (sqe == NULL)
+        return NULL;
+    io_uring_prep_cancel64(sqe, ud, 0);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(sqe, KIND_CANCEL);
+    Py_RETURN_NONE;
+}
+
+static void recycle(Ring *self) {
+    if (!self->nused)
+        return;
+    int mask = io_uring_buf_ring_mask(self->nbufs);
+    for (unsigned i = 0; i < self->nused; i++) {
+        unsigned short bid = self->used[i];
+        io_uring_buf_ring_add(self->br, self->bufs + (size_t)bid * self->bufsize, self->bufsize, bid, mask, (int)i);
+    }
+    io_uring_buf_ring_advance(self->br, (int)self->nused);
+    self->nused = 0;
+}
+
+static PyObject *Ring_wait(Ring *self, PyObject *args) {
+    PyObject *timeout_obj = Py_None;
+    unsigned min_complete = 1;
+    if (!PyArg_ParseTuple(args, "|OI", &timeout_obj, &min_complete) || ring_check(self) < 0)
+        return NULL;
+    recycle(self);
+    struct __kernel_timespec ts, *tsp = NULL;
+    unsigned wait_nr = min_complete ? min_complete : 1;
+    if (timeout_obj != Py_None) {
+        double timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (timeout <= 0) {
+            wait_nr = 0;
+        } else {
+            ts.tv_sec = (long long)timeout;
+            ts.tv_nsec = (long long)((timeout - (double)ts.tv_sec) * 1e9);
+            tsp = &ts;
+        }
+    }
+    struct io_uring_cqe *cqe = NULL;
+    int ret;
+    if (io_uring_cq_ready(&self->ring)) {
+        ret = io_uring_submit(&self->ring); /* completions are waiting: do not block */
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        if (tsp != NULL)
+            ret = io_uring_submit_and_wait_timeout(&self->ring, &cqe, wait_nr, tsp, NULL);
+        else if (wait_nr)
+            ret = io_uring_submit_and_wait(&self->ring, wait_nr);
+        else
+            ret = io_uring_submit_and_get_events(&self->ring);
+        Py_END_ALLOW_THREADS
+    }
+    if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+        return set_errno(-ret);
+    PyObject *batch = PyList_New(0);
+    if (batch == NULL)
+        return NULL;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&self->ring, head, cqe) {
+        seen++;
+        unsigned long long ud = cqe->user_data;
+        unsigned kind = (unsigned)(ud & KIND_MASK);
+        if (kind == KIND_CANCEL)
+            continue; /* a cancel that found nothing left to cancel */
+        long long offset = -1;
+        if (cqe->flags & IORING_CQE_F_BUFFER) {
+            unsigned short bid = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+            self->used[self->nused++] = bid;
+            offset = (long long)bid * self->bufsize;
+        }
+        /* Built by hand: Py_BuildValue parses its format string for every completion. */
+        PyObject *item = PyTuple_New(5);
+        if (item != NULL) {
+            PyObject *more = (cqe->flags & IORING_CQE_F_MORE) ? Py_True : Py_False;
+            Py_INCREF(more);
+            PyTuple_SET_ITEM(item, 0, PyLong_FromLong((long)kind));
+            PyTuple_SET_ITEM(item, 1, PyLong_FromUnsignedLongLong(ud >> KIND_BITS));
+            PyTuple_SET_ITEM(item, 2, PyLong_FromLong((long)cqe->res));
+            PyTuple_SET_ITEM(item, 3, PyLong_FromLongLong(offset));
+            PyTuple_SET_ITEM(item, 4, more);
+            for (int i = 0; i < 4; i++) {
+                if (PyTuple_GET_ITEM(item, i) == NULL) {
+                    Py_CLEAR(item);
+                    break;
+                }
+            }
+        }
+        if (item == NULL || PyList_Append(batch, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(batch);
+            io_uring_cq_advance(&self->ring, seen);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    io_uring_cq_advance(&self->ring, seen);
+    return batch;
+}
+
+static PyObject *Ring_close(Ring *self, PyObject *unused) {
+    ring_release(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_features(Ring *self, PyObject *unused) {
+    if (ring_check(self) < 0)
+        return NULL;
+    return Py_BuildValue("{sIsIsO}", "features", self->ring.features, "setup_flags", self->setup_flags,
+                         "defer_taskrun", (self->setup_flags & IORING_SETUP_DEFER_TASKRUN) ? Py_True : Py_False);
+}
+
+static int Ring_getbuffer(Ring *self, Py_buffer *view, int flags) {
+    if (self->bufs == NULL) {
+        PyErr_SetString(PyExc_BufferError, "ring has no buffers");
+        return -1;
+    }
+    int ret = PyBuffer_FillInfo(view, (PyObject *)self, self->bufs, (Py_ssize_t)self->nbufs * self->bufsize, 0, flags);
+    if (ret == 0)
+        self->exports++;
+    return ret;
+}
+
+static void Ring_releasebuffer(Ring *self, Py_buffer *view) { self->exports--; }
+
+static PyBufferProcs Ring_as_buffer = {
+    (getbufferproc)Ring_getbuffer,
+    (releasebufferproc)Ring_releasebuffer,
+};
+
+static PyMethodDef Ring_methods[] = {
+    {"enable", (PyCFunction)Ring_enable, METH_NOARGS, "Make the calling thread the ring's submitter (call it there)."},
+    {"accept", (PyCFunction)Ring_accept, METH_VARARGS, "Queue a multishot accept on a listening socket."},
+    {"recv", (PyCFunction)Ring_recv, METH_VARARGS, "Queue a multishot receive into provided buffers."},
+    {"send", (PyCFunction)Ring_send, METH_VARARGS, "Queue a send of a bytes object, kept alive by the caller."},
+    {"poll", (PyCFunction)Ring_poll, METH_VARARGS, "Queue a multishot readability poll."},
+    {"cancel", (PyCFunction)Ring_cancel, METH_VARARGS, "Queue the cancellation of the request with this user_data."},
+    {"wait", (PyCFunction)Ring_wait, METH_VARARGS, "Submit, wait for min_complete completions or the timeout, return the batch."},
+    {"close", (PyCFunction)Ring_close, METH_NOARGS, "Release the ring (the buffers go with the last view)."},
+    {"features", (PyCFunction)Ring_features, METH_NOARGS, "The kernel's feature bits and the setup flags used."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *Ring_get_bufsize(Ring *self, void *closure) { return PyLong_FromUnsignedLong(self->bufsize); }
+
+static PyGetSetDef Ring_getset[] = {
+    {"bufsize", (getter)Ring_get_bufsize, NULL, "Size of each provided receive buffer.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "railcar.engine._uring.Ring",
+    .tp_basicsize = sizeof(Ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An io_uring with a provided buffer ring for multishot receives.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Ring_init,
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_methods = Ring_methods,
+    .tp_getset = Ring_getset,
+    .tp_as_buffer = &Ring_as_buffer,
+};
+
+static struct PyModuleDef uring_module = {
+    PyModuleDef_HEAD_INIT, "_uring", "io_uring submissions and completions for the uring engine.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__uring(void) {
+    if (PyType_Ready(&RingType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&uring_module);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&RingType);
+    if (PyModule_AddObject(module, "Ring", (PyObject *)&RingType) < 0 ||
+        PyModule_AddIntConstant(module, "ACCEPT", 1) < 0 || PyModule_AddIntConstant(module, "RECV", 2) < 0 ||
+        PyModule_AddIntConstant(module, "SEND", 3) < 0 || PyModule_AddIntConstant(module, "POLL", 4) < 0 ||
+        PyModule_AddIntConstant(module, "KIND_BITS", KIND_BITS) < 0) {
+        Py_DECREF(&RingType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
