@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/railcar bench load --md BENCHMARKS.md
 	$(BIN)/railcar bench kv --md BENCHMARKS.md
 	$(BIN)/railcar bench kvload --md BENCHMARKS.md
+	$(BIN)/railcar bench kvmem --md BENCHMARKS.md
 	$(BIN)/railcar bench http --md BENCHMARKS.md
 	$(BIN)/railcar bench workers --md BENCHMARKS.md
 	$(BIN)/railcar bench udp --md BENCHMARKS.md

@@ -138,6 +138,7 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["serve", "teleport"], "No such command"),
         (["bench", "echo", "--engines", "warp"], "unknown engine 'warp'"),
         (["bench", "kv", "--engines", "warp"], "unknown engine 'warp'"),
+        (["bench", "kvmem", "--keys", "10"], "--keys"),
         (["serve", "kv", "--maxmemory", "lots"], "--maxmemory': not a memory size: 'lots'"),
         (["bench", "kvload", "--engines", "warp"], "unknown engine 'warp'"),
         (["bench", "kvload", "--clients", "10,none"], "--clients"),
@@ -408,6 +409,19 @@ def test_bench_kvload_smoke_measures_every_engine_at_every_client_count(tmp_path
         assert ("vs_threads" in row) == (engine != "threads")
     with open(md) as written:
         assert "<!-- bench:kvload -->" in written.read()
+
+
+def test_bench_kvmem_smoke_loads_every_key_into_both_servers(tmp_path: os.PathLike[str]) -> None:
+    md = os.path.join(tmp_path, "BENCH.md")
+    result = run("bench", "kvmem", "--keys", "20000", "--json", "--md", md, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {r["system"]: r for r in json.loads(result.stdout)["results"]}
+    assert set(rows) == {"railcar-epoll", "redis-server"}
+    assert rows["redis-server"]["used_memory"] > 20000 * 16
+    assert rows["railcar-epoll"]["rss_growth"] > 20000 * 16  # every key is held, none dropped
+    assert rows["railcar-epoll"]["ratio"] > 0
+    with open(md) as written:
+        assert "<!-- bench:kvmem -->" in written.read()
 
 
 def test_bench_http_smoke_measures_railcar_beside_socketify_and_granian(tmp_path: os.PathLike[str]) -> None:

@@ -46,7 +46,7 @@ def _redis_benchmark(port: int, requests: int, pipeline: int, load_cpus: set[int
 
 
 @contextlib.contextmanager
-def _server(system: str, cpus: set[int]) -> Iterator[tuple[int, int]]:
+def kv_server(system: str, cpus: set[int] | None) -> Iterator[tuple[int, int]]:
     """Yield (port, pid) of a primed server: redis-server, or ``railcar serve kv`` on an engine."""
     if system == "redis-server":
         with redis_server(cpus) as (port, pid):
@@ -65,7 +65,7 @@ def _measure(
     server_cpus, load_cpus = cpus
     runs: list[dict[str, float]] = []
     busy: list[float] = []
-    with _server(system, server_cpus) as (port, pid):
+    with kv_server(system, server_cpus) as (port, pid):
         _redis_benchmark(port, max(requests // 10, 1000), pipeline, load_cpus)  # warm-up, unmeasured
         for _ in range(rounds):
             before = cpu_seconds(pid)

@@ -407,6 +407,7 @@ def serve_kv(
         "load": "railcar.bench.load:bench_load",
         "kv": "railcar.bench.kv:bench_kv",
         "kvload": "railcar.bench.kvload:bench_kvload",
+        "kvmem": "railcar.bench.kvmem:bench_kvmem",
         "http": "railcar.bench.http:bench_http",
         "workers": "railcar.bench.workers:bench_workers",
         "udp": "railcar.bench.udp:bench_udp",
