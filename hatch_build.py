@@ -8,6 +8,7 @@ in place under src/ (where the editable path points); a wheel carries them as pl
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sysconfig
@@ -57,20 +58,35 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         for module, sources, libraries in EXTENSIONS:
             relative = Path(*module.split(".")).with_suffix("")
             name = relative.name + suffix
-            target = (root / "src" / relative.parent / name) if editable else (out_dir / name)
-            argv = _command([root / source for source in sources], libraries, target)
+            in_place = root / "src" / relative.parent / name
+            # Editable: built beside its place (a rename does not cross file systems).
+            built = in_place.with_name(name + ".building") if editable else out_dir / name
+            argv = _command([root / source for source in sources], libraries, built)
             try:
-                done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                self.app.display_warning(f"railcar: {module} not built ({exc}); using the pure-Python path")
+                done = subprocess.run(
+                    argv, capture_output=True, text=True, errors="replace", check=False, timeout=300
+                )
+            except Exception as exc:  # noqa: BLE001 - whatever goes wrong, the install goes on without it
+                self._skip(module, str(exc), [built, in_place] if editable else [built])
                 continue
             if done.returncode:
-                detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-                self.app.display_warning(
-                    f"railcar: {module} not built; using the pure-Python path:\n" + "\n".join(detail)
-                )
+                detail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+                self._skip(module, detail, [built, in_place] if editable else [built])
                 continue
             build_data["pure_python"] = False
             build_data["infer_tag"] = True
-            if not editable:
-                build_data["force_include"][str(target)] = str(relative.parent / name)
+            if editable:
+                # A new file, renamed over the old: a process that has the old one loaded keeps
+                # its copy (writing into it in place would crash that process).
+                os.replace(built, in_place)
+            else:
+                build_data["force_include"][str(built)] = str(relative.parent / name)
+
+    def _skip(self, module: str, why: str, leftovers: list[Path]) -> None:
+        """Warn that ``module`` was not built and remove ``leftovers``.
+
+        In an editable install those include an older build, which would be imported as if current.
+        """
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        self.app.display_warning(f"railcar: {module} not built; using the pure-Python path:\n{why}")

@@ -292,12 +292,13 @@ def test_blocked_clients_are_served_first_come_and_the_rest_time_out(kv_server: 
     def wait(index: int) -> None:
         results[index] = clients[index].brpop(["q"], timeout=0.5)
 
+    pusher = redis.Redis(port=kv_server.port, socket_timeout=10)
     threads = []
     for index in range(3):
         threads.append(threading.Thread(target=wait, args=(index,)))
         threads[-1].start()
-        time.sleep(0.1)  # the order they block in is the order they are served
-    pusher = redis.Redis(port=kv_server.port, socket_timeout=10)
+        # the order they block in is the order they are served
+        assert wait_until(lambda: pusher.info("clients")["blocked_clients"] == len(threads))
     assert pusher.lpush("q", "a", "b") == 2  # list [b, a]: BRPOP takes a, then b
     for thread in threads:
         thread.join(10)

@@ -10,10 +10,11 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
-from railcar import Handler, create_server
+from railcar import Conn, Handler, create_server
 from railcar.engine import uring_support
 from railcar.errors import EngineUnavailable
 from railcar.limits import raise_open_file_limit
@@ -79,6 +80,28 @@ def test_a_peer_that_never_reads_is_held_at_the_high_water_mark_and_others_are_s
             # receive at a time, so queued output stays within high water plus one read.
             assert recorder.max_write_buffer <= limits["high_water"] + limits["read_buffer"]
             assert _echo_stream(server.port, b"still serving") == b"still serving"
+
+
+class BigReply(Handler):
+    """Answers "big" with 900 KB (under the default high-water mark), anything else with itself."""
+
+    def on_data(self, conn: Conn, data: memoryview) -> None:
+        conn.write(bytes(900 * 1024) if bytes(data) == b"big" else data)
+
+
+@needs_uring
+def test_a_send_that_cannot_complete_stalls_neither_the_others_nor_the_stop() -> None:
+    server = create_server(BigReply(), "uring")
+    server.start()
+    try:
+        with connect(server.port, rcvbuf=4096) as stuck:
+            stuck.sendall(b"big")  # its reply fills the socket buffers and waits: nobody reads it
+            time.sleep(0.2)
+            assert _echo_stream(server.port, b"still serving") == b"still serving"
+    finally:
+        started = time.monotonic()
+        server.stop(deadline=1.0)
+        assert time.monotonic() - started < 5
 
 
 @needs_uring

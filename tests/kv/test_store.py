@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
 from railcar.kv.store import Store, string_bytes
@@ -62,6 +64,33 @@ def test_byte_accounting_returns_to_zero() -> None:
     run(client, "HDEL", "h", "f")
     run(client, "SREM", "z", "m1")
     run(client, "DEL", "s", "l", "h", "z")
+    assert server.store.used == 0
+
+
+@pytest.mark.parametrize(
+    "emptying",
+    [
+        [["RPUSH", "k", "a"], ["LPOP", "k"]],
+        [["RPUSH", "k", "a", "b"], ["RPOP", "k", "5"]],
+        [["RPUSH", "k", "a"], ["BLPOP", "k", "0"]],
+        [
+            ["RPUSH", "k", "a"],
+            ["LMOVE", "k", "k", "LEFT", "RIGHT"],
+            ["LMOVE", "k", "dst", "LEFT", "LEFT"],
+            ["DEL", "dst"],
+        ],
+        [["RPUSH", "k", "a"], ["RPOPLPUSH", "k", "k"], ["LPOP", "k"]],
+        [["SADD", "k", "m"], ["SREM", "k", "m"]],
+        [["SADD", "k", "m"], ["SPOP", "k"]],
+        [["SADD", "k", "m"], ["SMOVE", "k", "dst", "m"], ["SREM", "dst", "m"]],
+        [["HSET", "k", "f", "v"], ["HDEL", "k", "f"]],
+    ],
+)
+def test_emptying_a_container_gives_back_every_byte(emptying: list[list[str]]) -> None:
+    server, client, _ = session()
+    for words in emptying:
+        run(client, *words)
+    assert server.store.dbs[0].data == {}
     assert server.store.used == 0
 
 

@@ -12,8 +12,9 @@ A client blocked by BLPOP and its kin (``kv/blocking.py``) runs nothing more unt
 answered: by the command that gave its key a list (the reply is sent right after the
 replies of the read that ran that command, then the client's own waiting requests run)
 or by a sweep every ``BLOCK_TICK`` s that answers the timed-out.  Each session has its
-own re-entrant lock, so that on the ``threads`` engine the thread that answers a client
-and the client's own thread never run its requests at once.
+own lock, so that on the ``threads`` engine the thread that answers a client and the
+client's own thread never run its requests at once; replies are delivered only once
+the delivering thread holds no session's lock, so two threads never wait on each other.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any, Final
 
 from railcar.engine.api import Conn, Handler, Server
@@ -151,32 +153,45 @@ class KvHandler(Handler):
                 session.stopped = True
                 conn.abort()
                 return
-            self._serve(conn, session)
+            answered = self._serve(conn, session)
+        self._deliver(answered)  # after this read's own replies, as Redis orders them
 
     def on_writable(self, conn: Conn) -> None:
         """Output drained: run the requests that waited for it."""
         session: _Session | None = conn.context.get(_STATE)
         if session is not None and not session.stopped:
             with session.lock:
-                self._serve(conn, session)
+                answered = self._serve(conn, session)
+            self._deliver(answered)
 
-    def _serve(self, conn: Conn, session: _Session) -> None:
+    def _serve(self, conn: Conn, session: _Session) -> list[tuple[Client, Any]]:
+        """Run the session's requests while it may; return the blocked clients they answered.
+
+        The caller delivers those once it holds no session's lock.
+        """
+        answered: list[tuple[Client, Any]] = []
         while True:
-            answered: list[tuple[Client, Any]] = []
             out, more = self._run_batch(session, answered)
             if out:
-                conn.write(out)  # outside the lock: a blocking write (threads engine) stalls no one else
-            if answered:
-                self._deliver(answered)  # after this read's own replies, as Redis orders them
+                try:
+                    conn.write(out)  # outside the lock: a blocking write (threads engine) stalls no one else
+                except ConnectionClosed:
+                    return answered  # the peer left; the clients it woke still get their replies
             if session.stopped:
                 conn.close()
-                return
+                return answered
             if not more or not conn.writable:
-                return  # done, or the rest waits in the parser until on_writable
+                return answered  # done, or the rest waits in the parser until on_writable
 
     def _deliver(self, answered: list[tuple[Client, Any]]) -> None:
-        """Send blocked clients their replies, then run the requests they held back."""
-        for client, reply in answered:
+        """Send woken clients their replies, then run the requests they held back.
+
+        One at a time from a queue: a woken client's requests may wake others, who join
+        the queue, so there is no recursion and no thread ever holds two sessions' locks.
+        """
+        queue = deque(answered)
+        while queue:
+            client, reply = queue.popleft()
             with self.lock:
                 session = self._parked.pop(client, None)
             if session is None:
@@ -187,9 +202,12 @@ class KvHandler(Handler):
                 session.owed = False
                 try:
                     session.conn.write(out)
+                    queue.extend(self._serve(session.conn, session))
                 except ConnectionClosed:
-                    continue
-                self._serve(session.conn, session)
+                    continue  # it left: what it held back goes with it
+                except Exception:  # one client's failure must not cost the others their replies
+                    log.exception("serving a woken client failed; closing it")
+                    session.conn.abort()
 
     def _expire_blocked(self) -> None:
         """Answer the blocked clients whose timeout has passed (run on the engine's thread by the sweeper)."""
@@ -221,8 +239,8 @@ class KvHandler(Handler):
         """
         out = bytearray()
         with self.lock:
-            if session.owed or session.client.blocked is not None:
-                return out, False  # its requests wait for its blocking command's reply
+            if session.stopped or session.owed or session.client.blocked is not None:
+                return out, False  # closed, or its requests wait for its blocking command's reply
             store = self.kv.store
             store.tick()
             store.active_expire()
@@ -352,6 +370,7 @@ class KvHandler(Handler):
         session: _Session | None = conn.context.get(_STATE)
         if session is not None:
             with self.lock:
+                session.stopped = True  # another thread delivering to it must not park it again
                 self._parked.pop(session.client, None)
                 session.client.close()
 

@@ -27,6 +27,7 @@
 #define KIND_BITS 3
 #define KIND_MASK 7
 #define KIND_CANCEL 7 /* completions of cancel requests are dropped here, never returned */
+#define KIND_QUIET_SEND 5 /* a send nobody waits for: its completion alone is no reason to wake */
 #define BGID 0
 
 typedef struct {
@@ -243,8 +244,11 @@ static PyObject *Ring_send(Ring *self, PyObject *args) {
     if (sqe == NULL)
         return NULL;
     /* The caller keeps ``data`` alive until the completion; MSG_WAITALL makes the
-     * kernel send it whole (retrying on a full socket) unless the connection fails. */
-    io_uring_prep_send(sqe, fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
+     * kernel send it whole (retrying on a full socket) unless the connection fails.
+     * The length is capped at 1 GiB (a send takes 32 bits): the caller sends the rest
+     * after the short completion, as after any short send. */
+    size_t length = (size_t)PyBytes_GET_SIZE(data);
+    io_uring_prep_send(sqe, fd, PyBytes_AS_STRING(data), length > (1u << 30) ? (1u << 30) : length,
                        MSG_WAITALL | MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud);
     Py_RETURN_NONE;
@@ -288,19 +292,35 @@ static void recycle(Ring *self) {
     self->nused = 0;
 }
 
+/* Completions ready, and how many of them are events (neither quiet sends nor cancels). */
+static unsigned ready_events(Ring *self, unsigned *ready) {
+    unsigned head, events = 0, seen = 0;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&self->ring, head, cqe) {
+        seen++;
+        unsigned kind = (unsigned)(cqe->user_data & KIND_MASK);
+        if (kind != KIND_QUIET_SEND && kind != KIND_CANCEL)
+            events++;
+    }
+    *ready = seen;
+    return events;
+}
+
 static PyObject *Ring_wait(Ring *self, PyObject *args) {
     PyObject *timeout_obj = Py_None;
-    unsigned min_complete = 1;
-    if (!PyArg_ParseTuple(args, "|OI", &timeout_obj, &min_complete) || ring_check(self) < 0)
+    int quiet = 0;
+    if (!PyArg_ParseTuple(args, "|Op", &timeout_obj, &quiet) || ring_check(self) < 0)
         return NULL;
     recycle(self);
     struct __kernel_timespec ts, *tsp = NULL;
-    unsigned wait_nr = min_complete ? min_complete : 1;
+    unsigned wait_nr = 1;
     if (timeout_obj != Py_None) {
         double timeout = PyFloat_AsDouble(timeout_obj);
         if (timeout == -1.0 && PyErr_Occurred())
             return NULL;
-        if (timeout <= 0) {
+        if (!(timeout < 1e9)) /* NaN, infinite or absurd: no limit */
+            timeout_obj = Py_None;
+        else if (timeout <= 0) {
             wait_nr = 0;
         } else {
             ts.tv_sec = (long long)timeout;
@@ -310,7 +330,19 @@ static PyObject *Ring_wait(Ring *self, PyObject *args) {
     }
     struct io_uring_cqe *cqe = NULL;
     int ret;
-    if (io_uring_cq_ready(&self->ring)) {
+    if (quiet && wait_nr && !io_uring_cq_ready(&self->ring)) {
+        /* Quiet sends usually complete during the submission itself: submit without
+           waiting, and if only such completions are ready, wait for one event more than
+           them (a quiet send that cannot complete, to a peer that does not read, must not
+           be waited for). */
+        ret = io_uring_submit_and_get_events(&self->ring);
+        unsigned ready = 0;
+        if (ret >= 0 && ready_events(self, &ready) == 0)
+            wait_nr = ready + 1;
+        else
+            wait_nr = 0;
+    }
+    if (wait_nr == 0 || io_uring_cq_ready(&self->ring) >= wait_nr) {
         ret = io_uring_submit(&self->ring); /* completions are waiting: do not block */
     } else {
         Py_BEGIN_ALLOW_THREADS
@@ -406,7 +438,7 @@ static PyMethodDef Ring_methods[] = {
     {"send", (PyCFunction)Ring_send, METH_VARARGS, "Queue a send of a bytes object, kept alive by the caller."},
     {"poll", (PyCFunction)Ring_poll, METH_VARARGS, "Queue a multishot readability poll."},
     {"cancel", (PyCFunction)Ring_cancel, METH_VARARGS, "Queue the cancellation of the request with this user_data."},
-    {"wait", (PyCFunction)Ring_wait, METH_VARARGS, "Submit, wait for min_complete completions or the timeout, return the batch."},
+    {"wait", (PyCFunction)Ring_wait, METH_VARARGS, "Submit, wait for an event (quiet sends' completions aside) or the timeout, return the batch."},
     {"close", (PyCFunction)Ring_close, METH_NOARGS, "Release the ring (the buffers go with the last view)."},
     {"features", (PyCFunction)Ring_features, METH_NOARGS, "The kernel's feature bits and the setup flags used."},
     {NULL, NULL, 0, NULL},
@@ -447,6 +479,7 @@ PyMODINIT_FUNC PyInit__uring(void) {
     if (PyModule_AddObject(module, "Ring", (PyObject *)&RingType) < 0 ||
         PyModule_AddIntConstant(module, "ACCEPT", 1) < 0 || PyModule_AddIntConstant(module, "RECV", 2) < 0 ||
         PyModule_AddIntConstant(module, "SEND", 3) < 0 || PyModule_AddIntConstant(module, "POLL", 4) < 0 ||
+        PyModule_AddIntConstant(module, "QUIET_SEND", KIND_QUIET_SEND) < 0 ||
         PyModule_AddIntConstant(module, "KIND_BITS", KIND_BITS) < 0) {
         Py_DECREF(&RingType);
         Py_DECREF(module);

@@ -6,6 +6,7 @@ ACCEPT: int
 RECV: int
 SEND: int
 POLL: int
+QUIET_SEND: int
 KIND_BITS: int
 
 class Ring(Buffer):
@@ -21,7 +22,7 @@ class Ring(Buffer):
     def poll(self, fd: int, user_data: int, /) -> None: ...
     def cancel(self, user_data: int, /) -> None: ...
     def wait(
-        self, timeout: float | None = None, min_complete: int = 1, /
+        self, timeout: float | None = None, quiet: bool = False, /
     ) -> list[tuple[int, int, int, int, bool]]: ...
     def close(self) -> None: ...
     def features(self) -> dict[str, int | bool]: ...

@@ -23,7 +23,7 @@ from functools import partial
 
 from railcar.engine._failures import call_guarded, call_logged, handler_failed
 from railcar.engine._reactor import ReactorCore
-from railcar.engine._uring import ACCEPT, KIND_BITS, POLL, RECV, SEND, Ring
+from railcar.engine._uring import ACCEPT, KIND_BITS, POLL, QUIET_SEND, RECV, SEND, Ring
 from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
 from railcar.engine.listen import listen, set_nodelay
 from railcar.errors import ConnectionClosed
@@ -66,7 +66,7 @@ class _UringConn(Conn):
         self._sock = sock
         self._fd = sock.fileno()
         self._cid = cid
-        self._send_ud = cid << KIND_BITS | SEND
+        self._send_ud = cid << KIND_BITS | SEND  # QUIET_SEND while nobody waits for it
         # Output: the first chunk written since the last send, any further ones (a list made
         # only then), and the send in flight, kept alive until its completion.  One chunk
         # per turn is the common case, and it costs neither a queue nor a copy; an idle
@@ -292,7 +292,7 @@ class _Reactor:
         if conn._recv_armed:
             ring.cancel(_ud(cid, RECV))
         if conn._sending is not None:
-            ring.cancel(_ud(cid, SEND))
+            ring.cancel(conn._send_ud)
             self.zombies[cid] = conn
         # The kernel keeps the socket until its cancelled requests complete; the
         # completions name the connection id, never the descriptor number, which the
@@ -338,11 +338,13 @@ class _Reactor:
                     accepts.resume()
                     self._arm_accept()
                 # Sends to connections whose completion nobody waits for (open, not over the
-                # high-water mark) usually complete during the submission itself; waiting
-                # for one completion more than those makes a turn per event, not two.
+                # high-water mark) go as QUIET_SEND: they usually complete during the
+                # submission itself, and the ring does not count their completions as a
+                # reason to wake (a turn per event, not two), yet never waits for one that
+                # cannot come (a peer that does not read).
                 quiet = self._submit_sends() if self.dirty else 0
                 timeout = None if stop.at is None and not accepts.until else core.timeout()
-                for kind, cid, res, offset, more in wait(timeout, 1 + quiet):
+                for kind, cid, res, offset, more in wait(timeout, quiet > 0):
                     if kind == RECV:
                         conn = conns.get(cid)
                         if conn is None:
@@ -363,7 +365,7 @@ class _Reactor:
                         else:
                             conn._recv_armed = False
                             self._recv_ended(conn, res)
-                    elif kind == SEND:
+                    elif kind in (SEND, QUIET_SEND):
                         conn = conns.get(cid)
                         if conn is None:
                             self.zombies.pop(cid, None)
@@ -426,9 +428,10 @@ class _Reactor:
             else:
                 data = conn.take_joined(data)
             conn._sending = data
+            is_quiet = not (conn._state or conn._write_paused or stopping)
+            conn._send_ud = _ud(conn._cid, QUIET_SEND if is_quiet else SEND)
             send(conn._fd, conn._send_ud, data)
-            if not (conn._state or conn._write_paused or stopping):
-                quiet += 1
+            quiet += is_quiet
         return quiet
 
     def _arm_accept(self) -> None:
@@ -505,7 +508,7 @@ class _Reactor:
         until = time.monotonic() + TEARDOWN_WAIT
         while (self.zombies or self.accept_armed) and time.monotonic() < until:
             for kind, cid, res, _offset, more in self.ring.wait(0.05):
-                if kind == SEND:
+                if kind in (SEND, QUIET_SEND):
                     self.zombies.pop(cid, None)
                 elif kind == ACCEPT:
                     self.accept_armed = more

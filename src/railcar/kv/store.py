@@ -111,8 +111,8 @@ class Database:
             self.expires.pop(key, None)
         if store.watchers:
             store.touch(self.index, key)
-        if old is None and store.blocked_on and type(value) is deque:
-            store.ready.append((self.index, key))  # a list appeared where clients wait for one
+        if store.blocked_on and type(value) is deque and type(old) is not deque:
+            store.ready.append((self.index, key))  # a list appeared where clients may wait for one
 
     def set_string(self, key: bytes, value: bytes) -> None:
         """SET's common case, ``set`` made shorter: store a string and drop the key's TTL."""

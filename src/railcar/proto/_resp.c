@@ -388,7 +388,12 @@ Parser_take_ready(Parser *self, PyObject *Py_UNUSED(ignored))
                 Py_DECREF(out);
                 return NULL;
             }
-            /* The requests before the error are served first; parsing again raises it again. */
+            /* The requests before a protocol error are served first; parsing again raises it
+               again.  Any other exception (MemoryError, one from split_inline) goes up now. */
+            if (!PyErr_ExceptionMatches(ProtocolErrorType)) {
+                Py_DECREF(out);
+                return NULL;
+            }
             PyErr_Clear();
             return out;
         }

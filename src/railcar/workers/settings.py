@@ -30,7 +30,7 @@ class Restarts:
 
     def delay(self, deaths: int) -> float:
         """The wait before restarting a worker that has died ``deaths`` times in a row (1 or more)."""
-        return float(min(self.first_delay * 2 ** (deaths - 1), self.max_delay))
+        return float(min(self.first_delay * 2 ** min(deaths - 1, 60), self.max_delay))
 
 
 def check_settings(

@@ -536,10 +536,11 @@ class Supervisor:
             except BlockingIOError:
                 loads[index] = None  # its queue of sockets is full: try another
                 continue
-            except OSError as exc:  # dying: its sentinel will say so; meanwhile it gets nothing
+            except OSError as exc:
                 log.warning("cannot pass a connection to worker %d (%s)", index, exc)
-                slot.ready = False
-                loads[index] = None
+                if exc.errno in _WORKER_GONE:  # dying: its sentinel will say so; meanwhile it gets nothing
+                    slot.ready = False
+                loads[index] = None  # another error (ENOBUFS, ENOMEM) costs it this connection only
                 continue
             slot.sent += 1
             return True
@@ -548,6 +549,10 @@ class Supervisor:
             return False
         log.warning("no worker can take a connection now; closing it")
         return True
+
+
+#: send_fds errors that mean the worker's end of its socket is gone.
+_WORKER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOTCONN})
 
 
 def _reserve_port(options: ServerOptions) -> socket.socket:

@@ -54,9 +54,8 @@ def _pop_first(client: Client, keys: list[bytes], left: bool, waking: list[bool]
                 continue  # Redis leaves a woken client blocked when the key is no list
             return replies.WRONGTYPE
         item = items.popleft() if left else items.pop()
-        if items:
-            db.grew(key, -len(item) - ELEMENT_OVERHEAD)
-        else:
+        db.grew(key, -len(item) - ELEMENT_OVERHEAD)  # before a delete, which counts only what is left
+        if not items:
             db.delete(key)
         client.rewrite = [[b"LPOP" if left else b"RPOP", key]]
         return [key, item]

@@ -169,7 +169,8 @@ def _info(client: Client, sections: set[str]) -> bytes:
             f"process_id:{os.getpid()}\r\nuptime_in_seconds:{int(time.time() - server.started)}\r\n"
         )
     if every or "clients" in sections:
-        parts.append(f"# Clients\r\nconnected_clients:{len(server.clients)}\r\n")
+        blocked = sum(1 for each in server.clients.values() if each.blocked is not None)
+        parts.append(f"# Clients\r\nconnected_clients:{len(server.clients)}\r\nblocked_clients:{blocked}\r\n")
     if every or "memory" in sections:
         parts.append(
             f"# Memory\r\nused_memory:{store.used}\r\nmaxmemory:{server.maxmemory}\r\n"

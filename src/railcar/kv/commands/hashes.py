@@ -122,10 +122,10 @@ def hdel(client: Client, args: list[bytes]) -> Any:
         if value is not None:
             removed += 1
             delta -= len(field) + len(value) + ELEMENT_OVERHEAD
+    if removed:  # before a delete, which counts only what is left
+        client.db.grew(key, delta)
     if not fields:
         client.db.delete(key)
-    elif removed:
-        client.db.grew(key, delta)
     return removed
 
 

@@ -108,9 +108,8 @@ def _pop(client: Client, args: list[bytes], left: bool) -> Any:
         return []
     pop = items.popleft if left else items.pop
     popped = [pop() for _ in range(min(count or 1, len(items)))]
-    if items:
-        client.db.grew(key, -_cost(popped))
-    else:
+    client.db.grew(key, -_cost(popped))  # before a delete, which counts only what is left
+    if not items:
         client.db.delete(key)
     return popped[0] if count is None else popped
 
@@ -365,9 +364,8 @@ def _move(client: Client, source: bytes, target: bytes, from_left: bool, to_left
         return destination
     value = items.popleft() if from_left else items.pop()
     cost = len(value) + ELEMENT_OVERHEAD
-    if items:
-        client.db.grew(source, -cost)
-    elif source != target:
+    client.db.grew(source, -cost)  # before a delete, which counts only what is left
+    if not items and source != target:
         client.db.delete(source)
     if source == target:
         destination = items

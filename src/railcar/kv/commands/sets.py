@@ -55,10 +55,10 @@ def srem(client: Client, args: list[bytes]) -> Any:
         return members
     removed = [member for member in set(args[2:]) if member in members]
     members.difference_update(removed)
+    if removed:  # before a delete, which counts only what is left
+        client.db.grew(key, -sum(len(m) + ELEMENT_OVERHEAD for m in removed))
     if not members:
         client.db.delete(key)
-    elif removed:
-        client.db.grew(key, -sum(len(m) + ELEMENT_OVERHEAD for m in removed))
     return len(removed)
 
 
@@ -168,9 +168,8 @@ def spop(client: Client, args: list[bytes]) -> Any:
     chosen = random.sample(list(members), min(count if count is not None else 1, len(members)))
     members.difference_update(chosen)
     client.rewrite = [[b"SREM", key, *chosen]]  # the draw is random: replay what it drew
-    if members:
-        client.db.grew(key, -sum(len(m) + ELEMENT_OVERHEAD for m in chosen))
-    else:
+    client.db.grew(key, -sum(len(m) + ELEMENT_OVERHEAD for m in chosen))  # before a delete
+    if not members:
         client.db.delete(key)
     return chosen[0] if count is None else set(chosen)
 
@@ -216,9 +215,8 @@ def smove(client: Client, args: list[bytes]) -> Any:
         return 0
     from_set.discard(member)
     cost = len(member) + ELEMENT_OVERHEAD
-    if from_set:
-        client.db.grew(source, -cost)
-    else:
+    client.db.grew(source, -cost)  # before a delete, which counts only what is left
+    if not from_set:
         client.db.delete(source)
     if to_set is None:
         to_set = set()
