@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from railcar.kv.blocking import Blocked, block, serve_ready
 from railcar.kv.client import Client
 from railcar.kv.server import KvServer
 from railcar.kv.store import Store, string_bytes
@@ -248,3 +249,17 @@ def test_string_bytes_reads_every_string_and_no_other_type() -> None:
         client.execute([word.encode() for word in command])
     data = server.store.dbs[0].data
     assert [string_bytes(data[key]) for key in (b"s", b"n", b"l", b"z")] == [b"text", b"42", None, None]
+
+
+def test_a_woken_client_pops_from_the_key_that_got_a_list_first() -> None:
+    server, waiter, _ = session()
+    pusher = server.new_client()
+    blocked = run(waiter, "BLPOP", "a", "b", "0")
+    assert isinstance(blocked, Blocked)
+    block(waiter, blocked)
+    assert run(pusher, "MULTI") is OK
+    run(pusher, "LPUSH", "b", "x")
+    run(pusher, "LPUSH", "a", "y")
+    assert run(pusher, "EXEC") == [1, 1]
+    assert serve_ready(server.store) == [(waiter, [b"b", b"x"])]  # as Redis: b became a list first
+    assert run(pusher, "LRANGE", "a", "0", "-1") == [b"y"]

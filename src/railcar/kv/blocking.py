@@ -31,8 +31,9 @@ class Blocked:
     keys: list[bytes]
     #: ``time.monotonic()`` past which the client gets ``timeout_reply``; None: no limit.
     deadline: float | None
-    #: The command once more, without blocking: its reply, or None while there is nothing.
-    attempt: Callable[[], Any]
+    #: The command once more, without blocking, given the key that got a list (None: the first
+    #: try, every key in order): its reply, or None while there is nothing.
+    attempt: Callable[[bytes | None], Any]
     timeout_reply: Any
 
 
@@ -73,7 +74,7 @@ def serve_ready(store: Store) -> list[tuple[Client, Any]]:
         queue = store.blocked_on.get(entry)
         while queue:
             client = queue[0]
-            reply = client.retry_blocked()
+            reply = client.retry_blocked(entry[1])
             if reply is None:
                 break  # the list is gone again: the rest keep waiting
             unblock(client)

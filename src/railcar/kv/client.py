@@ -185,15 +185,15 @@ class Client:
         finally:
             self.in_exec = False
 
-    def retry_blocked(self) -> Any:
-        """Run the command this client is blocked on once more: its reply, or None (nothing yet)."""
+    def retry_blocked(self, ready: bytes) -> Any:
+        """Run the command this client is blocked on once more, for key ``ready``: its reply, or None."""
         blocked = self.blocked
         assert blocked is not None
         server = self.server
         before = server.store.dirty
         self.rewrite = None
         try:
-            reply = blocked.attempt()
+            reply = blocked.attempt(ready)
         except Exception:  # a bug in one command must not take the connection or the server down
             log.exception("blocked command failed")
             return Error("ERR internal error")

@@ -36,13 +36,13 @@ def _timeout(arg: bytes) -> float | Error:
 
 def _wait_or_answer(client: Client, blocked: Blocked) -> Any:
     """Try once; with nothing to pop, block, unless inside EXEC (Redis answers as on a timeout)."""
-    reply = blocked.attempt()
+    reply = blocked.attempt(None)
     if reply is not None:
         return reply
     return blocked.timeout_reply if client.in_exec else blocked
 
 
-def _pop_first(client: Client, keys: list[bytes], left: bool, waking: list[bool]) -> Any:
+def _pop_first(client: Client, keys: list[bytes], left: bool, woken: bool) -> Any:
     """[key, element] off the first of ``keys`` holding a list, WRONGTYPE, or None for none."""
     db = client.db
     for key in keys:
@@ -50,7 +50,7 @@ def _pop_first(client: Client, keys: list[bytes], left: bool, waking: list[bool]
         if items is None:
             continue
         if type(items) is not deque:
-            if waking[0]:
+            if woken:
                 continue  # Redis leaves a woken client blocked when the key is no list
             return replies.WRONGTYPE
         item = items.popleft() if left else items.pop()
@@ -67,12 +67,10 @@ def _bpop(client: Client, args: list[bytes], left: bool) -> Any:
     if isinstance(timeout, Error):
         return timeout
     keys = args[1:-1]
-    waking = [False]  # set once the first try is over: later tries come from a wake-up
 
-    def attempt() -> Any:
-        reply = _pop_first(client, keys, left, waking)
-        waking[0] = True
-        return reply
+    def attempt(ready: bytes | None) -> Any:
+        # Woken, it pops from the key that got a list, as Redis serves a client per key.
+        return _pop_first(client, keys if ready is None else [ready], left, woken=ready is not None)
 
     blocked = Blocked(client.db.index, keys, deadline_after(timeout), attempt, NULL_ARRAY)
     return _wait_or_answer(client, blocked)
@@ -99,12 +97,10 @@ def _bmove(
     timeout = _timeout(timeout_arg)
     if isinstance(timeout, Error):
         return timeout
-    waking = [False]
 
-    def attempt() -> Any:
-        if waking[0] and type(_list(client, source)) is Error:
+    def attempt(ready: bytes | None) -> Any:
+        if ready is not None and type(_list(client, source)) is Error:
             return None  # woken by a key that is no list: keep waiting, as Redis does
-        waking[0] = True
         reply = _move(client, source, target, from_left, to_left)
         if reply is not None and type(reply) is not Error:
             client.rewrite = [[b"LMOVE", source, target, ends[0], ends[1]]]
