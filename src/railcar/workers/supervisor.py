@@ -262,10 +262,20 @@ class Supervisor:
         )
 
     def _spawn(self, slot: _Slot) -> None:
-        """Fork the worker for ``slot``, its socket registered; the caller holds the lock or is alone."""
+        """Fork the worker for ``slot``, its socket registered; the caller holds the lock or is alone.
+
+        Raises OSError (no socket pair, no fork) with nothing left open.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._fork(slot, ours, theirs)
+        except BaseException:
+            ours.close()
+            raise
+
+    def _fork(self, slot: _Slot, ours: socket.socket, theirs: socket.socket) -> None:
         assert self._selector is not None
         assert self._spec is not None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         inherited = [s for s in self._parent_sockets() if s is not None] + [ours]
         cpu = cpu_of(slot.index) if self.cpu_affinity else None
         process = self._context.Process(
@@ -353,7 +363,14 @@ class Supervisor:
         for slot in self._slots:
             if slot.restart_at is not None and now >= slot.restart_at:
                 log.info("restarting worker %d", slot.index)
-                self._spawn(slot)
+                try:
+                    self._spawn(slot)
+                except OSError as exc:  # fork or socketpair refused (EAGAIN, ENOMEM, EMFILE): later
+                    delay = self.restarts.delay(slot.deaths)
+                    log.warning(
+                        "cannot restart worker %d (%s); trying again in %.1f s", slot.index, exc, delay
+                    )
+                    slot.restart_at = now + delay
         if self._accept_resume and now >= self._accept_resume:
             self._accept_resume = 0.0
             self._accept(True)
