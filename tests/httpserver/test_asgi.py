@@ -175,6 +175,7 @@ def test_serve_asgi_runs_the_lifespan_and_stops_on_sigterm() -> None:
         ("tests.httpserver.no_such_module:app", "cannot import 'tests.httpserver.no_such_module'"),
         ("tests.httpserver.asgi_apps:missing", "has no 'missing'"),
         ("no_colon", "is not MODULE:ATTRIBUTE"),
+        ("tests.httpserver.asgi_apps:events", "is not callable (Events): not an ASGI app"),
     ],
 )
 def test_serve_asgi_refuses_with_one_line(app: str, needle: str) -> None:

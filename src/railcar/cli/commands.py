@@ -251,6 +251,9 @@ def _import_app(spec: str, app_dir: str) -> Any:
             target = getattr(target, name)
         except AttributeError:
             raise click.BadParameter(f"{module_name!r} has no {attribute!r}", param_hint="'APP'") from None
+    if not callable(target):
+        kind = type(target).__name__
+        raise click.BadParameter(f"{spec} is not callable ({kind}): not an ASGI app", param_hint="'APP'")
     return target
 
 
