@@ -14,12 +14,15 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
+from typing import Protocol
 
 from railcar.engine._failures import call_guarded, call_logged, call_on_close
-from railcar.engine.api import Conn, Handler
+from railcar.engine.api import Conn, Handler, Server, ServerOptions, data_callback
+from railcar.engine.listen import listen
 
 log = logging.getLogger("railcar.engine")
 
@@ -208,3 +211,74 @@ class ReactorCore:
         """End the loop's life: run the calls still queued and deliver what they and the last turn caused."""
         self.calls.close()
         self.events.deliver()
+
+
+class ReactorRun(Protocol):
+    """One run of a reactor engine, start to stop: what ``ReactorServer`` asks of it."""
+
+    @property
+    def conns(self) -> Sized:
+        """The open connections."""
+
+    @property
+    def core(self) -> ReactorCore:
+        """The run's reactor core (its call queue takes ``call_soon_threadsafe``'s calls)."""
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The loop thread, started by ``ReactorServer._start``."""
+
+    def stop(self, deadline: float) -> None:
+        """Stop accepting and wait for the loop thread to close every connection."""
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Open a connection on ``sock`` on the loop thread."""
+
+
+class ReactorServer(Server):
+    """A server whose connections one loop thread drives on the reactor core (epoll, uring).
+
+    Each start makes a new run (``_new_run``) around a new listener, so a stopped server
+    restarts with nothing of the last run.
+    """
+
+    def __init__(self, handler: Handler, options: ServerOptions) -> None:
+        super().__init__(handler, options)
+        self.on_data = data_callback(handler, options)
+        self._reactor: ReactorRun | None = None
+
+    def _new_run(self, listener: socket.socket) -> ReactorRun:
+        raise NotImplementedError
+
+    @property
+    def active_connections(self) -> int:
+        """Number of open connections."""
+        reactor = self._reactor
+        return 0 if reactor is None else len(reactor.conns)
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the engine's thread (for Conn methods); raises RuntimeError if not running."""
+        if self._reactor is None:
+            raise RuntimeError("server is not running")
+        self._reactor.core.calls.put(callback)
+
+    def _start(self) -> None:
+        listener = listen(self.options)
+        try:
+            reactor = self._new_run(listener)
+        except BaseException:
+            listener.close()
+            raise
+        self._address = listener.getsockname()
+        self._reactor = reactor
+        reactor.thread.start()
+
+    def _stop(self, deadline: float) -> None:
+        assert self._reactor is not None
+        self._reactor.stop(deadline)
+        self._reactor = None
+
+    def _adopt(self, sock: socket.socket) -> None:
+        if self._reactor is None:
+            raise RuntimeError("server is not running")
+        self._reactor.adopt(sock)

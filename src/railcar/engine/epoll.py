@@ -15,14 +15,14 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 
 from railcar.engine._failures import call_guarded, call_logged, handler_failed
 from railcar.engine._output import IOV_MAX, OutputQueue, unsent
-from railcar.engine._reactor import ReactorCore
-from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
-from railcar.engine.listen import listen, set_nodelay
+from railcar.engine._reactor import ReactorCore, ReactorServer
+from railcar.engine.api import Buffer, Conn, Handler, ServerOptions
+from railcar.engine.listen import set_nodelay
 from railcar.errors import ConnectionClosed
 
 log = logging.getLogger("railcar.engine.epoll")
@@ -326,49 +326,17 @@ class _Reactor:
         self.epoll.close()
 
 
-class EpollServer(Server):
+class EpollServer(ReactorServer):
     """A reactor thread multiplexing every connection with epoll, on the shared reactor core."""
 
     engine = "epoll"
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         super().__init__(handler, options)
-        self.on_data = data_callback(handler, options)
         self.read_buffer = bytearray(options.read_buffer)
-        self._reactor: _Reactor | None = None
 
-    @property
-    def active_connections(self) -> int:
-        """Number of open connections."""
-        reactor = self._reactor
-        return 0 if reactor is None else len(reactor.conns)
-
-    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the engine's thread (for Conn methods); raises RuntimeError if not running."""
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        self._reactor.core.calls.put(callback)
-
-    def _start(self) -> None:
-        listener = listen(self.options)
-        try:
-            reactor = _Reactor(self, listener)
-        except BaseException:
-            listener.close()
-            raise
-        self._address = listener.getsockname()
-        self._reactor = reactor
-        reactor.thread.start()
-
-    def _stop(self, deadline: float) -> None:
-        assert self._reactor is not None
-        self._reactor.stop(deadline)
-        self._reactor = None
-
-    def _adopt(self, sock: socket.socket) -> None:
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        self._reactor.adopt(sock)
+    def _new_run(self, listener: socket.socket) -> _Reactor:
+        return _Reactor(self, listener)
 
 
 def _socket_error(sock: socket.socket) -> OSError:

@@ -18,14 +18,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 
 from railcar.engine._failures import call_guarded, call_logged, handler_failed
-from railcar.engine._reactor import ReactorCore
+from railcar.engine._reactor import ReactorCore, ReactorServer
 from railcar.engine._uring import ACCEPT, KIND_BITS, POLL, QUIET_SEND, RECV, SEND, Ring
-from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
-from railcar.engine.listen import listen, set_nodelay
+from railcar.engine.api import Buffer, Conn
+from railcar.engine.listen import set_nodelay
 from railcar.errors import ConnectionClosed
 
 log = logging.getLogger("railcar.engine.uring")
@@ -517,45 +517,10 @@ class _Reactor:
         self.ring.close()
 
 
-class UringServer(Server):
+class UringServer(ReactorServer):
     """A loop thread driving every connection through one io_uring, on the shared reactor core."""
 
     engine = "uring"
 
-    def __init__(self, handler: Handler, options: ServerOptions) -> None:
-        super().__init__(handler, options)
-        self.on_data = data_callback(handler, options)
-        self._reactor: _Reactor | None = None
-
-    @property
-    def active_connections(self) -> int:
-        """Number of open connections."""
-        reactor = self._reactor
-        return 0 if reactor is None else len(reactor.conns)
-
-    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the engine's thread (for Conn methods); raises RuntimeError if not running."""
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        self._reactor.core.calls.put(callback)
-
-    def _start(self) -> None:
-        listener = listen(self.options)
-        try:
-            reactor = _Reactor(self, listener)
-        except BaseException:
-            listener.close()
-            raise
-        self._address = listener.getsockname()
-        self._reactor = reactor
-        reactor.thread.start()
-
-    def _stop(self, deadline: float) -> None:
-        assert self._reactor is not None
-        self._reactor.stop(deadline)
-        self._reactor = None
-
-    def _adopt(self, sock: socket.socket) -> None:
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        self._reactor.adopt(sock)
+    def _new_run(self, listener: socket.socket) -> _Reactor:
+        return _Reactor(self, listener)
