@@ -207,6 +207,19 @@ class ReactorCore:
         waits = [t for t in (self.stop.timeout(), self.accepts.timeout()) if t is not None]
         return max(0.0, min(waits)) if waits else None
 
+    def adopted_peer(self, sock: socket.socket) -> tuple[object, ...] | str | None:
+        """The peer of a socket handed to ``adopt``, or None once it is closed (stopping, or gone)."""
+        if self.stop.stopping:
+            sock.close()  # adopted while stopping: closed at once, like a connection accepted then
+            return None
+        try:
+            peer: tuple[object, ...] | str = sock.getpeername()
+        except OSError as exc:
+            log.warning("adopted socket is no longer connected (%s); closing it", exc.strerror)
+            sock.close()
+            return None
+        return peer
+
     def close(self) -> None:
         """End the loop's life: run the calls still queued and deliver what they and the last turn caused."""
         self.calls.close()

@@ -278,16 +278,9 @@ class _Reactor:
             self._open(sock, peer)
 
     def _adopt_now(self, sock: socket.socket) -> None:
-        if self.core.stop.stopping:
-            sock.close()  # adopted while stopping: closed at once, like a connection accepted then
-            return
-        try:
-            peer = sock.getpeername()
-        except OSError as exc:
-            log.warning("adopted socket is no longer connected (%s); closing it", exc.strerror)
-            sock.close()
-            return
-        self._open(sock, peer)
+        peer = self.core.adopted_peer(sock)
+        if peer is not None:
+            self._open(sock, peer)
 
     def _open(self, sock: socket.socket, peer: tuple[object, ...] | str) -> None:
         sock.setblocking(False)

@@ -465,17 +465,10 @@ class _Reactor:
             self._arm_accept()
 
     def _adopt_now(self, sock: socket.socket) -> None:
-        if self.core.stop.stopping:
-            sock.close()  # adopted while stopping: closed at once, like a connection accepted then
-            return
-        try:
-            peer = sock.getpeername()
-        except OSError as exc:
-            log.warning("adopted socket is no longer connected (%s); closing it", exc.strerror)
-            sock.close()
-            return
-        sock.setblocking(False)
-        self._open(sock, peer)
+        peer = self.core.adopted_peer(sock)
+        if peer is not None:
+            sock.setblocking(False)
+            self._open(sock, peer)
 
     def _open(self, sock: socket.socket, peer: tuple[object, ...] | str) -> None:
         set_nodelay(sock, self.options.nodelay)
