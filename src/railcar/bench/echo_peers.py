@@ -1,6 +1,7 @@
 """Minimal echo servers railcar is compared with: what a user would write without railcar.
 
-Run as ``python -m railcar.bench.echo_peers NAME --port 0``; prints ``listening on HOST:PORT``.
+TCP (the protocol and streams APIs) and UDP (the DatagramProtocol), on uvloop or the stdlib
+loop.  Run as ``python -m railcar.bench.echo_peers NAME --port 0``; prints ``listening on HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import argparse
 import asyncio
 import signal
 from collections.abc import Callable
+from typing import Any
 
-PEERS = ("uvloop-protocol", "asyncio-protocol", "asyncio-streams")
+PEERS = ("uvloop-protocol", "asyncio-protocol", "asyncio-streams", "uvloop-datagram", "asyncio-datagram")
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -27,6 +29,20 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.write(data)
 
 
+class EchoDatagramProtocol(asyncio.DatagramProtocol):
+    """The textbook asyncio UDP echo protocol."""
+
+    transport: asyncio.DatagramTransport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """Echo."""
+        self.transport.sendto(data, addr)
+
+
 async def _echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
@@ -40,12 +56,16 @@ async def _echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 async def _serve(name: str, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server: asyncio.AbstractServer
-    if name == "asyncio-streams":
-        server = await asyncio.start_server(_echo_stream, host, port, backlog=2048)
+    server: asyncio.AbstractServer | asyncio.BaseTransport
+    if name.endswith("-datagram"):
+        server, _ = await loop.create_datagram_endpoint(EchoDatagramProtocol, local_addr=(host, port))
+        bound = server.get_extra_info("sockname")
     else:
-        server = await loop.create_server(EchoProtocol, host, port, backlog=2048)
-    bound = server.sockets[0].getsockname()
+        if name == "asyncio-streams":
+            server = await asyncio.start_server(_echo_stream, host, port, backlog=2048)
+        else:
+            server = await loop.create_server(EchoProtocol, host, port, backlog=2048)
+        bound = server.sockets[0].getsockname()
     print(f"listening on {bound[0]}:{bound[1]}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

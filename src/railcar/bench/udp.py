@@ -28,8 +28,8 @@ from railcar.report import (
 )
 
 PEERS = {
-    "uvloop-datagram": ("railcar.bench.udp_peers", "uvloop-datagram"),
-    "asyncio-datagram": ("railcar.bench.udp_peers", "asyncio-datagram"),
+    "uvloop-datagram": ("railcar.bench.echo_peers", "uvloop-datagram"),
+    "asyncio-datagram": ("railcar.bench.echo_peers", "asyncio-datagram"),
 }
 # The peer each engine is judged against: the same event loop, or the fastest one (epoll).
 MATCHING_PEER = {"uvloop": "uvloop-datagram", "asyncio": "asyncio-datagram", "epoll": "uvloop-datagram"}
