@@ -6,13 +6,22 @@ import socket
 import statistics
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
 from railcar.bench.prime import ECHO
-from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load, parse_engines, running_server
+from railcar.bench.procs import (
+    alternate,
+    cpu_cells,
+    cpu_medians,
+    cpu_text,
+    measure_load,
+    parse_engines,
+    running_server,
+)
 from railcar.engine import available_engines
 from railcar.limits import raise_open_file_limit, rss_bytes
 from railcar.report import (
@@ -262,19 +271,16 @@ def bench_echo(
     """Ping-pong echo on every engine, beside plain uvloop and asyncio echo servers."""
     systems = _systems(parse_engines(engines), with_peers=not no_peers)
     raise_open_file_limit()
-    runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in systems}
-    for round_number in range(rounds):
-        for system in systems:
-            measured = _measure_echo(system, conns, size, seconds, warmup, load_procs)
-            runs[system.name].append(measured)
-            if not as_json:
-                click.echo(
-                    f"round {round_number + 1}/{rounds}  {system.name:<18} "
-                    f"{si(measured['ops_per_s']):>8} round trips/s  "
-                    f"{cpu_text(measured)}  {measured['server_us_per_op']:.2f} µs/round trip  "
-                    f"errors {measured['errors']:.0f}",
-                    err=True,
-                )
+    runs = alternate(
+        rounds,
+        {s.name: partial(_measure_echo, s, conns, size, seconds, warmup, load_procs) for s in systems},
+        None
+        if as_json
+        else lambda name, measured: (
+            f"{name:<18} {si(measured['ops_per_s']):>8} round trips/s  {cpu_text(measured)}  "
+            f"{measured['server_us_per_op']:.2f} µs/round trip  errors {measured['errors']:.0f}"
+        ),
+    )
     doc = document(
         _echo_results(systems, runs),
         seconds,

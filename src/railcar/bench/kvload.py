@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import click
 
 from railcar.bench.load import Measurement, measure, railcar_load
 from railcar.bench.prime import KVBIN
-from railcar.bench.procs import cpu_split, parse_engines, running_server
+from railcar.bench.procs import alternate, cpu_split, parse_engines, running_server
 from railcar.load.plan import MIN_RATE_WINDOW
 from railcar.report import (
     FiniteFloatRange,
@@ -104,6 +105,11 @@ def _markdown(doc: dict[str, Any]) -> str:
     )
 
 
+def _progress(count: int, engine: str, m: dict[str, float]) -> str:
+    rate = si(m["ops_per_s"])
+    return f"clients {count:<6,} {engine:<8} {rate:>8} ops/s  server CPU {m['server_cpu'] * 100:3.0f}%"
+
+
 @click.command("kvload")
 @click.option(
     "--engines",
@@ -178,17 +184,14 @@ def bench_kvload(
                 )
         for count in counts:
             tool = railcar_load("kvbin", count, pipeline, LOAD)
-            runs: dict[str, list[Measurement]] = {engine: [] for engine in names}
-            for round_number in range(rounds):
-                for engine, server in servers.items():  # the engines take turns at each count
-                    m = measure(tool, server.port, server.pid, seconds, load_cpus)
-                    runs[engine].append(m)
-                    if not as_json:
-                        click.echo(
-                            f"round {round_number + 1}/{rounds}  clients {count:<6,} {engine:<8} "
-                            f"{si(m['ops_per_s']):>8} ops/s  server CPU {m['server_cpu'] * 100:3.0f}%",
-                            err=True,
-                        )
+            runs = alternate(  # the engines take turns at each count
+                rounds,
+                {
+                    engine: partial(measure, tool, server.port, server.pid, seconds, load_cpus)
+                    for engine, server in servers.items()
+                },
+                None if as_json else partial(_progress, count),
+            )
             measured = {engine: _summary(engine, count, runs[engine]) for engine in names}
             if REFERENCE in measured:
                 reference = max(measured[REFERENCE]["ops_per_s"], 1e-9)

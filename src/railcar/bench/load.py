@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import click
 
 from railcar.bench.external import nginx_server, redis_server, tool
 from railcar.bench.prime import ECHO
-from railcar.bench.procs import cpu_seconds, cpu_split, running_server
+from railcar.bench.procs import alternate, cpu_seconds, cpu_split, running_server
 from railcar.errors import RailcarError
 from railcar.load.plan import MIN_RATE_WINDOW
 from railcar.report import (
@@ -323,6 +324,12 @@ def _markdown(doc: dict[str, Any]) -> str:
     )
 
 
+def _progress(scenario: str, system: str, m: dict[str, float]) -> str:
+    return (
+        f"{scenario:<10} {system:<22} {si(m['ops_per_s']):>8} req/s  server CPU {m['server_cpu'] * 100:3.0f}%"
+    )
+
+
 @click.command("load")
 @scenario_option(list(SCENARIOS))
 @click.option(
@@ -359,21 +366,15 @@ def bench_load(
     for name in scenarios or SCENARIOS:
         scenario = SCENARIOS[name]
         tools = [scenario.railcar] + ([scenario.peer] if scenario.peer and not no_peers else [])
-        measured: dict[str, list[Measurement]] = {t.system: [] for t in tools}
         with _server(scenario.server, server_cpus) as (port, pid):
             if warmup:
                 for load in tools:
                     measure(load, port, pid, warmup, load_cpus)
-            for round_number in range(rounds):
-                for load in tools:
-                    m = measure(load, port, pid, seconds, load_cpus)
-                    measured[load.system].append(m)
-                    if not as_json:
-                        click.echo(
-                            f"round {round_number + 1}/{rounds}  {name:<10} {load.system:<22} "
-                            f"{si(m['ops_per_s']):>8} req/s  server CPU {m['server_cpu'] * 100:3.0f}%",
-                            err=True,
-                        )
+            measured = alternate(
+                rounds,
+                {load.system: partial(measure, load, port, pid, seconds, load_cpus) for load in tools},
+                None if as_json else partial(_progress, name),
+            )
         ours = _summary(scenario, scenario.railcar.system, measured[scenario.railcar.system])
         ours["target"] = scenario.target
         results.append(ours)

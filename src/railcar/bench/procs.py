@@ -10,9 +10,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -115,6 +115,29 @@ def cpu_medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
 def cpu_cells(result: dict[str, Any]) -> list[str]:
     """The server and load CPU of a result as table cells, in percent of one CPU."""
     return [f"{result['server_cpu'] * 100:.0f}%", f"{result['load_cpu'] * 100:.0f}%"]
+
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+def alternate(
+    rounds: int,
+    measures: Mapping[Key, Callable[[], dict[str, float]]],
+    describe: Callable[[Key, dict[str, float]], str] | None,
+) -> dict[Key, list[dict[str, float]]]:
+    """Run every measurement once per round, in turn, so drift on the host hits them alike.
+
+    ``describe`` gives each run's progress line (after "round i/n"), printed on stderr; None
+    prints nothing.  Returns every key's runs, in round order.
+    """
+    runs: dict[Key, list[dict[str, float]]] = {key: [] for key in measures}
+    for round_number in range(rounds):
+        for key, measure in measures.items():
+            measured = measure()
+            runs[key].append(measured)
+            if describe is not None:
+                click.echo(f"round {round_number + 1}/{rounds}  {describe(key, measured)}", err=True)
+    return runs
 
 
 def cpu_text(measured: dict[str, float]) -> str:

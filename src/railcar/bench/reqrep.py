@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
-from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load
+from railcar.bench.procs import alternate, cpu_cells, cpu_medians, cpu_text, measure_load
 from railcar.bench.reqrep_workers import PRIMES
 from railcar.report import (
     FiniteFloatRange,
@@ -230,17 +231,15 @@ def bench_reqrep(
     runs = [run for name in scenarios or SCENARIOS for run in SCENARIOS[name]]
     if no_peers:
         runs = [Run(r.scenario, r.system, r.server, r.client) for r in runs if r.system.startswith("railcar")]
-    measured: dict[tuple[str, str], list[dict[str, float]]] = {(r.scenario, r.system): [] for r in runs}
-    for round_number in range(rounds):
-        for run in runs:
-            result = _measure(run, seconds, warmup)
-            measured[(run.scenario, run.system)].append(result)
-            if not as_json:
-                click.echo(
-                    f"round {round_number + 1}/{rounds}  {run.scenario:<10} {run.system:<18} "
-                    f"{si(result['ops_per_s']):>8} req/s  {cpu_text(result)}  "
-                    f"errors {result['errors']:.0f}",
-                    err=True,
-                )
+    measured = alternate(
+        rounds,
+        {(r.scenario, r.system): partial(_measure, r, seconds, warmup) for r in runs},
+        None
+        if as_json
+        else lambda key, result: (
+            f"{key[0]:<10} {key[1]:<18} {si(result['ops_per_s']):>8} req/s  {cpu_text(result)}  "
+            f"errors {result['errors']:.0f}"
+        ),
+    )
     doc = document(_results(runs, measured), seconds, rounds=rounds, warmup=warmup)
     emit(doc, _markdown(doc), "reqrep", as_json, md)

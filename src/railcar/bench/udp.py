@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 import statistics
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
-from railcar.bench.procs import cpu_cells, cpu_medians, cpu_text, measure_load
+from railcar.bench.procs import alternate, cpu_cells, cpu_medians, cpu_text, measure_load
 from railcar.engine import DATAGRAM_ENGINES, datagram_server_class
 from railcar.errors import EngineUnavailable, RailcarError
 from railcar.report import (
@@ -233,18 +234,16 @@ def bench_udp(
     """UDP echo on every datagram engine, beside plain asyncio and uvloop DatagramProtocol servers."""
     systems = _systems(_engines(engines), with_peers=not no_peers)
     load = {"sockets": sockets, "window": window, "size": size, "seconds": seconds, "warmup": warmup}
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in systems}
-    for round_number in range(rounds):
-        for name, argv, _ in systems:
-            measured = _measure(argv, load)
-            runs[name].append(measured)
-            if not as_json:
-                click.echo(
-                    f"round {round_number + 1}/{rounds}  {name:<18} "
-                    f"{si(measured['ops_per_s']):>8} datagrams/s  {cpu_text(measured)}  "
-                    f"lost {measured['lost']:.0f}  errors {measured['errors']:.0f}",
-                    err=True,
-                )
+    runs = alternate(
+        rounds,
+        {name: partial(_measure, argv, load) for name, argv, _ in systems},
+        None
+        if as_json
+        else lambda name, measured: (
+            f"{name:<18} {si(measured['ops_per_s']):>8} datagrams/s  {cpu_text(measured)}  "
+            f"lost {measured['lost']:.0f}  errors {measured['errors']:.0f}"
+        ),
+    )
     doc = document(
         _results(systems, runs),
         seconds,
