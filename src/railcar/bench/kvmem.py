@@ -11,6 +11,8 @@ import click
 from railcar.bench.kv import kv_server
 from railcar.bench.procs import parse_engines
 from railcar.errors import RailcarError
+from railcar.proto.resp import encode_command
+from railcar.proto.resp_client import STORED, encode_set, frame_reply
 from railcar.report import Result, document, emit, header, json_option, md_option, table
 
 #: The issue's ceiling for railcar's memory over redis-server's ``used_memory``.
@@ -30,52 +32,53 @@ def rss_bytes(pid: int) -> int:
     raise RailcarError(f"process {pid} reports no VmRSS")
 
 
-def _call(sock: socket.socket, request: bytes) -> bytes:
-    """Send one request and read its one-line reply (the simple and integer replies used here)."""
-    sock.sendall(request)
-    reply = b""
-    while not reply.endswith(b"\r\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise RailcarError("the server closed the connection")
-        reply += chunk
-    return reply
+class _Replies:
+    """One connection's replies, read whole (``frame_reply``) as the requests expect them."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
 
-def _info_used_memory(sock: socket.socket) -> int:
-    """``used_memory`` from INFO memory (a bulk string reply)."""
-    sock.sendall(b"INFO memory\r\n")
-    data = b""
-    while b"\r\n" not in data or len(data) < data.index(b"\r\n") + 4 + int(data[1 : data.index(b"\r\n")]):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise RailcarError("the server closed the connection")
-        data += chunk
-    return int(data.split(b"used_memory:", 1)[1].split(b"\r\n", 1)[0])
+    def next(self) -> bytes:
+        """The next whole reply; raises RailcarError if the server closes first."""
+        while (framed := frame_reply(self.buffer)) is None:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RailcarError("the server closed the connection")
+            self.buffer += chunk
+        end = framed[1]
+        reply = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        return reply
 
 
 def load_keys(port: int, keys: int, value_size: int) -> None:
     """SET ``keys`` distinct keys to distinct values of ``value_size`` bytes, 1,000 per write."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        replies = _Replies(sock)
         for start in range(0, keys, _BATCH):
-            count = min(_BATCH, keys - start)
-            out = bytearray()
-            for number in range(start, start + count):
-                key = b"key:%d" % number
-                value = (b"%d" % number).rjust(value_size, b"v")[:value_size]
-                out += b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value)
-            sock.sendall(out)
-            expected = b"+OK\r\n" * count
-            got = bytearray()
-            while len(got) < len(expected):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise RailcarError("the server closed the connection while loading")
-                got += chunk
-            if got != expected:
-                raise RailcarError(f"unexpected replies while loading: {bytes(got[:80])!r}")
-        if _call(sock, b"DBSIZE\r\n") != b":%d\r\n" % keys:
+            numbers = range(start, min(start + _BATCH, keys))
+            sock.sendall(
+                b"".join(
+                    encode_set(b"key:%d" % n, (b"%d" % n).rjust(value_size, b"v")[:value_size])
+                    for n in numbers
+                )
+            )
+            for _ in numbers:
+                reply = replies.next()
+                if reply != STORED:
+                    raise RailcarError(f"unexpected reply while loading: {reply[:80]!r}")
+        sock.sendall(encode_command("DBSIZE"))
+        if replies.next() != b":%d\r\n" % keys:
             raise RailcarError("the server does not hold every key loaded")
+
+
+def _used_memory(port: int) -> int:
+    """``used_memory`` from INFO memory."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(encode_command("INFO", "memory"))
+        info = _Replies(sock).next()
+    return int(info.split(b"used_memory:", 1)[1].split(b"\r\n", 1)[0])
 
 
 def _measure(system: str, keys: int, value_size: int) -> dict[str, float]:
@@ -83,8 +86,7 @@ def _measure(system: str, keys: int, value_size: int) -> dict[str, float]:
         before = rss_bytes(pid)
         load_keys(port, keys, value_size)
         grown = rss_bytes(pid) - before
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            used = _info_used_memory(sock)
+        used = _used_memory(port)
     return {"rss_growth": grown, "used_memory": used}
 
 
