@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -157,7 +158,7 @@ class _Exchange:
         else:
             raise ASGIError(f"unexpected ASGI message {kind!r}")
 
-    def _resolve(self, build: Any) -> None:
+    def _resolve(self, build: Callable[[], AnyResponse]) -> None:
         try:
             self.response.set_result(build())
         except ValueError as error:  # a bad status or header: the app's error, answered 500
