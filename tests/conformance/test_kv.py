@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import hiredis
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from railcar.apps.kv import KvHandler
 from railcar.engine.api import Server
@@ -118,12 +120,14 @@ def test_resp3_client(kv_server: Server) -> None:
 
 def test_requirepass(serve: ServerFactory) -> None:
     server = serve(KvHandler(requirepass="s3cret"))
-    anonymous = redis.Redis(port=server.port)
+    # redis-py counts AuthenticationError as a ConnectionError and retries it with backoff.
+    no_retry = Retry(NoBackoff(), 0)
+    anonymous = redis.Redis(port=server.port, retry=no_retry)
     with pytest.raises(redis.AuthenticationError):
         anonymous.get("k")
     anonymous.close()
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(port=server.port, password="wrong").ping()
+        redis.Redis(port=server.port, password="wrong", retry=no_retry).ping()
     client = redis.Redis(port=server.port, password="s3cret")
     assert client.set("k", "v")
     assert client.get("k") == b"v"
