@@ -20,12 +20,12 @@ from railcar import (
 from railcar.apps.echo import DatagramEchoHandler
 from railcar.engine.api import Address, Buffer, DatagramOptions
 from railcar.errors import BindError, ConnectionClosed
-from tests.helpers import wait_until
+from tests.helpers import engine_param, wait_until
 
 DatagramFactory = Callable[..., DatagramServer]
 
 
-@pytest.fixture(params=DATAGRAM_ENGINES)
+@pytest.fixture(params=[engine_param(name) for name in DATAGRAM_ENGINES])
 def serve_udp(request: pytest.FixtureRequest) -> Iterator[DatagramFactory]:
     """Start datagram servers on each datagram engine (port 0) and stop them after the test."""
     servers: list[DatagramServer] = []

@@ -28,12 +28,13 @@ _MODULES = {
 
 # Engines that serve datagrams; the threads engine does not (one thread per connection
 # has nothing to offer a connectionless socket).
-DATAGRAM_ENGINES = ("uvloop", "asyncio", "epoll")
+DATAGRAM_ENGINES = ("uvloop", "asyncio", "epoll", "uring")
 
 _DATAGRAM_MODULES = {
     "asyncio": ("railcar.engine.asyncio_datagram", "AsyncioDatagramServer"),
     "uvloop": ("railcar.engine.asyncio_datagram", "UvloopDatagramServer"),
     "epoll": ("railcar.engine.epoll_datagram", "EpollDatagramServer"),
+    "uring": ("railcar.engine.uring_datagram", "UringDatagramServer"),
 }
 
 

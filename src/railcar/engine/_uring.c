@@ -10,12 +10,24 @@
  * the next wait(), so they stay valid while Python delivers the batch; the buffer
  * area is exported through the buffer protocol (memoryview(ring)) and freed only when
  * the last view of it is gone.
+ *
+ * Datagrams: a multishot recvmsg picks provided buffers too; each holds the kernel's
+ * io_uring_recvmsg_out header, the sender's address and the payload, and comes back
+ * as (RECVMSG, cid, length, payload offset, address), length being the datagram's
+ * whole size (MSG_TRUNC), so one larger than the buffer is seen as oversized, never
+ * delivered cut short; the end of the request comes as (RECVMSG, cid, res, -1, None).
+ * sendto() prepares a sendmsg from a slot of a fixed pool (its msghdr, address and a
+ * reference to the bytes live there until the completion); completions free their
+ * slot here, and only failures come back, as (SENDMSG, 0, -errno, -1, address).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <liburing.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +40,20 @@
 #define KIND_MASK 7
 #define KIND_CANCEL 7 /* completions of cancel requests are dropped here, never returned */
 #define KIND_QUIET_SEND 5 /* a send nobody waits for: its completion alone is no reason to wake */
+#define KIND_RECVMSG 6
+#define KIND_SENDMSG 0 /* completions handled here: a failure alone is returned */
 #define BGID 0
+#define SEND_SLOTS 4096 /* datagrams in flight at once; past it sendto() refuses (dropped) */
+/* What precedes a datagram's payload in its receive buffer: the header and the address. */
+#define RECVMSG_OVERHEAD (sizeof(struct io_uring_recvmsg_out) + sizeof(struct sockaddr_in6))
+
+typedef struct {
+    struct msghdr msg;
+    struct iovec iov;
+    struct sockaddr_in6 addr;  /* large enough for either family */
+    PyObject *data;            /* the bytes sent, referenced until the completion; NULL: free */
+    int next_free;
+} SendSlot;
 
 typedef struct {
     PyObject_HEAD
@@ -46,6 +71,11 @@ typedef struct {
     unsigned short *used;      /* buffer ids handed out in the last batch */
     unsigned nused;
     Py_ssize_t exports;
+    struct msghdr recv_msg;    /* what every multishot recvmsg asks for: the address, no control data */
+    SendSlot *slots;           /* SEND_SLOTS of them, made by the first sendto() */
+    int free_slot;             /* head of the free list, -1: none */
+    unsigned long long send_bytes; /* bytes of the datagrams in flight */
+    unsigned long long stuck_bytes; /* of which still in flight when the last wait() returned */
 } Ring;
 
 static int ring_check(Ring *self) {
@@ -79,6 +109,14 @@ static void ring_release(Ring *self) {
     if (self->br != NULL) {
         munmap(self->br, self->br_size);
         self->br = NULL;
+    }
+    if (self->slots != NULL) {
+        /* The ring is gone, and with it every request that pointed into a slot. */
+        for (int i = 0; i < SEND_SLOTS; i++)
+            Py_CLEAR(self->slots[i].data);
+        PyMem_Free(self->slots);
+        self->slots = NULL;
+        self->send_bytes = self->stuck_bytes = 0;
     }
 }
 
@@ -158,6 +196,8 @@ static int Ring_init(Ring *self, PyObject *args, PyObject *kwds) {
     }
     self->nbufs = nbufs;
     self->bufsize = bufsize;
+    self->recv_msg.msg_namelen = sizeof(struct sockaddr_in6);
+    self->free_slot = -1;
     io_uring_buf_ring_init(self->br);
     int mask = io_uring_buf_ring_mask(nbufs);
     for (unsigned i = 0; i < nbufs; i++)
@@ -280,6 +320,303 @@ static PyObject *Ring_cancel(Ring *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* -- datagrams ------------------------------------------------------------------------ */
+
+static PyObject *Ring_recvmsg(Ring *self, PyObject *args) {
+    int fd;
+    unsigned long long ud;
+    if (!PyArg_ParseTuple(args, "iK", &fd, &ud) || ring_check(self) < 0)
+        return NULL;
+    if (self->bufsize <= RECVMSG_OVERHEAD) {
+        PyErr_SetString(PyExc_ValueError, "the receive buffers are too small for datagrams");
+        return NULL;
+    }
+    struct io_uring_sqe *sqe = get_sqe(self);
+    if (sqe == NULL)
+        return NULL;
+    /* MSG_TRUNC: the result tells a datagram's whole size, not what fitted. */
+    io_uring_prep_recvmsg_multishot(sqe, fd, &self->recv_msg, MSG_TRUNC);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BGID;
+    io_uring_sqe_set_data64(sqe, ud);
+    Py_RETURN_NONE;
+}
+
+/* The Python address of a sender: (host, port) or (host, port, flowinfo, scope_id), as socket.recvfrom gives. */
+static PyObject *make_addr(const struct sockaddr *sa, socklen_t len) {
+    char host[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        PyObject *name = PyUnicode_FromString(host);
+        if (name == NULL)
+            return NULL;
+        PyObject *port = PyLong_FromLong(ntohs(in->sin_port));
+        if (port == NULL) {
+            Py_DECREF(name);
+            return NULL;
+        }
+        PyObject *addr = PyTuple_Pack(2, name, port);
+        Py_DECREF(name);
+        Py_DECREF(port);
+        return addr;
+    }
+    if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(siII)", host, (int)ntohs(in6->sin6_port), (unsigned)ntohl(in6->sin6_flowinfo),
+                             (unsigned)in6->sin6_scope_id);
+    }
+    return Py_BuildValue("(si)", "", 0); /* no address (not INET): nothing can answer it */
+}
+
+/* Fill ``out`` from a Python address for ``family``: 0 done, -1 error raised, 1 the host is
+ * not a numeric address of that family (the caller resolves it and tries again). */
+static int parse_addr(PyObject *addr, int family, struct sockaddr_in6 *out, socklen_t *len) {
+    Py_ssize_t size = PyTuple_Check(addr) ? PyTuple_GET_SIZE(addr) : -1;
+    if (size < 2 || size > (family == AF_INET6 ? 4 : 2)) {
+        PyErr_Format(PyExc_TypeError, "%s address must be a tuple (host, port%s)",
+                     family == AF_INET6 ? "AF_INET6" : "AF_INET", family == AF_INET6 ? "[, flowinfo[, scope_id]]" : "");
+        return -1;
+    }
+    PyObject *host_obj = PyTuple_GET_ITEM(addr, 0);
+    if (!PyUnicode_Check(host_obj)) {
+        PyErr_SetString(PyExc_TypeError, "the host must be a str");
+        return -1;
+    }
+    const char *host = PyUnicode_AsUTF8(host_obj);
+    if (host == NULL)
+        return -1;
+    long port = PyLong_AsLong(PyTuple_GET_ITEM(addr, 1));
+    if (port == -1 && PyErr_Occurred())
+        return -1;
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_OverflowError, "sendto(): port must be 0-65535.");
+        return -1;
+    }
+    memset(out, 0, sizeof(*out));
+    if (family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)out;
+        if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
+            return 1;
+        in->sin_family = AF_INET;
+        in->sin_port = htons((unsigned short)port);
+        *len = sizeof(*in);
+        return 0;
+    }
+    unsigned long flowinfo = 0, scope_id = 0;
+    if (size > 2) {
+        flowinfo = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(addr, 2));
+        if (flowinfo == (unsigned long)-1 && PyErr_Occurred())
+            return -1;
+        if (flowinfo > 0xfffff) {
+            PyErr_SetString(PyExc_OverflowError, "sendto(): flowinfo must be 0-1048575.");
+            return -1;
+        }
+    }
+    if (size > 3) {
+        scope_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(addr, 3));
+        if (scope_id == (unsigned long)-1 && PyErr_Occurred())
+            return -1;
+        if (scope_id > 0xffffffffUL) {
+            PyErr_SetString(PyExc_OverflowError, "sendto(): scope_id out of range.");
+            return -1;
+        }
+    }
+    if (inet_pton(AF_INET6, host, &out->sin6_addr) != 1)
+        return 1;
+    out->sin6_family = AF_INET6;
+    out->sin6_port = htons((unsigned short)port);
+    out->sin6_flowinfo = htonl((uint32_t)flowinfo);
+    out->sin6_scope_id = (uint32_t)scope_id;
+    *len = sizeof(*out);
+    return 0;
+}
+
+static int make_slots(Ring *self) {
+    self->slots = PyMem_Calloc(SEND_SLOTS, sizeof(SendSlot));
+    if (self->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < SEND_SLOTS; i++)
+        self->slots[i].next_free = i + 1 < SEND_SLOTS ? i + 1 : -1;
+    self->free_slot = 0;
+    return 0;
+}
+
+static void release_slot(Ring *self, int i) {
+    SendSlot *slot = &self->slots[i];
+    self->send_bytes -= slot->iov.iov_len;
+    Py_CLEAR(slot->data);
+    slot->next_free = self->free_slot;
+    self->free_slot = i;
+}
+
+/* sendto(fd, family, addr, data, limit) -> bool: queue one datagram; False when it must be
+ * dropped (``limit`` bytes are stuck in flight, or every slot is taken). */
+static PyObject *Ring_sendto(Ring *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "sendto() takes fd, family, addr, data and limit");
+        return NULL;
+    }
+    if (ring_check(self) < 0)
+        return NULL;
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    long family = PyLong_AsLong(args[1]);
+    if (family == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long limit = PyLong_AsUnsignedLongLong(args[4]);
+    if (limit == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "bad file descriptor");
+        return NULL;
+    }
+    if (family != AF_INET && family != AF_INET6) {
+        PyErr_SetString(PyExc_ValueError, "datagrams go over AF_INET or AF_INET6 only");
+        return NULL;
+    }
+    if (self->slots == NULL && make_slots(self) < 0)
+        return NULL;
+    if (self->free_slot < 0 || (self->stuck_bytes && self->send_bytes >= limit))
+        Py_RETURN_FALSE;
+    SendSlot *slot = &self->slots[self->free_slot];
+    socklen_t addrlen = 0;
+    int parsed = parse_addr(args[2], (int)family, &slot->addr, &addrlen);
+    if (parsed < 0)
+        return NULL;
+    if (parsed > 0) {
+        PyErr_SetString(PyExc_ValueError, "not a numeric address");
+        return NULL;
+    }
+    PyObject *data = args[3];
+    if (PyBytes_CheckExact(data)) {
+        Py_INCREF(data);
+    } else {
+        /* A view may point into a receive buffer the ring reuses: the kernel gets a copy. */
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+        data = PyBytes_FromStringAndSize(view.buf, view.len);
+        PyBuffer_Release(&view);
+        if (data == NULL)
+            return NULL;
+    }
+    struct io_uring_sqe *sqe = get_sqe(self);
+    if (sqe == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    int i = self->free_slot;
+    self->free_slot = slot->next_free;
+    slot->data = data;
+    slot->iov.iov_base = PyBytes_AS_STRING(data);
+    slot->iov.iov_len = (size_t)PyBytes_GET_SIZE(data);
+    memset(&slot->msg, 0, sizeof(slot->msg));
+    slot->msg.msg_name = &slot->addr;
+    slot->msg.msg_namelen = addrlen;
+    slot->msg.msg_iov = &slot->iov;
+    slot->msg.msg_iovlen = 1;
+    self->send_bytes += slot->iov.iov_len;
+    io_uring_prep_sendmsg(sqe, (int)fd, &slot->msg, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, (unsigned long long)(i + 1) << KIND_BITS | KIND_SENDMSG);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Ring_cancel_fd(Ring *self, PyObject *args) {
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd) || ring_check(self) < 0)
+        return NULL;
+    struct io_uring_sqe *sqe = get_sqe(self);
+    if (sqe == NULL)
+        return NULL;
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(sqe, KIND_CANCEL);
+    Py_RETURN_NONE;
+}
+
+/* The tuple (kind, cid, res, offset, extra), built by hand: Py_BuildValue parses its format each time.
+ * Steals the reference to ``extra``. */
+static PyObject *completion(unsigned kind, unsigned long long cid, long res, long long offset, PyObject *extra) {
+    PyObject *item = PyTuple_New(5);
+    if (item == NULL) {
+        Py_DECREF(extra);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(item, 0, PyLong_FromLong((long)kind));
+    PyTuple_SET_ITEM(item, 1, PyLong_FromUnsignedLongLong(cid));
+    PyTuple_SET_ITEM(item, 2, PyLong_FromLong(res));
+    PyTuple_SET_ITEM(item, 3, PyLong_FromLongLong(offset));
+    PyTuple_SET_ITEM(item, 4, extra);
+    for (int i = 0; i < 4; i++) {
+        if (PyTuple_GET_ITEM(item, i) == NULL) {
+            Py_DECREF(item);
+            return NULL;
+        }
+    }
+    return item;
+}
+
+static int append(PyObject *batch, PyObject *item) {
+    if (item == NULL)
+        return -1;
+    int ret = PyList_Append(batch, item);
+    Py_DECREF(item);
+    return ret;
+}
+
+/* A recvmsg completion's items: the datagram it carries, then its end if it ended. */
+static int recvmsg_done(Ring *self, struct io_uring_cqe *cqe, PyObject *batch) {
+    unsigned long long cid = cqe->user_data >> KIND_BITS;
+    if ((cqe->flags & IORING_CQE_F_BUFFER) && cqe->res > 0) {
+        unsigned short bid = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        char *buf = self->bufs + (size_t)bid * self->bufsize;
+        struct io_uring_recvmsg_out *out = io_uring_recvmsg_validate(buf, cqe->res, &self->recv_msg);
+        if (out != NULL && out->namelen <= self->recv_msg.msg_namelen) {
+            char *payload = io_uring_recvmsg_payload(out, &self->recv_msg);
+            long room = (long)(self->bufsize - (payload - buf));
+            long length = (long)out->payloadlen;
+            if ((out->flags & MSG_TRUNC) && length <= room)
+                length = room + 1; /* cut short however the kernel counted: oversized */
+            PyObject *addr = make_addr(io_uring_recvmsg_name(out), out->namelen);
+            if (addr == NULL)
+                return -1;
+            if (append(batch, completion(KIND_RECVMSG, cid, length, payload - self->bufs, addr)) < 0)
+                return -1;
+        }
+    }
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        Py_INCREF(Py_None);
+        if (append(batch, completion(KIND_RECVMSG, cid, cqe->res > 0 ? 0 : cqe->res, -1, Py_None)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A sendmsg completion: its slot is freed; a failure is returned with the address it went to. */
+static int sendmsg_done(Ring *self, struct io_uring_cqe *cqe, PyObject *batch) {
+    unsigned long long id = cqe->user_data >> KIND_BITS;
+    if (self->slots == NULL || id == 0 || id > SEND_SLOTS || self->slots[id - 1].data == NULL)
+        return 0; /* not one of ours (cannot happen): nothing to free */
+    int i = (int)(id - 1);
+    if (cqe->res >= 0) {
+        release_slot(self, i);
+        return 0;
+    }
+    SendSlot *slot = &self->slots[i];
+    PyObject *addr = make_addr((struct sockaddr *)&slot->addr, slot->msg.msg_namelen);
+    release_slot(self, i);
+    if (addr == NULL)
+        return -1;
+    return append(batch, completion(KIND_SENDMSG, 0, cqe->res, -1, addr));
+}
+
 static void recycle(Ring *self) {
     if (!self->nused)
         return;
@@ -299,7 +636,7 @@ static unsigned ready_events(Ring *self, unsigned *ready) {
     io_uring_for_each_cqe(&self->ring, head, cqe) {
         seen++;
         unsigned kind = (unsigned)(cqe->user_data & KIND_MASK);
-        if (kind != KIND_QUIET_SEND && kind != KIND_CANCEL)
+        if (kind != KIND_QUIET_SEND && kind != KIND_CANCEL && kind != KIND_SENDMSG)
             events++;
     }
     *ready = seen;
@@ -366,39 +703,37 @@ static PyObject *Ring_wait(Ring *self, PyObject *args) {
         unsigned kind = (unsigned)(ud & KIND_MASK);
         if (kind == KIND_CANCEL)
             continue; /* a cancel that found nothing left to cancel */
+        if (kind == KIND_SENDMSG) {
+            if (sendmsg_done(self, cqe, batch) < 0)
+                goto failed;
+            continue;
+        }
         long long offset = -1;
         if (cqe->flags & IORING_CQE_F_BUFFER) {
             unsigned short bid = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+            if (bid >= self->nbufs || self->nused >= self->nbufs)
+                continue; /* not a buffer of ours (cannot happen): nothing to read or give back */
             self->used[self->nused++] = bid;
             offset = (long long)bid * self->bufsize;
         }
-        /* Built by hand: Py_BuildValue parses its format string for every completion. */
-        PyObject *item = PyTuple_New(5);
-        if (item != NULL) {
-            PyObject *more = (cqe->flags & IORING_CQE_F_MORE) ? Py_True : Py_False;
-            Py_INCREF(more);
-            PyTuple_SET_ITEM(item, 0, PyLong_FromLong((long)kind));
-            PyTuple_SET_ITEM(item, 1, PyLong_FromUnsignedLongLong(ud >> KIND_BITS));
-            PyTuple_SET_ITEM(item, 2, PyLong_FromLong((long)cqe->res));
-            PyTuple_SET_ITEM(item, 3, PyLong_FromLongLong(offset));
-            PyTuple_SET_ITEM(item, 4, more);
-            for (int i = 0; i < 4; i++) {
-                if (PyTuple_GET_ITEM(item, i) == NULL) {
-                    Py_CLEAR(item);
-                    break;
-                }
-            }
+        if (kind == KIND_RECVMSG) {
+            if (recvmsg_done(self, cqe, batch) < 0)
+                goto failed;
+            continue;
         }
-        if (item == NULL || PyList_Append(batch, item) < 0) {
-            Py_XDECREF(item);
-            Py_DECREF(batch);
-            io_uring_cq_advance(&self->ring, seen);
-            return NULL;
-        }
-        Py_DECREF(item);
+        PyObject *more = (cqe->flags & IORING_CQE_F_MORE) ? Py_True : Py_False;
+        Py_INCREF(more);
+        if (append(batch, completion(kind, ud >> KIND_BITS, (long)cqe->res, offset, more)) < 0)
+            goto failed;
     }
+    self->stuck_bytes = self->send_bytes;
     io_uring_cq_advance(&self->ring, seen);
     return batch;
+failed:
+    /* The completions before this one are lost with the batch; the rest wait for the next call. */
+    Py_DECREF(batch);
+    io_uring_cq_advance(&self->ring, seen);
+    return NULL;
 }
 
 static PyObject *Ring_close(Ring *self, PyObject *unused) {
@@ -438,6 +773,10 @@ static PyMethodDef Ring_methods[] = {
     {"send", (PyCFunction)Ring_send, METH_VARARGS, "Queue a send of a bytes object, kept alive by the caller."},
     {"poll", (PyCFunction)Ring_poll, METH_VARARGS, "Queue a multishot readability poll."},
     {"cancel", (PyCFunction)Ring_cancel, METH_VARARGS, "Queue the cancellation of the request with this user_data."},
+    {"recvmsg", (PyCFunction)Ring_recvmsg, METH_VARARGS, "Queue a multishot datagram receive into provided buffers."},
+    {"sendto", (PyCFunction)(void (*)(void))Ring_sendto, METH_FASTCALL,
+     "Queue one datagram to an address; False if it must be dropped (bound reached)."},
+    {"cancel_fd", (PyCFunction)Ring_cancel_fd, METH_VARARGS, "Queue the cancellation of every request on a descriptor."},
     {"wait", (PyCFunction)Ring_wait, METH_VARARGS, "Submit, wait for an event (quiet sends' completions aside) or the timeout, return the batch."},
     {"close", (PyCFunction)Ring_close, METH_NOARGS, "Release the ring (the buffers go with the last view)."},
     {"features", (PyCFunction)Ring_features, METH_NOARGS, "The kernel's feature bits and the setup flags used."},
@@ -446,8 +785,11 @@ static PyMethodDef Ring_methods[] = {
 
 static PyObject *Ring_get_bufsize(Ring *self, void *closure) { return PyLong_FromUnsignedLong(self->bufsize); }
 
+static PyObject *Ring_get_sending(Ring *self, void *closure) { return PyLong_FromUnsignedLongLong(self->send_bytes); }
+
 static PyGetSetDef Ring_getset[] = {
     {"bufsize", (getter)Ring_get_bufsize, NULL, "Size of each provided receive buffer.", NULL},
+    {"sending", (getter)Ring_get_sending, NULL, "Bytes of datagrams queued by sendto() and not completed yet.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -480,6 +822,10 @@ PyMODINIT_FUNC PyInit__uring(void) {
         PyModule_AddIntConstant(module, "ACCEPT", 1) < 0 || PyModule_AddIntConstant(module, "RECV", 2) < 0 ||
         PyModule_AddIntConstant(module, "SEND", 3) < 0 || PyModule_AddIntConstant(module, "POLL", 4) < 0 ||
         PyModule_AddIntConstant(module, "QUIET_SEND", KIND_QUIET_SEND) < 0 ||
+        PyModule_AddIntConstant(module, "RECVMSG", KIND_RECVMSG) < 0 ||
+        PyModule_AddIntConstant(module, "SENDMSG", KIND_SENDMSG) < 0 ||
+        PyModule_AddIntConstant(module, "SEND_SLOTS", SEND_SLOTS) < 0 ||
+        PyModule_AddIntConstant(module, "RECVMSG_OVERHEAD", (long)RECVMSG_OVERHEAD) < 0 ||
         PyModule_AddIntConstant(module, "KIND_BITS", KIND_BITS) < 0) {
         Py_DECREF(&RingType);
         Py_DECREF(module);
