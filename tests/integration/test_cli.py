@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import click
 import pytest
 
-from railcar import DATAGRAM_ENGINES, ENGINES
-from railcar.engine import available_engines
+from railcar import ENGINES
+from railcar.engine import available_datagram_engines, available_engines, unavailable
 from railcar.reqrep.sync import SyncClient
 from tests.helpers import engine_param, recv_exactly
 
@@ -233,7 +233,7 @@ def test_bench_udp_smoke_runs_every_datagram_engine_and_peer(tmp_path: os.PathLi
     )
     assert result.returncode == 0, result.stderr
     systems = {r["system"]: r for r in json.loads(result.stdout)["results"]}
-    assert set(systems) == {f"railcar-{e}" for e in DATAGRAM_ENGINES} | {
+    assert set(systems) == {f"railcar-{e}" for e in available_datagram_engines()} | {
         "uvloop-datagram",
         "asyncio-datagram",
     }
@@ -248,7 +248,17 @@ def test_bench_udp_smoke_runs_every_datagram_engine_and_peer(tmp_path: os.PathLi
 
 @pytest.mark.parametrize(
     ("engine", "host"),
-    [("epoll", "127.0.0.1"), ("uvloop", "::1"), ("asyncio", "127.0.0.1"), ("epoll", "::1")],
+    [
+        ("epoll", "127.0.0.1"),
+        ("uvloop", "::1"),
+        ("asyncio", "127.0.0.1"),
+        ("epoll", "::1"),
+        pytest.param(
+            "uring",
+            "::1",
+            marks=pytest.mark.skipif(unavailable("uring") is not None, reason=str(unavailable("uring"))),
+        ),
+    ],
 )
 def test_serve_echo_udp_echoes_datagrams_and_stops_on_signal(engine: str, host: str) -> None:
     family = socket.AF_INET6 if host == "::1" else socket.AF_INET

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from railcar.bench.procs import alternate, cpu_cells, cpu_medians, cpu_text, measure_load
-from railcar.engine import DATAGRAM_ENGINES, datagram_server_class
+from railcar.engine import available_datagram_engines, datagram_server_class
 from railcar.errors import EngineUnavailable, RailcarError
 from railcar.report import (
     FiniteFloatRange,
@@ -32,8 +32,13 @@ PEERS = {
     "uvloop-datagram": ("railcar.bench.echo_peers", "uvloop-datagram"),
     "asyncio-datagram": ("railcar.bench.echo_peers", "asyncio-datagram"),
 }
-# The peer each engine is judged against: the same event loop, or the fastest one (epoll).
-MATCHING_PEER = {"uvloop": "uvloop-datagram", "asyncio": "asyncio-datagram", "epoll": "uvloop-datagram"}
+# The peer each engine is judged against: the same event loop, or the fastest one (epoll, uring).
+MATCHING_PEER = {
+    "uvloop": "uvloop-datagram",
+    "asyncio": "asyncio-datagram",
+    "epoll": "uvloop-datagram",
+    "uring": "uvloop-datagram",
+}
 SETTINGS = {
     "railcar": "`railcar serve echo --udp --engine E`, defaults otherwise",
     "uvloop-datagram": (
@@ -188,8 +193,8 @@ def _markdown(doc: dict[str, Any]) -> str:
 @click.command("udp")
 @click.option(
     "--engines",
-    default=",".join(DATAGRAM_ENGINES),
-    show_default=True,
+    default=lambda: ",".join(available_datagram_engines()),
+    show_default="every datagram engine that runs here",
     help="Comma-separated datagram engines to measure.",
 )
 @click.option(

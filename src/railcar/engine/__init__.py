@@ -71,6 +71,11 @@ def available_engines() -> tuple[str, ...]:
     return tuple(engine for engine in ENGINES if unavailable(engine) is None)
 
 
+def available_datagram_engines() -> tuple[str, ...]:
+    """The engines of DATAGRAM_ENGINES that can run here, in that order; raises nothing."""
+    return tuple(engine for engine in DATAGRAM_ENGINES if unavailable(engine) is None)
+
+
 def _check_available(engine: str) -> None:
     if engine not in _MODULES:
         raise EngineUnavailable(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
