@@ -31,6 +31,10 @@ DEADLINE = 1.0
         (["serve", "http", "--workers", "0"], "0 is not in the range"),
         (["serve", "reqrep", "--architecture", "prefork"], "'prefork' is not one of"),
         (["serve", "kv", "--workers", "2"], "--workers must be 1"),
+        (
+            ["serve", "echo", "--udp", "--workers", "2", "--architecture", "reactor"],
+            "datagrams have no accept for a reactor to balance",
+        ),
     ],
 )
 def test_bad_combinations_print_one_line_and_exit_2(

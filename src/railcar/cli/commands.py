@@ -90,7 +90,8 @@ def serve() -> None:
 @click.option(
     "--udp",
     is_flag=True,
-    help="Echo UDP datagrams on --host/--port instead of TCP bytes (engines uvloop, asyncio, epoll).",
+    help="Echo UDP datagrams on --host/--port instead of TCP bytes (engines uvloop, asyncio, epoll, "
+    "uring; --workers shard the port).",
 )
 @click.option(
     "--max-datagram",
@@ -105,7 +106,7 @@ def serve_echo(udp: bool, max_datagram: int, **serving: Any) -> None:
     from railcar.apps.echo import DatagramEchoHandler, EchoHandler  # noqa: PLC0415 - keep CLI start-up light
 
     if udp:
-        serve_datagram_app(DatagramEchoHandler(), serving, max_datagram=max_datagram)
+        serve_datagram_app(DatagramEchoHandler, serving, max_datagram=max_datagram)
         return
     if max_datagram != MAX_UDP_PAYLOAD:
         raise click.UsageError("--max-datagram applies only with --udp")

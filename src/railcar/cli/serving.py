@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from railcar.engine import ENGINES, create_datagram_server, default_engine
-from railcar.engine.api import Address, DatagramHandler, Handler, Server, ServerOptions
+from railcar.engine import ENGINES, default_engine
+from railcar.engine.api import Address, DatagramHandler, DatagramOptions, Handler, Server, ServerOptions
 from railcar.engine.listen import describe
 from railcar.limits import raise_open_file_limit
 from railcar.report import FiniteFloatRange
@@ -117,21 +117,40 @@ def serve_app(
     )
 
 
-def serve_datagram_app(handler: DatagramHandler, settings: dict[str, Any], **options: Any) -> None:
+def serve_datagram_app(
+    handler_factory: Callable[[], DatagramHandler], settings: dict[str, Any], **options: Any
+) -> None:
     """Serve UDP datagrams until SIGINT/SIGTERM, printing the bound address first; raises click.UsageError.
 
-    One process only (UDP under workers is not built yet).  Also raises BindError and
-    EngineUnavailable (the threads engine has no datagrams).
+    ``options`` are DatagramOptions fields besides the address.  Under ``--workers`` each
+    worker binds the port with SO_REUSEPORT (sharding; the reactor architecture has no
+    accept to balance and is refused).  Also raises BindError, EngineUnavailable (the
+    threads engine has no datagrams), WorkerStartError and WorkersFailed.
     """
-    if settings["workers"] != 1:
-        raise click.UsageError("--udp serves in one process: --workers is for TCP")
     if settings["unix"] is not None:
         raise click.UsageError("--udp serves on --host/--port, not on a Unix socket")
-    server = create_datagram_server(
-        handler, settings["engine"], host=settings["host"], port=settings["port"], **options
+    address = {"host": settings["host"], "port": settings["port"]}
+    try:
+        check_settings(
+            settings["workers"],
+            settings["architecture"],
+            settings["balance"],
+            DatagramOptions(**address, **options),
+        )
+    except ValueError as exc:
+        raise click.UsageError(f"--udp: {exc}") from exc
+    serve(
+        handler_factory,
+        workers=settings["workers"],
+        architecture=settings["architecture"],
+        cpu_affinity=settings["cpu_affinity"],
+        engine=settings["engine"],
+        deadline=settings["deadline"],
+        ready=_announce,
+        datagrams=True,
+        **address,
+        **options,
     )
-    server.start()
-    server.serve_forever(settings["deadline"], ready=lambda: _announce(server.address))
 
 
 def _announce(address: Address) -> None:

@@ -20,10 +20,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from railcar.engine import server_class
-from railcar.engine.api import Conn, Handler, Server, ServerOptions
+from railcar.engine.api import (
+    Conn,
+    DatagramHandler,
+    DatagramOptions,
+    Handler,
+    Server,
+    ServerOptions,
+    Service,
+)
 from railcar.procs import pin
-from railcar.workers.settings import Architecture
+from railcar.workers.settings import Architecture, server_for
 
 log = logging.getLogger("railcar.workers")
 
@@ -37,10 +44,10 @@ MESSAGE_SIZE = 64
 class WorkerSpec:
     """What every worker of a supervisor runs: the handler it builds, on which engine, listening how."""
 
-    handler_factory: Callable[[], Handler]
+    handler_factory: Callable[[], Handler | DatagramHandler]
     engine: str | None
     architecture: Architecture
-    options: ServerOptions
+    options: ServerOptions | DatagramOptions
     deadline: float
     started: Callable[[Server], None] | None = None
 
@@ -113,7 +120,7 @@ def worker_main(
     for sock in inherited:
         sock.close()  # the supervisor's: held here, they would outlive it (a listener would keep listening)
     stop = threading.Event()
-    running: list[Server] = []
+    running: list[Service] = []
 
     def on_term(signum: int, frame: object) -> None:
         if stop.is_set() and running:
@@ -129,10 +136,11 @@ def worker_main(
     counter = Counter(chan)
     try:
         handler = spec.handler_factory()
-        count_connections(handler, counter)
-        server = server_class(spec.engine)(handler, _options(spec))
+        if isinstance(handler, Handler) and isinstance(spec.options, ServerOptions):
+            count_connections(handler, counter)
+        server = server_for(handler, spec.engine, _options(spec))
         server.start()
-        if spec.started is not None:
+        if spec.started is not None and isinstance(server, Server):
             try:
                 spec.started(server)
             except BaseException:
@@ -157,8 +165,8 @@ def worker_main(
             close()
 
 
-def _options(spec: WorkerSpec) -> ServerOptions:
-    if spec.architecture == "sharding":
+def _options(spec: WorkerSpec) -> ServerOptions | DatagramOptions:
+    if spec.architecture == "sharding" or isinstance(spec.options, DatagramOptions):
         return spec.options
     # A reactor worker only adopts; engines need a listener, so it gets one nobody knows:
     # an abstract Unix socket the kernel names (bind to "").
@@ -168,7 +176,7 @@ def _options(spec: WorkerSpec) -> ServerOptions:
     return dataclasses.replace(spec.options, host="", port=0, unix=None, reuse_port=False, sock=private)
 
 
-def _receive(chan: socket.socket, server: Server, counter: Counter, stop: threading.Event) -> None:
+def _receive(chan: socket.socket, server: Service, counter: Counter, stop: threading.Event) -> None:
     """Adopt the sockets the acceptor sends until the supervisor closes its end (or dies)."""
     try:
         while True:
@@ -184,7 +192,10 @@ def _receive(chan: socket.socket, server: Server, counter: Counter, stop: thread
     stop.set()
 
 
-def _adopt(server: Server, sock: socket.socket) -> None:
+def _adopt(server: Service, sock: socket.socket) -> None:
+    if not isinstance(server, Server):  # a datagram server: sharding only, so none are ever sent
+        sock.close()
+        return
     try:
         server.adopt(sock)
     except (RuntimeError, ValueError) as exc:

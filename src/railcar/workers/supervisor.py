@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
-from railcar.engine import server_class
-from railcar.engine.api import Address, Handler, Server, ServerOptions
+from railcar.engine import datagram_server_class, server_class
+from railcar.engine.api import Address, DatagramHandler, DatagramOptions, Handler, Server, ServerOptions
 from railcar.engine.listen import describe, listen
 from railcar.errors import BindError, WorkersFailed, WorkerStartError
 from railcar.procs import cpu_of
@@ -83,7 +83,7 @@ class Supervisor:
 
     def __init__(
         self,
-        handler_factory: Callable[[], Handler],
+        handler_factory: Callable[[], Handler | DatagramHandler],
         *,
         workers: int,
         architecture: str = "sharding",
@@ -93,14 +93,21 @@ class Supervisor:
         deadline: float = 5.0,
         restarts: Restarts | None = None,
         started: Callable[[Server], None] | None = None,
+        datagrams: bool = False,
         **options: Any,
     ) -> None:
-        """Check the settings; raises ValueError for bad ones (see ``check_settings``, ServerOptions)."""
-        self.options = ServerOptions(**options)
+        """Check the settings; raises ValueError for bad ones (see ``check_settings``, the options).
+
+        ``datagrams``: the factory makes DatagramHandlers and ``options`` are DatagramOptions fields.
+        """
+        self.options: ServerOptions | DatagramOptions = (
+            DatagramOptions(**options) if datagrams else ServerOptions(**options)
+        )
         arch, chosen = check_settings(workers, architecture, balance, self.options)
         self.architecture: Architecture = arch
         self.balance: Balance = chosen
-        self.engine = server_class(engine).engine  # an unknown engine fails here, not in N workers
+        # An unknown engine (or one without datagrams) fails here, not in N workers.
+        self.engine = (datagram_server_class if datagrams else server_class)(engine).engine
         self.cpu_affinity = cpu_affinity
         self.deadline = deadline
         self.restarts = restarts or Restarts()
@@ -183,6 +190,11 @@ class Supervisor:
             raise
         if self.architecture == "reactor":
             self._accept(True)
+        if isinstance(self.options, DatagramOptions) and self._listener is not None:
+            # A bound UDP socket in the SO_REUSEPORT group gets its share of the datagrams:
+            # the port's reservation goes once the workers hold it (and keep it while one lives).
+            self._listener.close()
+            self._listener = None
         self._thread = threading.Thread(target=self._run, name="railcar-supervisor", daemon=True)
         self._thread.start()
         log.info(
@@ -248,13 +260,20 @@ class Supervisor:
 
     def _listen(self) -> None:
         options = self.options
-        if self.architecture == "reactor":
+        if isinstance(options, DatagramOptions):
+            if options.sock is not None:  # one worker: it serves the given socket
+                self._address = options.sock.getsockname()
+            else:
+                self._listener = _reserve_port(options.host, options.port, socket.SOCK_DGRAM)
+                self._address = self._listener.getsockname()
+                options = dataclasses.replace(options, port=int(self._address[1]), reuse_port=True)
+        elif self.architecture == "reactor":
             self._listener = listen(options)
             self._address = self._listener.getsockname()
         elif options.unix is not None or options.sock is not None:  # one worker: it listens itself
             self._address = options.unix if options.sock is None else options.sock.getsockname()
         else:
-            self._listener = _reserve_port(options)
+            self._listener = _reserve_port(options.host, options.port, socket.SOCK_STREAM)
             self._address = self._listener.getsockname()
             options = dataclasses.replace(options, port=int(self._address[1]), reuse_port=True)
         self._spec = WorkerSpec(
@@ -572,16 +591,17 @@ class Supervisor:
 _WORKER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOTCONN})
 
 
-def _reserve_port(options: ServerOptions) -> socket.socket:
-    """Bind (without listening) the port every sharding worker will listen on; raises BindError.
+def _reserve_port(host: str, port: int, sock_type: socket.SocketKind) -> socket.socket:
+    """Bind (without listening) the port every sharding worker will bind too; raises BindError.
 
-    Held for the supervisor's life, it names the port when ``options.port`` is 0 and keeps
-    it ours while workers restart; a bound socket that does not listen gets no connections.
+    It names the port when ``port`` is 0.  A TCP reservation is held for the supervisor's
+    life, keeping the port ours while workers restart (a bound socket that does not listen
+    gets no connections); a UDP one only until the workers serve (see ``start``).
     """
-    where = describe((options.host, options.port))
+    where = describe((host, port))
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
-            options.host, options.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, port, type=sock_type, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
         raise BindError(f"cannot listen on {where}: unknown host ({exc.strerror})") from exc
