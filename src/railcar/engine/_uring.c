@@ -27,6 +27,8 @@
 #include <limits.h>
 #include <liburing.h>
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -364,6 +366,14 @@ static PyObject *make_addr(const struct sockaddr *sa, socklen_t len) {
     }
     if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (in6->sin6_scope_id != 0) {
+            /* A scoped (link-local) address reads "fe80::1%eth0", as socket.recvfrom gives it. */
+            char scoped[NI_MAXHOST];
+            if (getnameinfo(sa, sizeof(*in6), scoped, sizeof(scoped), NULL, 0, NI_NUMERICHOST) != 0)
+                return Py_BuildValue("(siII)", "", 0, 0u, 0u);
+            return Py_BuildValue("(siII)", scoped, (int)ntohs(in6->sin6_port), (unsigned)ntohl(in6->sin6_flowinfo),
+                                 (unsigned)in6->sin6_scope_id);
+        }
         if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)) == NULL)
             return PyErr_SetFromErrno(PyExc_OSError);
         return Py_BuildValue("(siII)", host, (int)ntohs(in6->sin6_port), (unsigned)ntohl(in6->sin6_flowinfo),
@@ -425,8 +435,29 @@ static int parse_addr(PyObject *addr, int family, struct sockaddr_in6 *out, sock
             return -1;
         }
     }
-    if (inet_pton(AF_INET6, host, &out->sin6_addr) != 1)
+    const char *percent = strchr(host, '%');
+    if (percent != NULL) {
+        /* "fe80::1%eth0": the zone names the scope unless the tuple gives one. */
+        char bare[INET6_ADDRSTRLEN];
+        size_t n = (size_t)(percent - host);
+        if (n >= sizeof(bare))
+            return 1;
+        memcpy(bare, host, n);
+        bare[n] = '\0';
+        if (inet_pton(AF_INET6, bare, &out->sin6_addr) != 1)
+            return 1;
+        if (scope_id == 0) {
+            scope_id = if_nametoindex(percent + 1);
+            if (scope_id == 0) {
+                char *end;
+                scope_id = strtoul(percent + 1, &end, 10);
+                if (*end != '\0' || scope_id > 0xffffffffUL)
+                    return 1;
+            }
+        }
+    } else if (inet_pton(AF_INET6, host, &out->sin6_addr) != 1) {
         return 1;
+    }
     out->sin6_family = AF_INET6;
     out->sin6_port = htons((unsigned short)port);
     out->sin6_flowinfo = htonl((uint32_t)flowinfo);

@@ -4,7 +4,7 @@ Every engine (asyncio, uvloop, epoll, threads) implements only this module's
 ``Conn`` and ``Server`` and calls the ``Handler`` the same way, so a handler
 written once runs unchanged on all of them.  Datagrams (UDP) have their own,
 smaller contract: a ``DatagramHandler`` gets ``on_datagram`` calls and answers
-through the server's one ``DatagramEndpoint`` (asyncio, uvloop and epoll engines).
+through the server's one ``DatagramEndpoint`` (asyncio, uvloop, epoll and uring engines).
 """
 
 from __future__ import annotations
