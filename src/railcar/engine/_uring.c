@@ -18,7 +18,8 @@
  * delivered cut short; the end of the request comes as (RECVMSG, cid, res, -1, None).
  * sendto() prepares a sendmsg from a slot of a fixed pool (its msghdr, address and a
  * reference to the bytes live there until the completion); completions free their
- * slot here, and only failures come back, as (SENDMSG, 0, -errno, -1, address).
+ * slot here (before a quiet wait sleeps, too), and only failures come back, as
+ * (SENDMSG, 0, -errno, -1, address).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -660,18 +661,39 @@ static void recycle(Ring *self) {
     self->nused = 0;
 }
 
-/* Completions ready, and how many of them are events (neither quiet sends nor cancels). */
+/* Completions ready, and how many of them are events (neither quiet sends, nor datagrams
+ * sent, nor cancels; a datagram the kernel refused is one). */
 static unsigned ready_events(Ring *self, unsigned *ready) {
     unsigned head, events = 0, seen = 0;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(&self->ring, head, cqe) {
         seen++;
         unsigned kind = (unsigned)(cqe->user_data & KIND_MASK);
-        if (kind != KIND_QUIET_SEND && kind != KIND_CANCEL && kind != KIND_SENDMSG)
+        if (kind != KIND_QUIET_SEND && kind != KIND_CANCEL && (kind != KIND_SENDMSG || cqe->res < 0))
             events++;
     }
     *ready = seen;
     return events;
+}
+
+/* Consume the datagrams sent and the cancels at the head of the completion queue, freeing
+ * their slots, so that a loop about to sleep holds no slot whose send is over. */
+static void reap_sent(Ring *self) {
+    unsigned head, done = 0;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&self->ring, head, cqe) {
+        unsigned long long ud = cqe->user_data;
+        unsigned kind = (unsigned)(ud & KIND_MASK);
+        if (kind == KIND_SENDMSG && cqe->res >= 0) {
+            unsigned long long id = ud >> KIND_BITS;
+            if (self->slots != NULL && id >= 1 && id <= SEND_SLOTS && self->slots[id - 1].data != NULL)
+                release_slot(self, (int)(id - 1));
+        } else if (kind != KIND_CANCEL) {
+            break;
+        }
+        done++;
+    }
+    io_uring_cq_advance(&self->ring, done);
 }
 
 static PyObject *Ring_wait(Ring *self, PyObject *args) {
@@ -705,10 +727,12 @@ static PyObject *Ring_wait(Ring *self, PyObject *args) {
            be waited for). */
         ret = io_uring_submit_and_get_events(&self->ring);
         unsigned ready = 0;
-        if (ret >= 0 && ready_events(self, &ready) == 0)
-            wait_nr = ready + 1;
-        else
+        if (ret >= 0 && ready_events(self, &ready) == 0) {
+            reap_sent(self);
+            wait_nr = io_uring_cq_ready(&self->ring) + 1;
+        } else {
             wait_nr = 0;
+        }
     }
     if (wait_nr == 0 || io_uring_cq_ready(&self->ring) >= wait_nr) {
         ret = io_uring_submit(&self->ring); /* completions are waiting: do not block */
