@@ -56,9 +56,9 @@ def serve(
     server listens (an app's start-up, such as an ASGI lifespan; what it raises fails
     that worker's start); ``ready`` gets the bound address once every worker has
     started.  A handler with a ``close()`` method has it called once its server has
-    stopped.  Main thread only.  Raises
-    ValueError (bad settings), TypeError (a handler of the other kind), EngineUnavailable,
-    BindError, WorkerStartError, or WorkersFailed when the workers keep dying.
+    stopped.  Main thread only.  Raises ValueError (bad settings), TypeError (a handler
+    of the other kind), EngineUnavailable, BindError, WorkerStartError, or WorkersFailed
+    when the workers keep dying.
     """
     if datagrams is None:
         datagrams = isinstance(handler_factory, type) and issubclass(handler_factory, DatagramHandler)

@@ -64,7 +64,7 @@ def check_settings(
     unix = options.unix if isinstance(options, ServerOptions) else None
     if workers > 1 and architecture == "sharding" and (unix is not None or options.sock is not None):
         raise ValueError(
-            "sharding binds a TCP port in every worker (SO_REUSEPORT): it cannot share a Unix socket "
+            "sharding binds the port in every worker (SO_REUSEPORT): it cannot share a Unix socket "
             "or a given socket; use the reactor architecture"
         )
     if workers > 1 and options.sock is not None:
