@@ -91,7 +91,7 @@ def _measure_echo(
 ) -> dict[str, float]:
     """Run the ping-pong load against one system; return rate, errors and server and load CPU use."""
     shares = [conns // load_procs + (i < conns % load_procs) for i in range(load_procs)]
-    loads, server_cpu, load_cpu = measure_load(
+    run = measure_load(
         system.argv,
         ECHO,
         [
@@ -104,14 +104,15 @@ def _measure_echo(
         ],
         timeout=seconds + warmup + 30,
     )
-    ops_per_s = sum(load["round_trips"] / load["elapsed"] for load in loads)
+    ops_per_s = sum(load["round_trips"] / load["elapsed"] for load in run.results)
     return {
         "ops_per_s": ops_per_s,
-        "errors": sum(load["errors"] for load in loads),
-        "server_cpu": server_cpu,
-        "load_cpu": load_cpu,
+        "errors": sum(load["errors"] for load in run.results),
+        "server_cpu": run.server_cpu,
+        "load_cpu": run.load_cpu,
+        "server_kernel": run.server_kernel,
         # CPU-seconds per second over round trips per second: what one round trip costs the server.
-        "server_us_per_op": server_cpu * 1e6 / max(ops_per_s, 1e-9),
+        "server_us_per_op": run.server_cpu * 1e6 / max(ops_per_s, 1e-9),
     }
 
 
@@ -128,6 +129,7 @@ def _echo_results(systems: list[System], runs: dict[str, list[dict[str, float]]]
             "errors": int(sum(r["errors"] for r in measured)),
             **cpu_medians(measured),
             "server_us_per_op": round(cpu_per_op[system.name], 2),
+            "server_kernel": round(statistics.median(r["server_kernel"] for r in measured), 3),
             "runs": [round(r["ops_per_s"], 1) for r in measured],
         }
         if system.peer is not None:
@@ -162,6 +164,7 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
             f"{r['ratio']:.2f}× {r['peer']}" if "ratio" in r else "",
             f"{r['server_us_per_op']:.2f} µs",
             f"{r['cpu_ratio']:.2f}×" if "cpu_ratio" in r else "",
+            f"{r['server_kernel'] * 100:.0f}%",
             *cpu_cells(r),
             str(r["errors"]),
         ]
@@ -179,7 +182,9 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
                 f"median of {counted(doc['rounds'], 'round')} of {doc['seconds']} s, railcar and peers "
                 "alternating. CPU is in CPUs busy: near 100% on the server means it, not the load, was "
                 "the limit. Server CPU per round trip is the server's CPU time over the round trips "
-                "served; its ratio is the peer's over railcar's (above 1: railcar spends less)."
+                "served; its ratio is the peer's over railcar's (above 1: railcar spends less). In kernel is "
+                "the share of the server's CPU time spent in system calls and the network stack: "
+                "the part of a round trip no engine's Python can remove."
             ),
             (
                 "Every server, railcar's and the peers' alike, is measured in the state a running server "
@@ -197,6 +202,7 @@ def _echo_markdown(doc: dict[str, Any]) -> str:
                     "ratio",
                     "server CPU per round trip",
                     "CPU ratio",
+                    "in kernel",
                     "server CPU",
                     "load CPU",
                     "errors",

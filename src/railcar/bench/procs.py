@@ -64,14 +64,24 @@ def running_server(
         server.stop()
 
 
+@dataclass(frozen=True)
+class LoadRun:
+    """What ``measure_load`` saw: the loads' JSON results and CPU use over the measured window."""
+
+    results: list[dict[str, Any]]
+    server_cpu: float  # CPUs busy
+    load_cpu: float  # CPUs busy, all load processes together
+    server_kernel: float  # the share of the server's CPU time spent in the kernel, 0 to 1
+
+
 def measure_load(
     server_argv: Sequence[str], prime: Prime, client_argvs: list[list[str]], timeout: float
-) -> tuple[list[dict[str, Any]], float, float]:
-    """Run loads against a pinned, primed server; return their JSON results, the server's and the load's CPU.
+) -> LoadRun:
+    """Run loads against a pinned, primed server and return their results and the CPU each side used.
 
     Each load process prints ``start`` when its measured window opens and then one JSON
-    object; CPU times are sampled between the last start and the first result, in CPUs busy.
-    Raises RailcarError if the server or a load process fails.
+    object; CPU times are sampled between the last start and the first result.  Raises
+    RailcarError if the server or a load process fails.
     """
     server_cpus, load_cpus = cpu_split()
     with running_server(server_argv, cpus=server_cpus, prime=prime) as server:
@@ -90,11 +100,14 @@ def measure_load(
                 if load.first_line(timeout).strip() != "start":
                     raise RailcarError(f"load {' '.join(client_argvs[0])} failed before measuring")
             pids = [server.pid] + [load.pid for load in loads]
-            cpu_start, wall_start = [cpu_seconds(pid) for pid in pids], time.perf_counter()
+            start, wall_start = [cpu_times(pid) for pid in pids], time.perf_counter()
             outputs = [load.proc.stdout for load in loads if load.proc.stdout is not None]
             select.select(outputs, [], [], timeout)  # until the first result is due
             elapsed = time.perf_counter() - wall_start
-            cpu = [(cpu_seconds(pid) - start) / elapsed for pid, start in zip(pids, cpu_start, strict=True)]
+            used = [
+                (user - user_0, system - system_0)
+                for (user, system), (user_0, system_0) in zip(map(cpu_times, pids), start, strict=True)
+            ]
             results = []
             for load in loads:
                 line = load.first_line(timeout)
@@ -104,7 +117,13 @@ def measure_load(
         finally:
             for load in loads:
                 load.stop()
-    return results, cpu[0], sum(cpu[1:])
+    server_user, server_system = used[0]
+    return LoadRun(
+        results,
+        server_cpu=(server_user + server_system) / elapsed,
+        load_cpu=sum(user + system for user, system in used[1:]) / elapsed,
+        server_kernel=server_system / max(server_user + server_system, 1e-9),
+    )
 
 
 def cpu_medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -145,11 +164,16 @@ def cpu_text(measured: dict[str, float]) -> str:
     return f"CPU server {measured['server_cpu'] * 100:3.0f}% load {measured['load_cpu'] * 100:3.0f}%"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time consumed so far by process ``pid``, in seconds."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds process ``pid`` has used so far; raises OSError if it is gone."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used so far; raises OSError if it is gone."""
+    return sum(cpu_times(pid))
 
 
 def cpu_split() -> tuple[set[int], set[int]]:

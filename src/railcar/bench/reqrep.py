@@ -116,7 +116,7 @@ def _ratio_label(scenario: str, peer: str, ratio: float) -> str:
 
 
 def _measure(run: Run, seconds: float, warmup: float) -> dict[str, float]:
-    loads, server_cpu, load_cpu = measure_load(
+    measured = measure_load(
         run.server,
         PRIMES[run.client],
         [
@@ -129,12 +129,12 @@ def _measure(run: Run, seconds: float, warmup: float) -> dict[str, float]:
         ],
         timeout=seconds + warmup + 60,
     )
-    (load,) = loads
+    (load,) = measured.results
     return {
         "ops_per_s": load["ops"] / load["elapsed"],
         "errors": load["errors"],
-        "server_cpu": server_cpu,
-        "load_cpu": load_cpu,
+        "server_cpu": measured.server_cpu,
+        "load_cpu": measured.load_cpu,
     }
 
 

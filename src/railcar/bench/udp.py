@@ -95,7 +95,7 @@ def _systems(engines: list[str], with_peers: bool) -> list[tuple[str, tuple[str,
 
 def _measure(argv: tuple[str, ...], load: dict[str, Any]) -> dict[str, float]:
     seconds, warmup = load["seconds"], load["warmup"]
-    results, server_cpu, load_cpu = measure_load(
+    run = measure_load(
         argv,
         prime_udp,
         [
@@ -108,13 +108,13 @@ def _measure(argv: tuple[str, ...], load: dict[str, Any]) -> dict[str, float]:
         ],
         timeout=seconds + warmup + 30,
     )
-    result = results[0]
+    result = run.results[0]
     return {
         "ops_per_s": result["echoed"] / result["elapsed"],
         "lost": result["lost"],
         "errors": result["errors"],
-        "server_cpu": server_cpu,
-        "load_cpu": load_cpu,
+        "server_cpu": run.server_cpu,
+        "load_cpu": run.load_cpu,
     }
 
 
