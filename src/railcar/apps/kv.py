@@ -32,6 +32,7 @@ from railcar.errors import ConnectionClosed
 from railcar.kv.aof import FSYNC_POLICIES, AppendOnlyFile, Fsync, replay
 from railcar.kv.blocking import Blocked, block, expire, serve_ready
 from railcar.kv.client import Client
+from railcar.kv.executor import new_executor
 from railcar.kv.server import KvServer
 from railcar.kv.table import HOT, CommandFn
 from railcar.proto.resp import (
@@ -90,9 +91,12 @@ class KvHandler(Handler):
         appendonly: str | None = None,
         appendfsync: Fsync = "everysec",
         maxmemory: int = 0,
+        executor: str = "auto",
     ) -> None:
-        """Raises ValueError for an unknown parser or fsync policy, AofError for a damaged AOF."""
+        """Raises ValueError for an unknown parser, executor or fsync policy, AofError for a damaged AOF."""
         new_parser(kind=parser)  # raises ValueError for a kind unknown or not available here
+        #: The C executor of hot requests (``kv/executor.py``), or None: every request through Python.
+        self.run_hot = new_executor(executor)
         if appendfsync not in FSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {', '.join(FSYNC_POLICIES)}, not {appendfsync!r}")
         self.kv = server if server is not None else KvServer(requirepass=requirepass, maxmemory=maxmemory)
@@ -276,19 +280,32 @@ class KvHandler(Handler):
     ) -> bool | None:
         """Run a batch of parsed requests: None when all ran, else whether requests may remain.
 
-        The hot loop of the server: a command that cannot change how the next one must run
-        (see ``HOT``) is called straight from the table, the usual replies appended inline.
+        The hot loop of the server: the C executor, where there is one, runs the plain hot
+        requests in a row and hands back the first other one; a command that cannot change
+        how the next one must run (see ``HOT``) is called straight from the table, the usual
+        replies appended inline.
         """
         client = session.client
         kv = self.kv
         hot = _hot_table(kv, client)
+        run_hot = self.run_hot if hot is HOT else None
         resp3 = client.resp3
         null = b"_\r\n" if resp3 else b"$-1\r\n"
         heads, ints, ok, flush_at = _BULK_HEADS, _SMALL_INTS, OK, FLUSH_AT
         ready = kv.store.ready
-        index = skipped = 0
+        count = len(batch)
+        index = skipped = 0  # index: the next request to run
         try:
-            for index, args in enumerate(batch):  # the finally counts by index what ran
+            while index < count:
+                if run_hot is not None:
+                    index = run_hot(batch, index, client.db, out, resp3, flush_at)
+                    if len(out) >= flush_at:
+                        session.parser.put_back(batch[index:])  # type: ignore[union-attr]
+                        return True
+                    if index == count:
+                        break
+                args = batch[index]
+                index += 1
                 argc = len(args)
                 fn = hot[argc].get(args[0]) if argc < _HOT_ARGC else None
                 if fn is not None:
@@ -308,9 +325,10 @@ class KvHandler(Handler):
                         return False
                     if type(reply) is Blocked:
                         self._park(session, reply)
-                        session.parser.put_back(batch[index + 1 :])  # type: ignore[union-attr]
+                        session.parser.put_back(batch[index:])  # type: ignore[union-attr]
                         return False
                     hot = _hot_table(kv, client)  # MULTI, AUTH, CONFIG SET maxmemory: read again
+                    run_hot = self.run_hot if hot is HOT else None
                     resp3 = client.resp3  # HELLO may have switched it
                     null = b"_\r\n" if resp3 else b"$-1\r\n"
                 kind = type(reply)
@@ -330,12 +348,11 @@ class KvHandler(Handler):
                 if ready:
                     self._answer_ready(answered)
                 if len(out) >= flush_at:
-                    session.parser.put_back(batch[index + 1 :])  # type: ignore[union-attr]
+                    session.parser.put_back(batch[index:])  # type: ignore[union-attr]
                     return True
             return None
         finally:
-            if batch:
-                kv.commands_processed += index + 1 - skipped
+            kv.commands_processed += index - skipped
 
     def _run_one(self, session: _Session, out: bytearray, answered: list[tuple[Client, Any]]) -> bool | None:
         """Run the next request the parser completes: None if it ran, else whether requests may remain."""

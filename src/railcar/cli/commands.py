@@ -356,6 +356,14 @@ def serve_reqrep(
     help="RESP request parser: railcar's C one (built at install), hiredis's, or the pure-Python one; "
     "auto: the first of these available.",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["auto", "c", "python"]),
+    default="auto",
+    show_default=True,
+    help="What runs a pipeline's plain GET/SET/INCR/LPUSH/RPUSH/LPOP/RPOP: railcar's C executor (built at "
+    "install) or the Python commands; auto: C where built.",
+)
 @serving_options(default_port=6379)
 def serve_kv(
     protocol: str,
@@ -364,6 +372,7 @@ def serve_kv(
     appendfsync: str,
     maxmemory: str,
     parser: str,
+    executor: str,
     **serving: Any,
 ) -> None:
     """A Redis-compatible key-value server (RESP2/3): strings, keys, expiry, lists, hashes, sets, MULTI.
@@ -385,8 +394,8 @@ def serve_kv(
     if protocol == "kvbin":
         if requirepass is not None:
             raise click.UsageError("--requirepass needs --protocol resp: kvbin has no AUTH")
-        if parser != "auto":
-            raise click.UsageError("--parser chooses the RESP parser: it needs --protocol resp")
+        if parser != "auto" or executor != "auto":
+            raise click.UsageError("--parser and --executor are RESP's: they need --protocol resp")
         factory = functools.partial(
             KvbinHandler, maxmemory=limit, appendonly=appendonly, appendfsync=cast(Fsync, appendfsync)
         )
@@ -396,6 +405,7 @@ def serve_kv(
             maxmemory=limit,
             requirepass=requirepass,
             parser=parser,
+            executor=executor,
             appendonly=appendonly,
             appendfsync=cast(Fsync, appendfsync),
         )
