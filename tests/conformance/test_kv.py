@@ -16,14 +16,16 @@ from redis.retry import Retry
 
 from railcar.apps.kv import KvHandler
 from railcar.engine.api import Server
+from railcar.kv.executor import EXECUTORS
 from railcar.proto.resp import PARSERS
 from tests.conftest import ServerFactory
 from tests.helpers import connect, recv_exactly, wait_until
 
 
-@pytest.fixture
-def kv_server(serve: ServerFactory) -> Server:
-    return serve(KvHandler())
+@pytest.fixture(params=EXECUTORS)
+def kv_server(serve: ServerFactory, request: pytest.FixtureRequest) -> Server:
+    """The server with each executor of hot requests: the same tests for the C one and for Python."""
+    return serve(KvHandler(executor=request.param))
 
 
 @pytest.fixture
@@ -238,9 +240,12 @@ def test_bad_input_gets_redis_reply_and_close(
     assert wait_until(lambda: kv_server.active_connections == 0)
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize("parser", PARSERS)
-def test_every_parser_serves_pipelines_and_bad_input(serve: ServerFactory, parser: str) -> None:
-    server = serve(KvHandler(parser=parser))
+def test_every_parser_serves_pipelines_and_bad_input(
+    serve: ServerFactory, parser: str, executor: str
+) -> None:
+    server = serve(KvHandler(parser=parser, executor=executor))
     client = redis.Redis(port=server.port)
     with client.pipeline(transaction=False) as pipe:
         for index in range(500):

@@ -17,12 +17,17 @@ from hypothesis import strategies as st
 from railcar.apps.kv import FLUSH_AT, KvHandler
 from railcar.engine.api import Conn
 from railcar.errors import ConnectionClosed
-from railcar.kv.executor import EXECUTORS, executor_available, new_executor
+from railcar.kv.executor import EXECUTORS, RunHot, new_executor
 from railcar.kv.server import KvServer
 from railcar.kv.store import KEY_OVERHEAD, Store, value_size
 from railcar.proto.resp import Buffer, encode_command
 
-needs_c = pytest.mark.skipif(not executor_available("c"), reason="railcar.kv._exec not built")
+
+def c_executor() -> RunHot:
+    """The C executor's ``run``; raises ValueError, saying how to build it, where it is not built."""
+    run = new_executor("c")
+    assert run is not None
+    return run
 
 
 class Wire(Conn):
@@ -161,7 +166,6 @@ steps = st.one_of(
 )
 
 
-@needs_c
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(program=st.lists(steps, min_size=1, max_size=8))
 def test_random_pipelines_give_the_same_replies_and_store(
@@ -187,8 +191,6 @@ def test_random_pipelines_give_the_same_replies_and_store(
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_a_pipeline_past_the_flush_size_is_answered_in_full(executor: str) -> None:
-    if not executor_available(executor):
-        pytest.skip(f"the {executor} executor is not built")
     node = Node(executor, Clock())
     big = b"v" * 100_000
     node.send(0, encode_command("SET", "big", big))
@@ -201,8 +203,6 @@ def test_a_pipeline_past_the_flush_size_is_answered_in_full(executor: str) -> No
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_lazy_expiry_and_a_blocked_client_woken_by_a_pipelined_push(executor: str) -> None:
-    if not executor_available(executor):
-        pytest.skip(f"the {executor} executor is not built")
     clock = Clock()
     node = Node(executor, clock)
     node.send(0, encode_command("SET", "k", "v", "PX", "100") + encode_command("GET", "k"))
@@ -219,10 +219,8 @@ def test_lazy_expiry_and_a_blocked_client_woken_by_a_pipelined_push(executor: st
     node.close()
 
 
-@needs_c
 def test_run_refuses_wrong_arguments_and_leaves_anything_odd_to_python() -> None:
-    run = new_executor("c")
-    assert run is not None
+    run = c_executor()
     db = KvServer().store.dbs[0]
     out = bytearray()
     with pytest.raises(TypeError):
@@ -251,10 +249,8 @@ def test_run_refuses_wrong_arguments_and_leaves_anything_odd_to_python() -> None
     assert (db.store.used, db.store.dirty) == (0, 0)
 
 
-@needs_c
 def test_an_error_part_way_keeps_the_store_accounts_right() -> None:
-    run = new_executor("c")
-    assert run is not None
+    run = c_executor()
     store = KvServer().store
     db = store.dbs[0]
     out = bytearray()
@@ -267,7 +263,6 @@ def test_an_error_part_way_keeps_the_store_accounts_right() -> None:
     assert store.used == sum(len(k) + KEY_OVERHEAD + value_size(v) for k, v in db.data.items())
 
 
-@needs_c
 @settings(max_examples=300)
 @given(
     batch=st.lists(
@@ -293,8 +288,7 @@ def test_an_error_part_way_keeps_the_store_accounts_right() -> None:
 def test_run_on_any_batch_never_crashes_and_keeps_the_accounts(
     batch: list[Any], start: int, resp3: bool, flush_at: int
 ) -> None:
-    run = new_executor("c")
-    assert run is not None
+    run = c_executor()
     store = KvServer().store
     db = store.dbs[0]
     db.data[b"L"] = deque([b"x"])

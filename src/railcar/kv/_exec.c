@@ -283,6 +283,34 @@ run_incr(Run *run, PyObject *key)
     return reply_int(run->out, number + 1);
 }
 
+/* Push ``elements`` (bytes) onto the list ``items``: Database.grew's accounting, the new length replied. */
+static int
+push_elements(Run *run, PyObject *items, PyObject *const *elements, Py_ssize_t count, int left)
+{
+    PyObject *method = left ? DequeAppendLeft : DequeAppend;
+    long long grew = 0;
+    int status = DONE;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *call[2] = {items, elements[i]};
+        PyObject *none = PyObject_Vectorcall(method, call, 2, NULL);
+        if (none == NULL) {
+            status = FAILED;
+            break;
+        }
+        Py_DECREF(none);
+        grew += (long long)PyBytes_GET_SIZE(elements[i]) + ElementOverhead;
+    }
+    if (grew) {  /* also for what was pushed before a failure */
+        run->used += grew;
+        run->dirty += 1;
+    }
+    if (status == DONE) {
+        Py_ssize_t length = PyObject_Size(items);
+        status = length < 0 ? FAILED : reply_int(run->out, (long long)length);
+    }
+    return status;
+}
+
 /* LPUSH/RPUSH key element...: onto a list, or a new one while no client is blocked on a list key. */
 static int
 run_push(Run *run, PyObject *args, Py_ssize_t argc, int left)
@@ -298,48 +326,42 @@ run_push(Run *run, PyObject *args, Py_ssize_t argc, int left)
     if (expiring)
         return expiring < 0 ? FAILED : FALLBACK;
     PyObject *items = lookup(run, key);
-    if (items == NULL) {
-        if (PyErr_Occurred())
-            return FAILED;
-        if (!run->lists_may_appear)
-            return FALLBACK;  /* Python notes the new list for the blocked clients */
-        items = PyObject_CallNoArgs(DequeType);
-        if (items == NULL)
-            return FAILED;
-        if (PyDict_SetItem(run->data, key, items) < 0) {
-            Py_DECREF(items);
-            return FAILED;
-        }
-        run->used += (long long)PyBytes_GET_SIZE(key) + KeyOverhead;  /* Database.set of an empty list */
-        run->dirty += 1;
-    }
-    else if (Py_TYPE(items) != (PyTypeObject *)DequeType)
-        return FALLBACK;
-    else
+    if (items != NULL) {
+        if (Py_TYPE(items) != (PyTypeObject *)DequeType)
+            return FALLBACK;
+        /* Nothing below runs Python code (no GC-tracked allocation), so the borrowed request holds. */
         Py_INCREF(items);
-    PyObject *method = left ? DequeAppendLeft : DequeAppend;
-    long long grew = 0;
-    int status = DONE;
-    for (Py_ssize_t i = 2; i < argc; i++) {
-        PyObject *element = PyList_GET_ITEM(args, i);
-        PyObject *call[2] = {items, element};
-        PyObject *none = PyObject_Vectorcall(method, call, 2, NULL);
-        if (none == NULL) {
-            status = FAILED;
-            break;
-        }
-        Py_DECREF(none);
-        grew += (long long)PyBytes_GET_SIZE(element) + ElementOverhead;
+        int status = push_elements(run, items, ((PyListObject *)args)->ob_item + 2, argc - 2, left);
+        Py_DECREF(items);
+        return status;
     }
-    if (grew) {  /* Database.grew, also for what was pushed before a failure */
-        run->used += grew;
-        run->dirty += 1;
+    if (PyErr_Occurred())
+        return FAILED;
+    if (!run->lists_may_appear)
+        return FALLBACK;  /* Python notes the new list for the blocked clients */
+    /* Making the deque may run the garbage collector, and so any finalizer: hold what is used
+     * after it, and look again before storing it. */
+    PyObject *held = PyList_GetSlice(args, 1, argc);  /* the key and the elements */
+    if (held == NULL)
+        return FAILED;
+    int status = FAILED;
+    items = PyObject_CallNoArgs(DequeType);
+    if (items == NULL)
+        goto done;
+    key = PyList_GET_ITEM(held, 0);
+    PyObject *found = lookup(run, key);
+    if (found != NULL || PyErr_Occurred()) {
+        status = found != NULL ? FALLBACK : FAILED;
+        goto done;
     }
-    if (status == DONE) {
-        Py_ssize_t length = PyObject_Size(items);
-        status = length < 0 ? FAILED : reply_int(run->out, (long long)length);
-    }
-    Py_DECREF(items);
+    if (PyDict_SetItem(run->data, key, items) < 0)
+        goto done;
+    run->used += (long long)PyBytes_GET_SIZE(key) + KeyOverhead;  /* Database.set of an empty list */
+    run->dirty += 1;
+    status = push_elements(run, items, ((PyListObject *)held)->ob_item + 1, argc - 2, left);
+done:
+    Py_XDECREF(items);
+    Py_DECREF(held);
     return status;
 }
 
