@@ -54,13 +54,18 @@ def exchange(port: int, wire: bytes) -> bytes:
     return bytes(received)
 
 
-@pytest.fixture(params=PARSERS)
+# Every parser with the default executor (C where built), and the C parser with the Python one.
+SETUPS = [(parser, "auto") for parser in PARSERS] + [("c", "python")]
+
+
+@pytest.fixture(params=SETUPS, ids=[f"{parser}-{executor}" for parser, executor in SETUPS])
 def kv_server(serve: ServerFactory, request: pytest.FixtureRequest) -> Server:
-    return serve(KvHandler(parser=request.param))
+    parser, executor = request.param
+    return serve(KvHandler(parser=parser, executor=executor))
 
 
 @settings(
-    max_examples=60,  # per parser: three parsers, the same examples in all as before
+    max_examples=60,  # per setup: four, the same examples in all
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
