@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from railcar.engine.stop_latch import StopLatch
 from railcar.errors import InboundOverflow
 
 if TYPE_CHECKING:
@@ -378,12 +378,12 @@ class Service:
         listens and the signals are handled, so a signal sent by whoever it tells can no
         longer kill the process unstopped.
         """
-        stop_requested = threading.Event()
+        stop_requested = StopLatch()
 
         def on_signal(signum: int, frame: object) -> None:
-            if stop_requested.is_set():
+            if stop_requested.requests:
                 self.abort_stop()  # the user insists: no more waiting for slow readers
-            stop_requested.set()
+            stop_requested.request()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -391,8 +391,7 @@ class Service:
                 self.start()
             if ready is not None:
                 ready()
-            while not stop_requested.wait(3600):
-                pass
+            stop_requested.wait()
         finally:
             # The handlers stay ours until stop() returns: a second SIGINT used to raise
             # KeyboardInterrupt inside stop(), leaving the asyncio engines' loop thread
@@ -402,6 +401,7 @@ class Service:
             finally:
                 for sig, old in previous.items():
                     signal.signal(sig, old)
+                stop_requested.close()
 
     def __enter__(self) -> Self:
         """Start the server; raises BindError if it cannot listen."""

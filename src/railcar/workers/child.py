@@ -29,6 +29,7 @@ from railcar.engine.api import (
     ServerOptions,
     Service,
 )
+from railcar.engine.stop_latch import StopLatch
 from railcar.procs import pin
 from railcar.workers.settings import Architecture, server_for
 
@@ -119,13 +120,13 @@ def worker_main(
     """Serve as worker ``index`` until SIGTERM (a second one aborts the flush) or the supervisor's end."""
     for sock in inherited:
         sock.close()  # the supervisor's: held here, they would outlive it (a listener would keep listening)
-    stop = threading.Event()
+    stop = StopLatch()
     running: list[Service] = []
 
     def on_term(signum: int, frame: object) -> None:
-        if stop.is_set() and running:
+        if stop.requests and running:
             running[0].abort_stop()
-        stop.set()
+        stop.request()
 
     # Ctrl-C reaches the whole process group: the supervisor alone decides, and sends SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -176,7 +177,7 @@ def _options(spec: WorkerSpec) -> ServerOptions | DatagramOptions:
     return dataclasses.replace(spec.options, host="", port=0, unix=None, reuse_port=False, sock=private)
 
 
-def _receive(chan: socket.socket, server: Service, counter: Counter, stop: threading.Event) -> None:
+def _receive(chan: socket.socket, server: Service, counter: Counter, stop: StopLatch) -> None:
     """Adopt the sockets the acceptor sends until the supervisor closes its end (or dies)."""
     try:
         while True:
@@ -189,7 +190,7 @@ def _receive(chan: socket.socket, server: Service, counter: Counter, stop: threa
                 counter.change(adopted=len(fds))
     except OSError as exc:
         log.warning("lost the supervisor's socket (%s); stopping", exc)
-    stop.set()
+    stop.request()
 
 
 def _adopt(server: Service, sock: socket.socket) -> None:
