@@ -69,7 +69,7 @@ class _Session:
 
     def __init__(self, conn: Conn, limits: Limits, deadline: float) -> None:
         self.conn = conn
-        self.proto = ServerConnection(limits)
+        self.proto = ServerConnection(limits, conn.peer, conn.local)
         self.head: Request | None = None
         self.body: list[bytes] = []
         self.pending: deque[Request] = deque()
@@ -109,6 +109,8 @@ class HttpHandler(Handler):
         self._sessions: set[_Session] = set()
         self._sweeper = Sweeper(self.timeouts.tick, self._sweep)
         self._server: Server | None = None
+        # The last whole response encoded for the fast path, with the Date line it holds.
+        self._wire: tuple[object, bytes, bytes] = (None, b"", b"")
 
     # -- engine callbacks -------------------------------------------------------------------
 
@@ -147,32 +149,55 @@ class HttpHandler(Handler):
         """Parse ``data`` and answer every request it completed that is next in line."""
         session: _Session = conn.context["http"]
         with session.lock:
+            head = session.head
+            body = session.body
+            pending = session.pending
+            date = self._date.get()
             for event in session.proto.receive(data):
                 if type(event) is Request:
-                    session.head = event
-                elif type(event) is Body:
-                    session.body.append(event.data)
+                    head = event
                 elif type(event) is EndOfRequest:
-                    session.pending.append(self._complete(session))
+                    assert head is not None  # EndOfRequest always follows a request head
+                    if body:
+                        head.body = body[0] if len(body) == 1 else b"".join(body)
+                        body = session.body = []
+                    if pending or session.busy or conn.closed:
+                        pending.append(head)
+                    else:
+                        # Next in line: answered now.  The common response (whole, HTTP/1.1
+                        # keep-alive, not to HEAD) is one bytes object per Response and second.
+                        try:
+                            response = self.app(head)
+                        except Exception:
+                            log.exception("HTTP app failed on %s %r", head.method, head.target)
+                            response = _SERVER_ERROR
+                        if (
+                            type(response) is Response
+                            and head.keep_alive
+                            and head.version == "1.1"
+                            and head.method != "HEAD"
+                        ):
+                            wire = self._wire
+                            if wire[0] is not response or wire[1] is not date:
+                                # One tuple, replaced whole: threads engine connections share it.
+                                wire = self._wire = (
+                                    response,
+                                    date,
+                                    response.prefix + date + END + response.body,
+                                )
+                            session.out.append(wire[2])
+                        else:
+                            self._answer(session, head, response)
+                    head = None
+                elif type(event) is Body:
+                    body.append(event.data)
                 elif isinstance(event, Rejected):
                     log.info("rejected a request from %s: %d %s", conn.peer, event.status, event.reason)
                     session.rejected = event
+            session.head = head
             self._advance(session)
 
     # -- answering ----------------------------------------------------------------------------
-
-    def _complete(self, session: _Session) -> Request:
-        """The request whose head came last, with its body and the connection's addresses filled in."""
-        request = session.head
-        assert request is not None  # EndOfRequest always follows a request head
-        body = session.body
-        if body:
-            request.body = body[0] if len(body) == 1 else b"".join(body)
-            session.body = []
-        session.head = None
-        request.client = session.conn.peer
-        request.server = session.conn.local
-        return request
 
     def _advance(self, session: _Session) -> None:
         """Answer what is next in line, write what was encoded, and reset the connection's deadline."""
@@ -180,11 +205,7 @@ class HttpHandler(Handler):
         pending = session.pending
         while pending and not session.busy and not conn.closed:
             request = pending.popleft()
-            result = self._call(request)
-            if type(result) is not Response and inspect.isawaitable(result):
-                self._await(session, request, result)
-            else:
-                self._respond(session, request, result)
+            self._answer(session, request, self._call(request))
         if session.rejected is not None and not pending and not session.busy and not conn.closed:
             rejected = session.rejected
             session.out.append(reject_response(rejected.status, rejected.reason, self._date.get()))
@@ -210,6 +231,14 @@ class HttpHandler(Handler):
         except Exception:
             log.exception("HTTP app failed on %s %r", request.method, request.target)
             return _SERVER_ERROR
+
+    def _answer(
+        self, session: _Session, request: Request, result: AnyResponse | Awaitable[AnyResponse]
+    ) -> None:
+        if type(result) is not Response and inspect.isawaitable(result):
+            self._await(session, request, result)
+        else:
+            self._respond(session, request, result)
 
     def _await(self, session: _Session, request: Request, result: Awaitable[AnyResponse]) -> None:
         loop = self._loop()

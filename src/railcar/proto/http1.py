@@ -176,7 +176,8 @@ class ServerConnection:
     request, and pipelined requests follow one another; a ``Rejected`` event is the
     last one ever returned.  ``reading`` turns False after a request that ends the
     connection (HTTP/1.0 without keep-alive, ``Connection: close``) or a rejection:
-    bytes after it are ignored.
+    bytes after it are ignored.  ``client`` and ``server`` (the connection's addresses,
+    if the caller knows them) are set on every ``Request``.
     """
 
     __slots__ = (
@@ -189,21 +190,26 @@ class ServerConnection:
         "_in_request",
         "_keep_alive",
         "_limits",
+        "_max_head",
         "_max_headers",
+        "_max_target",
         "_parser",
         "_raw_head",
         "_target",
-        "_target_size",
+        "client",
         "reading",
+        "server",
     )
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, client: object = None, server: object = None) -> None:
         self._limits = limits
+        # Copied out of ``limits``: the callbacks run per request and read them directly.
+        self._max_head = limits.max_head
         self._max_headers = limits.max_headers
+        self._max_target = limits.max_target
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
-        self._target: list[bytes] = []
-        self._target_size = 0
+        self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
         self._raw_head = 0  # bytes fed while a head was incomplete, after the read it began in
@@ -213,6 +219,8 @@ class ServerConnection:
         self._in_request = False
         self._failure: BadRequest | None = None
         self.reading = True
+        self.client = client
+        self.server = server
 
     def receive(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Parse ``data`` and return the events it completed; never raises on bad input (see Rejected)."""
@@ -233,7 +241,7 @@ class ServerConnection:
                 self._reject(failure.status, failure.reason)
             elif self.reading:  # after a closing request llhttp refuses the rest: ignored, not an error
                 self._reject(400, str(exc) or "malformed request")
-        if self._continuing_head or self._target_size or self._headers:
+        if self._continuing_head or self._target or self._headers:
             self._count_partial_head(len(data))
         return events
 
@@ -250,8 +258,8 @@ class ServerConnection:
             return
         if self._continuing_head:
             self._raw_head += size
-            if self._raw_head > self._limits.max_head:
-                self._reject(431, f"request head over {self._limits.max_head} bytes")
+            if self._raw_head > self._max_head:
+                self._reject(431, f"request head over {self._max_head} bytes")
         else:
             self._continuing_head = True
 
@@ -264,7 +272,7 @@ class ServerConnection:
         self.reading = False
         self._events.append(Rejected(status, reason))
 
-    # -- httptools callbacks (called during feed_data) -------------------------------------
+    # -- httptools callbacks (called during feed_data, once or more per request: kept lean) -------
 
     def on_message_begin(self) -> None:
         """Start a request (httptools callback); the last head emptied the collectors."""
@@ -272,10 +280,9 @@ class ServerConnection:
 
     def on_url(self, url: bytes) -> None:
         """Collect a piece of the request target; raises BadRequest (414) over the limit."""
-        self._target_size += len(url)
-        if self._target_size > self._limits.max_target:
-            raise self._fail(414, f"request target over {self._limits.max_target} bytes")
-        self._target.append(url)
+        target = self._target = self._target + url  # nearly always one piece: b"" + url is url
+        if len(target) > self._max_target:
+            raise self._fail(414, f"request target over {self._max_target} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect a header line; raises BadRequest (431) past the count limit (size: at the head's end)."""
@@ -288,30 +295,44 @@ class ServerConnection:
     def on_headers_complete(self) -> None:
         """Check the head and emit it; raises BadRequest for what llhttp let through or a limit."""
         parser = self._parser
-        limits = self._limits
         method = parser.get_method()
-        target = self._target[0] if len(self._target) == 1 else b"".join(self._target)
-        version = parser.get_http_version()
+        target = self._target
         headers = self._headers
         # Each header line adds ": " and CRLF to its name and value; the request line about 12.
-        if self._head_size + 4 * len(headers) + len(method) + len(target) + 12 > limits.max_head:
-            raise self._fail(431, f"request head over {limits.max_head} bytes")
-        try:
-            framing = http1_checks.check_head(method, target, version, headers)
-        except BadRequest as exc:
-            raise self._fail(exc.status, exc.reason) from None
-        if framing.content_length > limits.max_body:
-            raise self._fail(413, f"request body over {limits.max_body} bytes")
-        self._continuing_head = False
-        self._raw_head = 0
-        self._target = []
-        self._target_size = 0
+        if self._head_size + 4 * len(headers) + len(method) + len(target) + 12 > self._max_head:
+            raise self._fail(431, f"request head over {self._max_head} bytes")
+        keep_alive = parser.should_keep_alive()
+        expects_continue = False
+        if keep_alive and target[:1] == b"/" and http1_checks.plain_head(headers):
+            # The common head: HTTP/1.1 (llhttp keeps alive without a Connection header only
+            # for 1.1, the one version it accepts with a minor above 0), an origin-form target,
+            # one Host already found valid, no framing field: nothing is left for check_head to
+            # refuse but CONNECT, and there is no body.  (get_http_version formats a new string.)
+            version = "1.1"
+            if method == b"CONNECT":
+                raise self._fail(501, "CONNECT is not supported")
+        else:
+            version = parser.get_http_version()
+            try:
+                framing = http1_checks.check_head(method, target, version, headers)
+            except BadRequest as exc:
+                raise self._fail(exc.status, exc.reason) from None
+            if framing.content_length > self._limits.max_body:
+                raise self._fail(413, f"request body over {self._limits.max_body} bytes")
+            keep_alive = keep_alive and not framing.upgrade
+            expects_continue = framing.expect_continue and (framing.chunked or framing.content_length > 0)
+            self._body_size = 0
+        if self._continuing_head:
+            self._continuing_head = False
+            self._raw_head = 0
+        self._target = b""
         self._headers = []
         self._head_size = 0
-        self._body_size = 0
-        keep_alive = self._keep_alive = parser.should_keep_alive() and not framing.upgrade
-        request = Request(method.decode("ascii"), target, version, headers, b"", keep_alive)
-        if framing.expect_continue and (framing.chunked or framing.content_length):
+        self._keep_alive = keep_alive
+        request = Request(
+            method.decode("ascii"), target, version, headers, b"", keep_alive, self.client, self.server
+        )
+        if expects_continue:
             request.expects_continue = True
         self._events.append(request)
 
