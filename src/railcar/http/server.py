@@ -30,13 +30,13 @@ from railcar.proto.http1 import (
     CONTINUE,
     DEFAULT_LIMITS,
     Body,
-    EndOfRequest,
     Limits,
     Rejected,
     Request,
     ServerConnection,
     reject_response,
 )
+from railcar.proto.http1 import END as REQUEST_END
 from railcar.proto.http1_response import CLOSE, END, KEEP_ALIVE, response_prefix
 
 log = logging.getLogger("railcar.http")
@@ -152,22 +152,22 @@ class HttpHandler(Handler):
             head = session.head
             body = session.body
             pending = session.pending
+            app = self.app
             date = self._date.get()
+            closed = conn.closed  # changes only in _answer (a closing or failed response)
             for event in session.proto.receive(data):
-                if type(event) is Request:
-                    head = event
-                elif type(event) is EndOfRequest:
-                    assert head is not None  # EndOfRequest always follows a request head
+                if event is REQUEST_END:
+                    assert head is not None  # the end of a request always follows its head
                     if body:
                         head.body = body[0] if len(body) == 1 else b"".join(body)
                         body = session.body = []
-                    if pending or session.busy or conn.closed:
+                    if pending or session.busy or closed:
                         pending.append(head)
                     else:
                         # Next in line: answered now.  The common response (whole, HTTP/1.1
                         # keep-alive, not to HEAD) is one bytes object per Response and second.
                         try:
-                            response = self.app(head)
+                            response = app(head)
                         except Exception:
                             log.exception("HTTP app failed on %s %r", head.method, head.target)
                             response = _SERVER_ERROR
@@ -188,7 +188,10 @@ class HttpHandler(Handler):
                             session.out.append(wire[2])
                         else:
                             self._answer(session, head, response)
+                            closed = conn.closed
                     head = None
+                elif type(event) is Request:
+                    head = event
                 elif type(event) is Body:
                     body.append(event.data)
                 elif isinstance(event, Rejected):

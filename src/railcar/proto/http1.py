@@ -17,11 +17,12 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from railcar.proto import http1_checks
-from railcar.proto.http1_checks import BadRequest
+from railcar.proto.http1_checks import HEAD_FIELDS, BadRequest, valid_hosts
 from railcar.proto.http1_response import CLOSE, header_lines, response_prefix, status_line
 
 __all__ = [
     "CONTINUE",
+    "END",
     "BadRequest",
     "Body",
     "EndOfRequest",
@@ -56,14 +57,15 @@ class Limits:
 
 
 DEFAULT_LIMITS: Final = Limits()
+_new: Final = object.__new__
 _TEXT_PLAIN: Final = header_lines([(b"Content-Type", b"text/plain; charset=utf-8")])
 
 
 class Request:
     """One request: its head, complete and checked, is the first event of every request.
 
-    ``body`` is empty until the request ends (the server fills it, and the addresses
-    ``client`` and ``server``, before an app sees the request); ``headers`` keep names as
+    ``body`` is empty until the request ends (the server fills it before an app sees the
+    request); ``client`` and ``server`` are the connection's addresses; ``headers`` keep names as
     sent and values without surrounding whitespace; ``version`` is ``"1.1"`` or ``"1.0"``.
     ``expects_continue`` is True for an HTTP/1.1 request with a body that sent
     ``Expect: 100-continue``: its client may wait for ``CONTINUE`` before sending the body.
@@ -150,6 +152,7 @@ class EndOfRequest:
         return "EndOfRequest()"
 
 
+#: The one ``EndOfRequest`` event ``receive`` returns (compare with ``is``).
 END: Final = EndOfRequest()
 
 
@@ -303,12 +306,22 @@ class ServerConnection:
             raise self._fail(431, f"request head over {self._max_head} bytes")
         keep_alive = parser.should_keep_alive()
         expects_continue = False
-        if keep_alive and target[:1] == b"/" and http1_checks.plain_head(headers):
-            # The common head: HTTP/1.1 (llhttp keeps alive without a Connection header only
-            # for 1.1, the one version it accepts with a minor above 0), an origin-form target,
-            # one Host already found valid, no framing field: nothing is left for check_head to
-            # refuse but CONNECT, and there is no body.  (get_http_version formats a new string.)
-            version = "1.1"
+        plain = keep_alive and target[:1] == b"/"
+        if plain:
+            # The common head (see http1_checks.valid_hosts), checked here without a call:
+            # HTTP/1.1, since llhttp keeps alive without a Connection header only for 1.1 (the
+            # one version it accepts with a minor above 0), an origin-form target, one Host
+            # already found valid and no other field check_head looks at.
+            host = None
+            for name, value in headers:
+                if name.lower() in HEAD_FIELDS:
+                    if host is not None or name.lower() != b"host":
+                        plain = False
+                        break
+                    host = value
+            plain = plain and host in valid_hosts
+        if plain:
+            version = "1.1"  # get_http_version() would format a new string
             if method == b"CONNECT":
                 raise self._fail(501, "CONNECT is not supported")
         else:
@@ -329,11 +342,17 @@ class ServerConnection:
         self._headers = []
         self._head_size = 0
         self._keep_alive = keep_alive
-        request = Request(
-            method.decode("ascii"), target, version, headers, b"", keep_alive, self.client, self.server
-        )
-        if expects_continue:
-            request.expects_continue = True
+        # Built without Request.__init__: a call through the type costs more than the fields.
+        request = _new(Request)
+        request.method = method.decode("ascii")
+        request.target = target
+        request.version = version
+        request.headers = headers
+        request.body = b""
+        request.keep_alive = keep_alive
+        request.client = self.client
+        request.server = self.server
+        request.expects_continue = expects_continue
         self._events.append(request)
 
     def on_body(self, body: bytes) -> None:

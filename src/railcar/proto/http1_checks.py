@@ -39,29 +39,16 @@ class Framing(NamedTuple):
 # RFC 3986 reg-name / IP-literal / port characters: Host is an authority, nothing else.
 _HOST: Final = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
 _NO_BODY: Final = Framing(0, False, False)
-# The fields check_head looks at, and Connection, which changes what llhttp's keep-alive means.
-_FIELDS: Final = frozenset(
+#: The fields check_head looks at (lower-cased), and Connection, which decides llhttp's keep-alive.
+HEAD_FIELDS: Final = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"upgrade", b"expect", b"connection")
 )
-# Host values found valid, so that a connection sending the same Host on every request
-# matches it once; bounded (emptied when full), since the values are the client's.
-_valid_hosts: set[bytes] = set()
+#: Host values check_head found valid, so that a connection sending the same Host on every
+#: request has it matched once; bounded (emptied when full), since the values are the client's.
+#: A head whose only ``HEAD_FIELDS`` field is one Host in here, in an HTTP/1.1 request with an
+#: origin-form target and a method other than CONNECT, passes check_head and has no body.
+valid_hosts: set[bytes] = set()
 _VALID_HOSTS_KEPT: Final = 256
-
-
-def plain_head(headers: list[tuple[bytes, bytes]]) -> bool:
-    """True if the only field check_head or keep-alive looks at is one Host already found valid.
-
-    Such a head in an HTTP/1.1 request with an origin-form target passes ``check_head``
-    (unless its method is CONNECT) and has no body; it is the common case, checked cheaply.
-    """
-    host = None
-    for name, value in headers:
-        if name.lower() in _FIELDS:
-            if host is not None or name.lower() != b"host":
-                return False
-            host = value
-    return host is not None and host in _valid_hosts
 
 
 def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> Framing:
@@ -82,12 +69,12 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
         key = name.lower()
         if key == b"host":
             hosts += 1
-            if value not in _valid_hosts:
+            if value not in valid_hosts:
                 if _HOST.fullmatch(value) is None:
                     raise BadRequest(400, "invalid Host header")
-                if len(_valid_hosts) >= _VALID_HOSTS_KEPT:
-                    _valid_hosts.clear()
-                _valid_hosts.add(value)
+                if len(valid_hosts) >= _VALID_HOSTS_KEPT:
+                    valid_hosts.clear()
+                valid_hosts.add(value)
         elif key == b"content-length":
             content_length.append(value)
         elif key == b"transfer-encoding":
