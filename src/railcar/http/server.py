@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, Awaitable, Iterator
 from typing import Any, Final
 
 from railcar.engine import create_server
-from railcar.engine.api import Conn, Handler, Server
+from railcar.engine.api import Buffer, Conn, Handler, Server
 from railcar.engine.sweeper import Sweeper
 from railcar.errors import ConnectionClosed
 from railcar.http.app import AnyResponse, App, Response, StreamingResponse
@@ -92,6 +92,8 @@ class _Session:
 class HttpHandler(Handler):
     """Serves ``app`` on any engine; async apps need an engine with an event loop (asyncio, uvloop)."""
 
+    takes_bytes = True  # the parser reads any buffer
+
     def __init__(
         self,
         app: App,
@@ -145,7 +147,7 @@ class HttpHandler(Handler):
                 self._pump(session)
                 self._advance(session)
 
-    def on_data(self, conn: Conn, data: memoryview) -> None:
+    def on_data(self, conn: Conn, data: Buffer) -> None:
         """Parse ``data`` and answer every request it completed that is next in line."""
         session: _Session = conn.context["http"]
         with session.lock:
