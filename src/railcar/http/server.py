@@ -157,6 +157,7 @@ class HttpHandler(Handler):
             app = self.app
             date = self._date.get()
             closed = conn.closed  # changes only in _answer (a closing or failed response)
+            wire = self._wire
             for event in session.proto.receive(data):
                 if event is REQUEST_END:
                     assert head is not None  # the end of a request always follows its head
@@ -179,7 +180,6 @@ class HttpHandler(Handler):
                             and head.version == "1.1"
                             and head.method != "HEAD"
                         ):
-                            wire = self._wire
                             if wire[0] is not response or wire[1] is not date:
                                 # One tuple, replaced whole: threads engine connections share it.
                                 wire = self._wire = (

@@ -188,7 +188,6 @@ class ServerConnection:
         "_continuing_head",
         "_events",
         "_failure",
-        "_head_size",
         "_headers",
         "_in_request",
         "_keep_alive",
@@ -196,6 +195,7 @@ class ServerConnection:
         "_max_head",
         "_max_headers",
         "_max_target",
+        "_measure_heads",
         "_parser",
         "_raw_head",
         "_target",
@@ -214,7 +214,7 @@ class ServerConnection:
         self._events: list[Event] = []
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._measure_heads = True
         self._raw_head = 0  # bytes fed while a head was incomplete, after the read it began in
         self._continuing_head = False
         self._body_size = 0
@@ -231,6 +231,9 @@ class ServerConnection:
             return []
         events: list[Event] = []
         self._events = events
+        # A head that begins and ends within a read no longer than max_head fits max_head:
+        # only the heads of a longer read, or one that began in an earlier read, are measured.
+        self._measure_heads = self._continuing_head or len(data) > self._max_head
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -291,7 +294,6 @@ class ServerConnection:
         """Collect a header line; raises BadRequest (431) past the count limit (size: at the head's end)."""
         headers = self._headers
         headers.append((name, value))
-        self._head_size += len(name) + len(value)
         if len(headers) > self._max_headers:
             raise self._fail(431, f"more than {self._max_headers} header lines")
 
@@ -301,9 +303,11 @@ class ServerConnection:
         method = parser.get_method()
         target = self._target
         headers = self._headers
-        # Each header line adds ": " and CRLF to its name and value; the request line about 12.
-        if self._head_size + 4 * len(headers) + len(method) + len(target) + 12 > self._max_head:
-            raise self._fail(431, f"request head over {self._max_head} bytes")
+        if self._measure_heads:
+            # Each header line adds ": " and CRLF to its name and value; the request line about 12.
+            size = sum(len(name) + len(value) + 4 for name, value in headers) + len(method) + len(target) + 12
+            if size > self._max_head:
+                raise self._fail(431, f"request head over {self._max_head} bytes")
         keep_alive = parser.should_keep_alive()
         expects_continue = False
         plain = keep_alive and target[:1] == b"/"
@@ -314,8 +318,9 @@ class ServerConnection:
             # already found valid and no other field check_head looks at.
             host = None
             for name, value in headers:
-                if name.lower() in HEAD_FIELDS:
-                    if host is not None or name.lower() != b"host":
+                key = name.lower()
+                if key in HEAD_FIELDS:
+                    if host is not None or key != b"host":
                         plain = False
                         break
                     host = value
@@ -340,7 +345,6 @@ class ServerConnection:
             self._raw_head = 0
         self._target = b""
         self._headers = []
-        self._head_size = 0
         self._keep_alive = keep_alive
         # Built without Request.__init__: a call through the type costs more than the fields.
         request = _new(Request)
