@@ -179,8 +179,9 @@ class ServerConnection:
     request, and pipelined requests follow one another; a ``Rejected`` event is the
     last one ever returned.  ``reading`` turns False after a request that ends the
     connection (HTTP/1.0 without keep-alive, ``Connection: close``) or a rejection:
-    bytes after it are ignored.  ``client`` and ``server`` (the connection's addresses,
-    if the caller knows them) are set on every ``Request``.
+    bytes after it are ignored.  ``in_request`` is True while a request has begun and not
+    ended (its head or body is partly received).  ``client`` and ``server`` (the
+    connection's addresses, if the caller knows them) are set on every ``Request``.
     """
 
     __slots__ = (
@@ -189,7 +190,6 @@ class ServerConnection:
         "_events",
         "_failure",
         "_headers",
-        "_in_request",
         "_keep_alive",
         "_limits",
         "_max_head",
@@ -200,6 +200,7 @@ class ServerConnection:
         "_raw_head",
         "_target",
         "client",
+        "in_request",
         "reading",
         "server",
     )
@@ -219,7 +220,7 @@ class ServerConnection:
         self._continuing_head = False
         self._body_size = 0
         self._keep_alive = True
-        self._in_request = False
+        self.in_request = False
         self._failure: BadRequest | None = None
         self.reading = True
         self.client = client
@@ -251,11 +252,6 @@ class ServerConnection:
             self._count_partial_head(len(data))
         return events
 
-    @property
-    def in_request(self) -> bool:
-        """True while a request has begun and not ended (its head or body is partly received)."""
-        return self._in_request
-
     def _count_partial_head(self, size: int) -> None:
         # httptools buffers a header name or value until it ends, out of our sight, so an
         # unfinished head is bounded by its bytes on the wire: every read after the one it began
@@ -282,7 +278,7 @@ class ServerConnection:
 
     def on_message_begin(self) -> None:
         """Start a request (httptools callback); the last head emptied the collectors."""
-        self._in_request = True
+        self.in_request = True
 
     def on_url(self, url: bytes) -> None:
         """Collect a piece of the request target; raises BadRequest (414) over the limit."""
@@ -369,7 +365,7 @@ class ServerConnection:
     def on_message_complete(self) -> None:
         """End a request; a request that closes the connection ends the input (httptools callback)."""
         self._events.append(END)
-        self._in_request = False
+        self.in_request = False
         if not self._keep_alive:
             self.reading = False
 
