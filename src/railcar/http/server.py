@@ -201,7 +201,20 @@ class HttpHandler(Handler):
                     log.info("rejected a request from %s: %d %s", conn.peer, event.status, event.reason)
                     session.rejected = event
             session.head = head
-            self._advance(session)
+            if pending or session.busy or closed or head is not None or session.rejected or session.paused:
+                self._advance(session)
+                return
+            # Every request answered, nothing waiting: what is left of _advance is the write and,
+            # when the connection was not idle already, its deadline.
+            out = session.out
+            if out:
+                session.out = []
+                try:  # noqa: SIM105 - contextlib.suppress costs three Python calls per read
+                    conn.write(out[0] if len(out) == 1 else b"".join(out))
+                except ConnectionClosed:
+                    pass  # the peer is gone: nothing to answer
+            if session.phase != _IDLE or session.proto.in_request:
+                self._set_deadline(session)
 
     # -- answering ----------------------------------------------------------------------------
 
