@@ -251,6 +251,7 @@ COMMON_AND_NOT = [
     b"GET /a HTTP/1.1\r\nhost: h.test\r\n\r\n",
     b"GET /a HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n",
     b"GET /a HTTP/1.0\r\nHost: h.test\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /a HTTP/1.0\r\nHost: h.test\r\nProxy-Connection: keep-alive\r\n\r\n",
     b"GET /a HTTP/1.0\r\nHost: h.test\r\n\r\n",
     b"GET http://h.test/a HTTP/1.1\r\nHost: h.test\r\n\r\n",
     b"OPTIONS * HTTP/1.1\r\nHost: h.test\r\n\r\n",

@@ -309,9 +309,10 @@ class ServerConnection:
         plain = keep_alive and target[:1] == b"/"
         if plain:
             # The common head (see http1_checks.valid_hosts), checked here without a call:
-            # HTTP/1.1, since llhttp keeps alive without a Connection header only for 1.1 (the
-            # one version it accepts with a minor above 0), an origin-form target, one Host
-            # already found valid and no other field check_head looks at.
+            # HTTP/1.1, since llhttp keeps alive without a Connection (or Proxy-Connection)
+            # header only for 1.1 (the one version it accepts with a minor above 0), an
+            # origin-form target, one Host already found valid and no other field check_head
+            # looks at.
             host = None
             for name, value in headers:
                 key = name.lower()

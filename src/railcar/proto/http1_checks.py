@@ -39,9 +39,18 @@ class Framing(NamedTuple):
 # RFC 3986 reg-name / IP-literal / port characters: Host is an authority, nothing else.
 _HOST: Final = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
 _NO_BODY: Final = Framing(0, False, False)
-#: The fields check_head looks at (lower-cased), and Connection, which decides llhttp's keep-alive.
+#: The fields check_head looks at (lower-cased), and those that decide llhttp's keep-alive
+#: (it reads Proxy-Connection as Connection).
 HEAD_FIELDS: Final = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"upgrade", b"expect", b"connection")
+    (
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"connection",
+        b"proxy-connection",
+    )
 )
 #: Host values check_head found valid, so that a connection sending the same Host on every
 #: request has it matched once; bounded (emptied when full), since the values are the client's.
