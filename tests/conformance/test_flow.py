@@ -75,8 +75,15 @@ class PauseOnOpen(Handler):
         conn.write(data)
 
 
-def test_pause_and_resume_reading(serve: ServerFactory) -> None:
-    handler = PauseOnOpen()
+class PauseOnOpenTakingBytes(PauseOnOpen):
+    """The same, for a handler that takes bytes (uvloop then reads on its plain Protocol path)."""
+
+    takes_bytes = True
+
+
+@pytest.mark.parametrize("handler_class", [PauseOnOpen, PauseOnOpenTakingBytes])
+def test_pause_and_resume_reading(serve: ServerFactory, handler_class: type[PauseOnOpen]) -> None:
+    handler = handler_class()
     server = serve(handler)
     with connect(server.port) as sock:
         sock.sendall(b"held back")

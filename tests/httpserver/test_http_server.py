@@ -8,10 +8,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from railcar.apps.hello_http import hello_app
+from railcar.http import date as date_module
 from railcar.http.app import Request, Response
 from railcar.http.server import HttpHandler
 from railcar.http.timeouts import Timeouts
@@ -201,3 +203,19 @@ def test_h2load_smoke(serve: ServerFactory) -> None:
     )
     assert "2000 succeeded, 0 failed, 0 errored" in result.stdout
     assert "status codes: 2000 2xx" in result.stdout
+
+
+def test_a_reused_response_carries_the_current_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(date_module, "time", SimpleNamespace(time=lambda: clock[0]))
+    handler = HttpHandler(hello_app)
+    conn = RecordingConn()
+    handler.on_open(conn)  # type: ignore[arg-type]
+    request = b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n"
+    for now in (1_700_000_000.0, 1_700_000_000.5, 1_700_000_001.5):  # a second twice, then the next
+        clock[0] = now
+        handler.on_data(conn, memoryview(request * 2))  # type: ignore[arg-type]
+    dates = [line for write in conn.writes for line in write.split(b"\r\n") if line.startswith(b"Date: ")]
+    first, second = b"Date: Tue, 14 Nov 2023 22:13:20 GMT", b"Date: Tue, 14 Nov 2023 22:13:21 GMT"
+    assert dates == [first] * 4 + [second] * 2
+    assert all(write.count(b"Hello, World!") == 2 for write in conn.writes)

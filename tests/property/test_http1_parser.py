@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from railcar.proto import http1_checks
 from railcar.proto.http1 import Body, EndOfRequest, Limits, Rejected, Request, ServerConnection
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -243,3 +244,69 @@ def test_a_closing_request_ends_the_input() -> None:
     assert not conn.reading
     events = ServerConnection().receive(b"GET / HTTP/1.0\r\n\r\nGET /2 HTTP/1.0\r\n\r\n")
     assert [type(e) for e in events] == [Request, EndOfRequest]
+
+
+COMMON_AND_NOT = [
+    b"GET /a?b=c HTTP/1.1\r\nHost: h.test\r\nUser-Agent: x\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nhost: h.test\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n",
+    b"GET /a HTTP/1.0\r\nHost: h.test\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /a HTTP/1.0\r\nHost: h.test\r\nProxy-Connection: keep-alive\r\n\r\n",
+    b"GET /a HTTP/1.0\r\nHost: h.test\r\n\r\n",
+    b"GET http://h.test/a HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    b"POST /a HTTP/1.1\r\nHost: h.test\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi",
+]
+
+
+def fields(event: object) -> tuple[object, ...]:
+    if not isinstance(event, Request):
+        return (repr(event),)
+    return tuple(getattr(event, name) for name in Request.__slots__)
+
+
+@pytest.mark.parametrize("stream", COMMON_AND_NOT)
+def test_a_head_parses_alike_before_and_after_its_host_is_known(stream: bytes) -> None:
+    http1_checks.valid_hosts.clear()  # the first parse checks the Host; the second may skip check_head
+    first, second = (
+        [fields(e) for e in ServerConnection(client=("c", 1), server=("s", 2)).receive(stream)]
+        for _ in range(2)
+    )
+    assert first == second
+    assert first[0] == fields(ServerConnection(client=("c", 1), server=("s", 2)).receive(stream)[0])
+    version = stream.split(b"\r\n")[0].rsplit(b"/", 1)[1].decode()
+    assert first[0][Request.__slots__.index("version")] == version
+
+
+def test_connect_is_refused_whether_or_not_its_host_is_known() -> None:
+    for _ in range(2):
+        events = ServerConnection().receive(b"CONNECT / HTTP/1.1\r\nHost: known.test\r\n\r\n")
+        assert [(type(e), getattr(e, "status", None)) for e in events] == [(Rejected, 501)]
+
+
+def test_a_head_is_measured_when_its_read_could_hold_more_than_max_head() -> None:
+    limits = Limits(max_head=1024)
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 1300 + b"\r\n\r\n"
+    conn = ServerConnection(limits)
+    events = conn.receive(head[:700]) + conn.receive(head[700:])  # each read under max_head
+    assert [e.status for e in events if isinstance(e, Rejected)] == [431]
+    fits = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 900 + b"\r\n\r\n"
+    assert [type(e) for e in ServerConnection(limits).receive(fits)] == [Request, EndOfRequest]
+
+
+def test_a_common_head_with_a_known_host_skips_check_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[bytes] = []
+    check_head = http1_checks.check_head
+
+    def counting(method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> object:
+        checked.append(target)
+        return check_head(method, target, version, headers)
+
+    monkeypatch.setattr(http1_checks, "check_head", counting)
+    http1_checks.valid_hosts.clear()
+    conn = ServerConnection()
+    conn.receive(b"GET /1 HTTP/1.1\r\nHost: h.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: h.test\r\n\r\n")
+    conn.receive(
+        b"GET /3 HTTP/1.1\r\nHost: other.test\r\n\r\nGET /4 HTTP/1.1\r\nHost: h.test\r\nExpect: x\r\n\r\n"
+    )
+    assert checked == [b"/1", b"/3", b"/4"]

@@ -8,7 +8,9 @@ from railcar.engine.api import Address, Buffer, Conn, DatagramEndpoint, Datagram
 class EchoHandler(Handler):
     """Writes back whatever it receives; works on every engine."""
 
-    def on_data(self, conn: Conn, data: memoryview) -> None:
+    takes_bytes = True
+
+    def on_data(self, conn: Conn, data: Buffer) -> None:
         """Echo ``data``."""
         conn.write(data)
 

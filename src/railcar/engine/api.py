@@ -84,6 +84,10 @@ class Handler:
     #: Pull mode: the engine keeps unread bytes in the connection's inbound buffer
     #: and ``on_data`` receives all of them; consume with ``conn.next``/``conn.discard``.
     buffered: ClassVar[bool] = False
+    #: True if ``on_data`` takes any bytes-like object, not only a memoryview: an engine that
+    #: receives ``bytes`` (uvloop) then passes them on as they are instead of wrapping each
+    #: read in a view of its own buffer (see docs/architecture.md, "uvloop").
+    takes_bytes: ClassVar[bool] = False
 
     def on_start(self, server: Server) -> None:
         """Called once the server accepts connections."""

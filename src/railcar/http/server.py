@@ -10,7 +10,6 @@ response, or a streaming one, holds the requests behind it (at most
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import threading
@@ -20,7 +19,7 @@ from collections.abc import AsyncIterable, Awaitable, Iterator
 from typing import Any, Final
 
 from railcar.engine import create_server
-from railcar.engine.api import Conn, Handler, Server
+from railcar.engine.api import Buffer, Conn, Handler, Server
 from railcar.engine.sweeper import Sweeper
 from railcar.errors import ConnectionClosed
 from railcar.http.app import AnyResponse, App, Response, StreamingResponse
@@ -30,13 +29,13 @@ from railcar.proto.http1 import (
     CONTINUE,
     DEFAULT_LIMITS,
     Body,
-    EndOfRequest,
     Limits,
     Rejected,
     Request,
     ServerConnection,
     reject_response,
 )
+from railcar.proto.http1 import END as REQUEST_END
 from railcar.proto.http1_response import CLOSE, END, KEEP_ALIVE, response_prefix
 
 log = logging.getLogger("railcar.http")
@@ -58,6 +57,7 @@ class _Session:
         "head",
         "lock",
         "out",
+        "paused",
         "pending",
         "phase",
         "proto",
@@ -69,13 +69,14 @@ class _Session:
 
     def __init__(self, conn: Conn, limits: Limits, deadline: float) -> None:
         self.conn = conn
-        self.proto = ServerConnection(limits)
+        self.proto = ServerConnection(limits, conn.peer, conn.local)
         self.head: Request | None = None
         self.body: list[bytes] = []
         self.pending: deque[Request] = deque()
         self.rejected: Rejected | None = None
         self.out: list[bytes] = []
         self.busy = False  # an async or streaming response is in progress
+        self.paused = False  # reading paused by the handler (max_pipeline requests waiting)
         self.stream: Iterator[bytes] | None = None
         self.stream_chunked = False
         # An async body is sent by a task on the server's loop, which waits on ``drained``
@@ -91,6 +92,8 @@ class _Session:
 
 class HttpHandler(Handler):
     """Serves ``app`` on any engine; async apps need an engine with an event loop (asyncio, uvloop)."""
+
+    takes_bytes = True  # the parser reads any buffer
 
     def __init__(
         self,
@@ -109,6 +112,8 @@ class HttpHandler(Handler):
         self._sessions: set[_Session] = set()
         self._sweeper = Sweeper(self.timeouts.tick, self._sweep)
         self._server: Server | None = None
+        # The last whole response encoded for the fast path, with the Date line it holds.
+        self._wire: tuple[object, bytes, bytes] = (None, b"", b"")
 
     # -- engine callbacks -------------------------------------------------------------------
 
@@ -143,36 +148,75 @@ class HttpHandler(Handler):
                 self._pump(session)
                 self._advance(session)
 
-    def on_data(self, conn: Conn, data: memoryview) -> None:
+    def on_data(self, conn: Conn, data: Buffer) -> None:
         """Parse ``data`` and answer every request it completed that is next in line."""
         session: _Session = conn.context["http"]
         with session.lock:
+            head = session.head
+            body = session.body
+            pending = session.pending
+            app = self.app
+            date = self._date.get()
+            closed = conn.closed  # changes only in _answer (a closing or failed response)
+            wire = self._wire
             for event in session.proto.receive(data):
-                if type(event) is Request:
-                    session.head = event
+                if event is REQUEST_END:
+                    assert head is not None  # the end of a request always follows its head
+                    if body:
+                        head.body = body[0] if len(body) == 1 else b"".join(body)
+                        body = session.body = []
+                    if pending or session.busy or closed:
+                        pending.append(head)
+                    else:
+                        # Next in line: answered now.  The common response (whole, HTTP/1.1
+                        # keep-alive, not to HEAD) is one bytes object per Response and second.
+                        try:
+                            response = app(head)
+                        except Exception:
+                            log.exception("HTTP app failed on %s %r", head.method, head.target)
+                            response = _SERVER_ERROR
+                        if (
+                            type(response) is Response
+                            and head.keep_alive
+                            and head.version == "1.1"
+                            and head.method != "HEAD"
+                        ):
+                            if wire[0] is not response or wire[1] is not date:
+                                # One tuple, replaced whole: threads engine connections share it.
+                                wire = self._wire = (
+                                    response,
+                                    date,
+                                    response.prefix + date + END + response.body,
+                                )
+                            session.out.append(wire[2])
+                        else:
+                            self._answer(session, head, response)
+                            closed = conn.closed
+                    head = None
+                elif type(event) is Request:
+                    head = event
                 elif type(event) is Body:
-                    session.body.append(event.data)
-                elif type(event) is EndOfRequest:
-                    session.pending.append(self._complete(session))
+                    body.append(event.data)
                 elif isinstance(event, Rejected):
                     log.info("rejected a request from %s: %d %s", conn.peer, event.status, event.reason)
                     session.rejected = event
-            self._advance(session)
+            session.head = head
+            if pending or session.busy or closed or head is not None or session.rejected or session.paused:
+                self._advance(session)
+                return
+            # Every request answered, nothing waiting: what is left of _advance is the write and,
+            # when the connection was not idle already, its deadline.
+            out = session.out
+            if out:
+                session.out = []
+                try:  # noqa: SIM105 - contextlib.suppress costs three Python calls per read
+                    conn.write(out[0] if len(out) == 1 else b"".join(out))
+                except ConnectionClosed:
+                    pass  # the peer is gone: nothing to answer
+            if session.phase != _IDLE or session.proto.in_request:
+                self._set_deadline(session)
 
     # -- answering ----------------------------------------------------------------------------
-
-    def _complete(self, session: _Session) -> Request:
-        """The request whose head came last, with its body and the connection's addresses filled in."""
-        request = session.head
-        assert request is not None  # EndOfRequest always follows a request head
-        body = session.body
-        if body:
-            request.body = body[0] if len(body) == 1 else b"".join(body)
-            session.body = []
-        session.head = None
-        request.client = session.conn.peer
-        request.server = session.conn.local
-        return request
 
     def _advance(self, session: _Session) -> None:
         """Answer what is next in line, write what was encoded, and reset the connection's deadline."""
@@ -180,11 +224,7 @@ class HttpHandler(Handler):
         pending = session.pending
         while pending and not session.busy and not conn.closed:
             request = pending.popleft()
-            result = self._call(request)
-            if type(result) is not Response and inspect.isawaitable(result):
-                self._await(session, request, result)
-            else:
-                self._respond(session, request, result)
+            self._answer(session, request, self._call(request))
         if session.rejected is not None and not pending and not session.busy and not conn.closed:
             rejected = session.rejected
             session.out.append(reject_response(rejected.status, rejected.reason, self._date.get()))
@@ -199,8 +239,10 @@ class HttpHandler(Handler):
             session.out.append(CONTINUE)
         self._flush(session)
         if len(pending) >= self.max_pipeline:
+            session.paused = True
             conn.pause_reading()
-        elif not conn.reading and not session.busy:
+        elif session.paused and not session.busy:
+            session.paused = False
             conn.resume_reading()
         self._set_deadline(session)
 
@@ -210,6 +252,14 @@ class HttpHandler(Handler):
         except Exception:
             log.exception("HTTP app failed on %s %r", request.method, request.target)
             return _SERVER_ERROR
+
+    def _answer(
+        self, session: _Session, request: Request, result: AnyResponse | Awaitable[AnyResponse]
+    ) -> None:
+        if type(result) is not Response and inspect.isawaitable(result):
+            self._await(session, request, result)
+        else:
+            self._respond(session, request, result)
 
     def _await(self, session: _Session, request: Request, result: Awaitable[AnyResponse]) -> None:
         loop = self._loop()
@@ -364,8 +414,10 @@ class HttpHandler(Handler):
         out = session.out
         if out:
             session.out = []
-            with contextlib.suppress(ConnectionClosed):  # the peer is gone: nothing to answer
+            try:  # noqa: SIM105 - contextlib.suppress costs three Python calls per read
                 session.conn.write(out[0] if len(out) == 1 else b"".join(out))
+            except ConnectionClosed:
+                pass  # the peer is gone: nothing to answer
 
     # -- timeouts ------------------------------------------------------------------------------
 

@@ -17,11 +17,12 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from railcar.proto import http1_checks
-from railcar.proto.http1_checks import BadRequest
+from railcar.proto.http1_checks import HEAD_FIELDS, BadRequest, valid_hosts
 from railcar.proto.http1_response import CLOSE, header_lines, response_prefix, status_line
 
 __all__ = [
     "CONTINUE",
+    "END",
     "BadRequest",
     "Body",
     "EndOfRequest",
@@ -56,14 +57,15 @@ class Limits:
 
 
 DEFAULT_LIMITS: Final = Limits()
+_new: Final = object.__new__
 _TEXT_PLAIN: Final = header_lines([(b"Content-Type", b"text/plain; charset=utf-8")])
 
 
 class Request:
     """One request: its head, complete and checked, is the first event of every request.
 
-    ``body`` is empty until the request ends (the server fills it, and the addresses
-    ``client`` and ``server``, before an app sees the request); ``headers`` keep names as
+    ``body`` is empty until the request ends (the server fills it before an app sees the
+    request); ``client`` and ``server`` are the connection's addresses; ``headers`` keep names as
     sent and values without surrounding whitespace; ``version`` is ``"1.1"`` or ``"1.0"``.
     ``expects_continue`` is True for an HTTP/1.1 request with a body that sent
     ``Expect: 100-continue``: its client may wait for ``CONTINUE`` before sending the body.
@@ -150,6 +152,7 @@ class EndOfRequest:
         return "EndOfRequest()"
 
 
+#: The one ``EndOfRequest`` event ``receive`` returns (compare with ``is``).
 END: Final = EndOfRequest()
 
 
@@ -176,7 +179,9 @@ class ServerConnection:
     request, and pipelined requests follow one another; a ``Rejected`` event is the
     last one ever returned.  ``reading`` turns False after a request that ends the
     connection (HTTP/1.0 without keep-alive, ``Connection: close``) or a rejection:
-    bytes after it are ignored.
+    bytes after it are ignored.  ``in_request`` is True while a request has begun and not
+    ended (its head or body is partly received).  ``client`` and ``server`` (the
+    connection's addresses, if the caller knows them) are set on every ``Request``.
     """
 
     __slots__ = (
@@ -184,35 +189,42 @@ class ServerConnection:
         "_continuing_head",
         "_events",
         "_failure",
-        "_head_size",
         "_headers",
-        "_in_request",
         "_keep_alive",
         "_limits",
+        "_max_head",
         "_max_headers",
+        "_max_target",
+        "_measure_heads",
         "_parser",
         "_raw_head",
         "_target",
-        "_target_size",
+        "client",
+        "in_request",
         "reading",
+        "server",
     )
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, client: object = None, server: object = None) -> None:
         self._limits = limits
+        # Copied out of ``limits``: the callbacks run per request and read them directly.
+        self._max_head = limits.max_head
         self._max_headers = limits.max_headers
+        self._max_target = limits.max_target
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
-        self._target: list[bytes] = []
-        self._target_size = 0
+        self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._measure_heads = True
         self._raw_head = 0  # bytes fed while a head was incomplete, after the read it began in
         self._continuing_head = False
         self._body_size = 0
         self._keep_alive = True
-        self._in_request = False
+        self.in_request = False
         self._failure: BadRequest | None = None
         self.reading = True
+        self.client = client
+        self.server = server
 
     def receive(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Parse ``data`` and return the events it completed; never raises on bad input (see Rejected)."""
@@ -220,6 +232,9 @@ class ServerConnection:
             return []
         events: list[Event] = []
         self._events = events
+        # A head that begins and ends within a read no longer than max_head fits max_head:
+        # only the heads of a longer read, or one that began in an earlier read, are measured.
+        self._measure_heads = self._continuing_head or len(data) > self._max_head
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -233,14 +248,9 @@ class ServerConnection:
                 self._reject(failure.status, failure.reason)
             elif self.reading:  # after a closing request llhttp refuses the rest: ignored, not an error
                 self._reject(400, str(exc) or "malformed request")
-        if self._continuing_head or self._target_size or self._headers:
+        if self._continuing_head or self._target or self._headers:
             self._count_partial_head(len(data))
         return events
-
-    @property
-    def in_request(self) -> bool:
-        """True while a request has begun and not ended (its head or body is partly received)."""
-        return self._in_request
 
     def _count_partial_head(self, size: int) -> None:
         # httptools buffers a header name or value until it ends, out of our sight, so an
@@ -250,8 +260,8 @@ class ServerConnection:
             return
         if self._continuing_head:
             self._raw_head += size
-            if self._raw_head > self._limits.max_head:
-                self._reject(431, f"request head over {self._limits.max_head} bytes")
+            if self._raw_head > self._max_head:
+                self._reject(431, f"request head over {self._max_head} bytes")
         else:
             self._continuing_head = True
 
@@ -264,55 +274,86 @@ class ServerConnection:
         self.reading = False
         self._events.append(Rejected(status, reason))
 
-    # -- httptools callbacks (called during feed_data) -------------------------------------
+    # -- httptools callbacks (called during feed_data, once or more per request: kept lean) -------
 
     def on_message_begin(self) -> None:
         """Start a request (httptools callback); the last head emptied the collectors."""
-        self._in_request = True
+        self.in_request = True
 
     def on_url(self, url: bytes) -> None:
         """Collect a piece of the request target; raises BadRequest (414) over the limit."""
-        self._target_size += len(url)
-        if self._target_size > self._limits.max_target:
-            raise self._fail(414, f"request target over {self._limits.max_target} bytes")
-        self._target.append(url)
+        target = self._target = self._target + url  # nearly always one piece: b"" + url is url
+        if len(target) > self._max_target:
+            raise self._fail(414, f"request target over {self._max_target} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect a header line; raises BadRequest (431) past the count limit (size: at the head's end)."""
         headers = self._headers
         headers.append((name, value))
-        self._head_size += len(name) + len(value)
         if len(headers) > self._max_headers:
             raise self._fail(431, f"more than {self._max_headers} header lines")
 
     def on_headers_complete(self) -> None:
         """Check the head and emit it; raises BadRequest for what llhttp let through or a limit."""
         parser = self._parser
-        limits = self._limits
         method = parser.get_method()
-        target = self._target[0] if len(self._target) == 1 else b"".join(self._target)
-        version = parser.get_http_version()
+        target = self._target
         headers = self._headers
-        # Each header line adds ": " and CRLF to its name and value; the request line about 12.
-        if self._head_size + 4 * len(headers) + len(method) + len(target) + 12 > limits.max_head:
-            raise self._fail(431, f"request head over {limits.max_head} bytes")
-        try:
-            framing = http1_checks.check_head(method, target, version, headers)
-        except BadRequest as exc:
-            raise self._fail(exc.status, exc.reason) from None
-        if framing.content_length > limits.max_body:
-            raise self._fail(413, f"request body over {limits.max_body} bytes")
-        self._continuing_head = False
-        self._raw_head = 0
-        self._target = []
-        self._target_size = 0
+        if self._measure_heads:
+            # Each header line adds ": " and CRLF to its name and value; the request line about 12.
+            size = sum(len(name) + len(value) + 4 for name, value in headers) + len(method) + len(target) + 12
+            if size > self._max_head:
+                raise self._fail(431, f"request head over {self._max_head} bytes")
+        keep_alive = parser.should_keep_alive()
+        expects_continue = False
+        plain = keep_alive and target[:1] == b"/"
+        if plain:
+            # The common head (see http1_checks.valid_hosts), checked here without a call:
+            # HTTP/1.1, since llhttp keeps alive without a Connection (or Proxy-Connection)
+            # header only for 1.1 (the one version it accepts with a minor above 0), an
+            # origin-form target, one Host already found valid and no other field check_head
+            # looks at.
+            host = None
+            for name, value in headers:
+                key = name.lower()
+                if key in HEAD_FIELDS:
+                    if host is not None or key != b"host":
+                        plain = False
+                        break
+                    host = value
+            plain = plain and host in valid_hosts
+        if plain:
+            version = "1.1"  # get_http_version() would format a new string
+            if method == b"CONNECT":
+                raise self._fail(501, "CONNECT is not supported")
+        else:
+            version = parser.get_http_version()
+            try:
+                framing = http1_checks.check_head(method, target, version, headers)
+            except BadRequest as exc:
+                raise self._fail(exc.status, exc.reason) from None
+            if framing.content_length > self._limits.max_body:
+                raise self._fail(413, f"request body over {self._limits.max_body} bytes")
+            keep_alive = keep_alive and not framing.upgrade
+            expects_continue = framing.expect_continue and (framing.chunked or framing.content_length > 0)
+            self._body_size = 0
+        if self._continuing_head:
+            self._continuing_head = False
+            self._raw_head = 0
+        self._target = b""
         self._headers = []
-        self._head_size = 0
-        self._body_size = 0
-        keep_alive = self._keep_alive = parser.should_keep_alive() and not framing.upgrade
-        request = Request(method.decode("ascii"), target, version, headers, b"", keep_alive)
-        if framing.expect_continue and (framing.chunked or framing.content_length):
-            request.expects_continue = True
+        self._keep_alive = keep_alive
+        # Built without Request.__init__: a call through the type costs more than the fields.
+        request = _new(Request)
+        request.method = method.decode("ascii")
+        request.target = target
+        request.version = version
+        request.headers = headers
+        request.body = b""
+        request.keep_alive = keep_alive
+        request.client = self.client
+        request.server = self.server
+        request.expects_continue = expects_continue
         self._events.append(request)
 
     def on_body(self, body: bytes) -> None:
@@ -325,7 +366,7 @@ class ServerConnection:
     def on_message_complete(self) -> None:
         """End a request; a request that closes the connection ends the input (httptools callback)."""
         self._events.append(END)
-        self._in_request = False
+        self.in_request = False
         if not self._keep_alive:
             self.reading = False
 

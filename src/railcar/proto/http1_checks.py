@@ -39,6 +39,25 @@ class Framing(NamedTuple):
 # RFC 3986 reg-name / IP-literal / port characters: Host is an authority, nothing else.
 _HOST: Final = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
 _NO_BODY: Final = Framing(0, False, False)
+#: The fields check_head looks at (lower-cased), and those that decide llhttp's keep-alive
+#: (it reads Proxy-Connection as Connection).
+HEAD_FIELDS: Final = frozenset(
+    (
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"connection",
+        b"proxy-connection",
+    )
+)
+#: Host values check_head found valid, so that a connection sending the same Host on every
+#: request has it matched once; bounded (emptied when full), since the values are the client's.
+#: A head whose only ``HEAD_FIELDS`` field is one Host in here, in an HTTP/1.1 request with an
+#: origin-form target and a method other than CONNECT, passes check_head and has no body.
+valid_hosts: set[bytes] = set()
+_VALID_HOSTS_KEPT: Final = 256
 
 
 def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> Framing:
@@ -59,8 +78,12 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
         key = name.lower()
         if key == b"host":
             hosts += 1
-            if _HOST.fullmatch(value) is None:
-                raise BadRequest(400, "invalid Host header")
+            if value not in valid_hosts:
+                if _HOST.fullmatch(value) is None:
+                    raise BadRequest(400, "invalid Host header")
+                if len(valid_hosts) >= _VALID_HOSTS_KEPT:
+                    valid_hosts.clear()
+                valid_hosts.add(value)
         elif key == b"content-length":
             content_length.append(value)
         elif key == b"transfer-encoding":
