@@ -221,6 +221,10 @@ BAD_INPUT = [
         b"-ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' \r\n+PONG\r\n",
     ),
     (b"GET\r\n" + P, b"-ERR wrong number of arguments for 'get' command\r\n+PONG\r\n"),
+    (  # an empty array between two requests of one read is skipped
+        b"*1\r\n$4\r\nPING\r\n*0\r\n*1\r\n$4\r\nPING\r\n",
+        b"+PONG\r\n+PONG\r\n",
+    ),
     (b"*0\r\n*-5\r\n\r\n  \r\n" + P, b"+PONG\r\n"),
     (b"*1\r\n$4\r\nPINGxx" + P, b"+PONG\r\n+PONG\r\n"),
     (b"PING\nECHO 'a b'\r\n" + P, b"+PONG\r\n$3\r\na b\r\n+PONG\r\n"),

@@ -7,6 +7,7 @@ store (values, expiry times, the ``used`` estimate, the change count) must be th
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from typing import Any
 
@@ -261,6 +262,68 @@ def test_an_error_part_way_keeps_the_store_accounts_right() -> None:
     assert db.data == {b"k": b"value"}  # the SET ran before its reply failed
     assert store.dirty == 1
     assert store.used == sum(len(k) + KEY_OVERHEAD + value_size(v) for k, v in db.data.items())
+
+
+class Finalizer:
+    """A garbage cycle whose ``__del__`` runs ``action`` when the collector frees it."""
+
+    def __init__(self, action: Any) -> None:
+        self.action = action
+        self.me = self
+
+    def __del__(self) -> None:
+        self.action()
+
+
+@pytest.mark.parametrize("action", ["clear the batch", "write to the store"])
+def test_finalizers_run_by_a_new_list_neither_crash_it_nor_skew_the_accounts(action: str) -> None:
+    run = c_executor()
+    store = KvServer().store
+    db = store.dbs[0]
+    batch = [[b"LPUSH", b"new", b"x" * 40], [b"GET", b"a"]]
+    effects = {"clear the batch": batch.clear, "write to the store": lambda: db.set_string(b"z", b"y" * 1000)}
+    out = bytearray()
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.disable()
+    Finalizer(effects[action])
+    gc.set_threshold(1, 1, 1)  # the next allocation the collector tracks frees the cycle
+    gc.enable()
+    try:
+        stopped = run(batch, 0, db, out, False, FLUSH_AT)
+    finally:
+        gc.set_threshold(*thresholds)
+    assert stopped == 1  # the run ends after a request that may have run Python code
+    assert bytes(out) == b":1\r\n"
+    assert db.data[b"new"] == deque([b"x" * 40])
+    assert store.used == sum(len(k) + KEY_OVERHEAD + value_size(v) for k, v in db.data.items())
+
+
+class HashLike:
+    """A key equal in hash to ``key`` whose comparison deletes ``key``'s value."""
+
+    def __init__(self, data: dict[bytes, Any], key: bytes) -> None:
+        self.data, self.key = data, key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        self.data.pop(self.key, None)
+        return False
+
+
+@pytest.mark.parametrize("command", [b"GET", b"INCR", b"LPOP"])
+def test_an_expiry_lookup_that_runs_python_code_frees_no_value_in_use(command: bytes) -> None:
+    run = c_executor()
+    store = KvServer().store
+    db = store.dbs[0]
+    db.data[b"k"] = {b"GET": b"v" * 50, b"INCR": 7, b"LPOP": deque([b"a"])}[command]
+    db.expires[HashLike(db.data, b"k")] = 1  # type: ignore[index]
+    out = bytearray()
+    stopped = run([[command, b"k"]], 0, db, out, False, FLUSH_AT)
+    assert db.data == {}  # the comparison deleted it before the value was looked up
+    assert (stopped, bytes(out)) in {(1, b"$-1\r\n"), (0, b"")}  # a miss, or left to Python
 
 
 @settings(max_examples=300)

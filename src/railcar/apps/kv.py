@@ -307,7 +307,7 @@ class KvHandler(Handler):
                 args = batch[index]
                 index += 1
                 argc = len(args)
-                fn = hot[argc].get(args[0]) if argc < _HOT_ARGC else None
+                fn = hot[argc].get(args[0]) if 0 < argc < _HOT_ARGC else None
                 if fn is not None:
                     try:
                         reply = fn(client, args)

@@ -51,6 +51,7 @@ typedef struct {
     long long dirty;    /* store.dirty, likewise */
     int writes;         /* no client WATCHes a key and store.used/dirty are readable: writes may run */
     int lists_may_appear;  /* no client is blocked on a list key: a new list wakes no one */
+    int ran_python;     /* an allocation may have run finalizers: what was read above may be stale */
     int resp3;
 } Run;
 
@@ -198,12 +199,14 @@ lookup(Run *run, PyObject *key)
 static int
 run_get(Run *run, PyObject *key)
 {
-    PyObject *value = lookup(run, key);
-    if (value == NULL)
-        return PyErr_Occurred() ? FAILED : reply_null(run);
+    /* The expiry first: its lookup may run a stored key's __eq__, which could free a value
+     * already looked up (nothing after the value's lookup runs Python code). */
     int expiring = has_expiry(run, key);
     if (expiring)
         return expiring < 0 ? FAILED : FALLBACK;
+    PyObject *value = lookup(run, key);
+    if (value == NULL)
+        return PyErr_Occurred() ? FAILED : reply_null(run);
     if (PyBytes_CheckExact(value))
         return reply_bulk(run->out, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
     if (PyLong_CheckExact(value)) {
@@ -256,14 +259,14 @@ run_incr(Run *run, PyObject *key)
 {
     if (!run->writes)
         return FALLBACK;
+    int expiring = has_expiry(run, key);  /* first, as in run_get */
+    if (expiring)
+        return expiring < 0 ? FAILED : FALLBACK;
     PyObject *value = lookup(run, key);
     if (value == NULL)
         return PyErr_Occurred() ? FAILED : FALLBACK;  /* a new counter: Python charges its key */
     if (!PyLong_CheckExact(value))
         return FALLBACK;  /* a string to parse, or another type */
-    int expiring = has_expiry(run, key);
-    if (expiring)
-        return expiring < 0 ? FAILED : FALLBACK;
     int overflow;
     long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
     if (overflow || (number == -1 && PyErr_Occurred())) {
@@ -339,9 +342,13 @@ run_push(Run *run, PyObject *args, Py_ssize_t argc, int left)
         return FAILED;
     if (!run->lists_may_appear)
         return FALLBACK;  /* Python notes the new list for the blocked clients */
-    /* Making the deque may run the garbage collector, and so any finalizer: hold what is used
-     * after it, and look again before storing it. */
+    /* Allocating the slice or the deque may run the garbage collector, and so any finalizer:
+     * hold what is used after it, look again before storing, and end the run after this
+     * request, so that the next one starts from what the store has become. */
+    run->ran_python = 1;
+    Py_INCREF(args);
     PyObject *held = PyList_GetSlice(args, 1, argc);  /* the key and the elements */
+    Py_DECREF(args);
     if (held == NULL)
         return FAILED;
     int status = FAILED;
@@ -369,14 +376,14 @@ done:
 static int
 run_pop(Run *run, PyObject *key, int left)
 {
+    int expiring = has_expiry(run, key);  /* first, as in run_get */
+    if (expiring)
+        return expiring < 0 ? FAILED : FALLBACK;
     PyObject *items = lookup(run, key);
     if (items == NULL)
         return PyErr_Occurred() ? FAILED : reply_null(run);
     if (!run->writes || Py_TYPE(items) != (PyTypeObject *)DequeType)
         return FALLBACK;
-    int expiring = has_expiry(run, key);
-    if (expiring)
-        return expiring < 0 ? FAILED : FALLBACK;
     Py_ssize_t length = PyObject_Size(items);
     if (length < 0)
         return FAILED;
@@ -484,7 +491,8 @@ empty_dict_attr(PyObject *obj, PyObject *name)
     return empty;
 }
 
-/* Write the changed counters back to the store; -1 on error (the pending exception kept). */
+/* Add this run's change of a counter to the store's; -1 on error (the pending exception kept).
+ * Added, not set: a finalizer run by an allocation may have changed the counter meanwhile. */
 static int
 write_back(PyObject *store, PyObject *name, long long before, long long after)
 {
@@ -492,7 +500,11 @@ write_back(PyObject *store, PyObject *name, long long before, long long after)
         return 0;
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);  /* a MemoryError of a command stays the one raised */
-    PyObject *number = PyLong_FromLongLong(after);
+    long long now = 0;
+    int readable = read_counter(store, name, &now);
+    if (readable == 0)
+        PyErr_Format(PyExc_TypeError, "store.%U is no longer an int", name);
+    PyObject *number = readable > 0 ? PyLong_FromLongLong(now + (after - before)) : NULL;
     int failed = number == NULL || PyObject_SetAttr(store, name, number) < 0;
     Py_XDECREF(number);
     if (exc_type != NULL) {
@@ -571,7 +583,7 @@ run(PyObject *Py_UNUSED(module), PyObject *const *argv, Py_ssize_t nargs)
         if (status != DONE)
             break;
         index++;
-        if (PyByteArray_GET_SIZE(out) >= flush_at)
+        if (r.ran_python || PyByteArray_GET_SIZE(out) >= flush_at)
             break;
     }
     int failed = status == FAILED;
