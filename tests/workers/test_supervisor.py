@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import socket
@@ -81,6 +82,22 @@ def closed_by_peer(sock: socket.socket) -> bool:
         return sock.recv(1) == b""
     except ConnectionError:
         return True
+
+
+def test_a_worker_stopped_by_a_sigterm_from_outside_comes_back_without_a_death_reported(
+    supervised: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a SIGTERM to the whole process group looks like when it reaches a worker before the
+    # supervisor's own: the worker stops cleanly, and that is no death to warn about or count.
+    supervisor = supervised(PidEcho, workers=2)
+    victim = supervisor.worker_pids[0]
+    with caplog.at_level(logging.WARNING, logger="railcar"):
+        os.kill(victim, signal.SIGTERM)
+        assert wait_until(lambda: victim not in supervisor.worker_pids and None not in supervisor.worker_pids)
+    assert [record.getMessage() for record in caplog.records] == []
+    sock, _ = open_conn(supervisor.port)
+    round_trip(sock)
+    sock.close()
 
 
 @pytest.mark.parametrize("architecture", ["sharding", "reactor"])

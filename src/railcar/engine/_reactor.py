@@ -215,7 +215,9 @@ class ReactorCore:
         try:
             peer: tuple[object, ...] | str = sock.getpeername()
         except OSError as exc:
-            log.warning("adopted socket is no longer connected (%s); closing it", exc.strerror)
+            # A peer that reset between the acceptor's accept and this adopt: ordinary under
+            # load (a warning per connection would flood the log), so not worth more than debug.
+            log.debug("adopted socket is no longer connected (%s); closing it", exc.strerror)
             sock.close()
             return None
         return peer

@@ -126,6 +126,9 @@ def worker_main(
     def on_term(signum: int, frame: object) -> None:
         if stop.requests and running:
             running[0].abort_stop()
+        else:  # tell the supervisor this exit is a stop, should the SIGTERM not be its own
+            with contextlib.suppress(OSError):
+                chan.send(b"stopping", socket.MSG_DONTWAIT)
         stop.request()
 
     # Ctrl-C reaches the whole process group: the supervisor alone decides, and sends SIGTERM.

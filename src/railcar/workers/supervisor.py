@@ -66,6 +66,7 @@ class _Slot:
     deaths: int = 0  # in a row, each soon after its start
     restart_at: float | None = None
     failure: str = ""  # what the worker said when it could not start
+    signalled: bool = False  # said it got SIGTERM (from the supervisor, or from outside)
     sent: int = 0  # sockets passed to this process
     adopted: int = 0  # of which it reported adopting
     active: int = 0  # live connections it reported
@@ -313,6 +314,7 @@ class Supervisor:
         ours.setblocking(False)
         slot.process, slot.chan = process, ours
         slot.ready, slot.served, slot.failure, slot.restart_at = False, False, "", None
+        slot.signalled = False
         slot.started = time.monotonic()
         slot.sent = slot.adopted = slot.active = 0
         self._selector.register(ours, selectors.EVENT_READ, ("chan", slot))
@@ -442,6 +444,8 @@ class Supervisor:
                     self._accept(True)
             elif message.startswith(b"fail "):
                 slot.failure = message[5:].decode(errors="replace")
+            elif message == b"stopping":
+                slot.signalled = True
 
     def _drop_chan(self, slot: _Slot) -> None:
         assert self._selector is not None
@@ -469,6 +473,14 @@ class Supervisor:
         if self._stopping:
             if exitcode:
                 log.warning("worker %d (pid %s) %s while stopping", slot.index, pid, how)
+            return
+        if slot.signalled and exitcode == 0:
+            # A SIGTERM the supervisor did not send, most often one sent to the whole process
+            # group (Ctrl-C's kill, systemd, timeout) that reached the worker first: the
+            # supervisor's own is about to stop everything.  Not a death; restarted quietly
+            # if no stop follows.
+            log.debug("worker %d (pid %s) stopped on a SIGTERM from outside", slot.index, pid)
+            slot.restart_at = time.monotonic() + self.restarts.delay(1)
             return
         lived = time.monotonic() - slot.started
         if lived >= self.restarts.healthy_after:
