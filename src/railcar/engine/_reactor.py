@@ -21,8 +21,18 @@ from collections.abc import Callable, Sized
 from typing import Protocol
 
 from railcar.engine._failures import call_guarded, call_logged, call_on_close
-from railcar.engine.api import Conn, Handler, Server, ServerOptions, data_callback
-from railcar.engine.listen import listen
+from railcar.engine.api import (
+    Conn,
+    DatagramEndpoint,
+    DatagramHandler,
+    DatagramOptions,
+    DatagramServer,
+    Handler,
+    Server,
+    ServerOptions,
+    data_callback,
+)
+from railcar.engine.listen import bind_datagram, listen
 
 log = logging.getLogger("railcar.engine")
 
@@ -297,3 +307,65 @@ class ReactorServer(Server):
         if self._reactor is None:
             raise RuntimeError("server is not running")
         self._reactor.adopt(sock)
+
+
+class DatagramReactorRun(Protocol):
+    """One run of a datagram reactor, start to stop: what ``ReactorDatagramServer`` asks of it."""
+
+    @property
+    def endpoint(self) -> DatagramEndpoint:
+        """The endpoint handlers send with."""
+
+    @property
+    def core(self) -> ReactorCore:
+        """The run's reactor core (its call queue takes ``call_soon_threadsafe``'s calls)."""
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The loop thread, started by ``ReactorDatagramServer._start``."""
+
+    def stop(self, deadline: float) -> None:
+        """Stop receiving, flush what is queued within ``deadline`` s and wait for the loop thread."""
+
+
+class ReactorDatagramServer(DatagramServer):
+    """A server whose one UDP socket a loop thread drives on the reactor core (epoll, uring).
+
+    Each start makes a new run (``_new_run``) around a newly bound socket.
+    """
+
+    def __init__(self, handler: DatagramHandler, options: DatagramOptions) -> None:
+        super().__init__(handler, options)
+        self._reactor: DatagramReactorRun | None = None
+
+    def _new_run(self, sock: socket.socket) -> DatagramReactorRun:
+        raise NotImplementedError
+
+    @property
+    def endpoint(self) -> DatagramEndpoint:
+        """The endpoint handlers send with; raises RuntimeError while the server is not running."""
+        if self._reactor is None:
+            raise RuntimeError("server is not running")
+        return self._reactor.endpoint
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the engine's thread; raises RuntimeError if not running."""
+        if self._reactor is None:
+            raise RuntimeError("server is not running")
+        self._reactor.core.calls.put(callback)
+
+    def _start(self) -> None:
+        sock = bind_datagram(self.options)
+        try:
+            reactor = self._new_run(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._address = sock.getsockname()
+        self._reactor = reactor
+        reactor.thread.start()
+
+    def _stop(self, deadline: float) -> None:
+        assert self._reactor is not None
+        self._reactor.stop(deadline)
+        self._reactor = None

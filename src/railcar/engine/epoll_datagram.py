@@ -10,20 +10,14 @@ from __future__ import annotations
 import select
 import socket
 import threading
-from collections.abc import Callable
 from functools import partial
 
 from railcar.engine._failures import call_logged
-from railcar.engine._reactor import ReactorCore
+from railcar.engine._reactor import ReactorCore, ReactorDatagramServer
 from railcar.engine._socket_datagrams import SocketEndpoint
 from railcar.engine.api import (
-    DatagramEndpoint,
-    DatagramHandler,
-    DatagramOptions,
-    DatagramServer,
     Handler,
 )
-from railcar.engine.listen import bind_datagram
 
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
@@ -104,40 +98,10 @@ class _DatagramReactor:
             sock.close()
 
 
-class EpollDatagramServer(DatagramServer):
+class EpollDatagramServer(ReactorDatagramServer):
     """A reactor thread serving one UDP socket with epoll, on the shared reactor core."""
 
     engine = "epoll"
 
-    def __init__(self, handler: DatagramHandler, options: DatagramOptions) -> None:
-        super().__init__(handler, options)
-        self._reactor: _DatagramReactor | None = None
-
-    @property
-    def endpoint(self) -> DatagramEndpoint:
-        """The endpoint handlers send with; raises RuntimeError while the server is not running."""
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        return self._reactor.endpoint
-
-    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the engine's thread; raises RuntimeError if not running."""
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        self._reactor.core.calls.put(callback)
-
-    def _start(self) -> None:
-        sock = bind_datagram(self.options)
-        try:
-            reactor = _DatagramReactor(self, sock)
-        except BaseException:
-            sock.close()
-            raise
-        self._address = sock.getsockname()
-        self._reactor = reactor
-        reactor.thread.start()
-
-    def _stop(self, deadline: float) -> None:
-        assert self._reactor is not None
-        self._reactor.stop(deadline)
-        self._reactor = None
+    def _new_run(self, sock: socket.socket) -> _DatagramReactor:
+        return _DatagramReactor(self, sock)

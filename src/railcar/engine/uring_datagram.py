@@ -18,24 +18,18 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from railcar.engine._datagrams import CountingEndpoint
 from railcar.engine._failures import call_logged
-from railcar.engine._reactor import ReactorCore
+from railcar.engine._reactor import ReactorCore, ReactorDatagramServer
 from railcar.engine._uring import KIND_BITS, POLL, RECVMSG, RECVMSG_OVERHEAD, SENDMSG, Ring
 from railcar.engine.api import (
     Address,
     Buffer,
-    DatagramEndpoint,
-    DatagramHandler,
-    DatagramOptions,
-    DatagramServer,
     Handler,
 )
-from railcar.engine.listen import bind_datagram
 
 log = logging.getLogger("railcar.engine.datagram")
 
@@ -212,40 +206,10 @@ class _DatagramReactor:
         self.sock.close()
 
 
-class UringDatagramServer(DatagramServer):
+class UringDatagramServer(ReactorDatagramServer):
     """A thread serving one UDP socket through an io_uring, on the shared reactor core."""
 
     engine = "uring"
 
-    def __init__(self, handler: DatagramHandler, options: DatagramOptions) -> None:
-        super().__init__(handler, options)
-        self._reactor: _DatagramReactor | None = None
-
-    @property
-    def endpoint(self) -> DatagramEndpoint:
-        """The endpoint handlers send with; raises RuntimeError while the server is not running."""
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        return self._reactor.endpoint
-
-    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the engine's thread; raises RuntimeError if not running."""
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        self._reactor.core.calls.put(callback)
-
-    def _start(self) -> None:
-        sock = bind_datagram(self.options)
-        try:
-            reactor = _DatagramReactor(self, sock)
-        except BaseException:
-            sock.close()
-            raise
-        self._address = sock.getsockname()
-        self._reactor = reactor
-        reactor.thread.start()
-
-    def _stop(self, deadline: float) -> None:
-        assert self._reactor is not None
-        self._reactor.stop(deadline)
-        self._reactor = None
+    def _new_run(self, sock: socket.socket) -> _DatagramReactor:
+        return _DatagramReactor(self, sock)
