@@ -32,7 +32,8 @@ def _increment_array(numbers: NDArray[Any]) -> NDArray[Any]:
     largest = np.iinfo(numbers.dtype).max
     if numbers.size and numbers.max() == largest:
         raise OverflowError(f"cannot increment {largest}: the reply would overflow {numbers.dtype.name}")
-    return numbers + numbers.dtype.type(1)
+    bumped: NDArray[Any] = numbers + numbers.dtype.type(1)  # of the same dtype: no promotion
+    return bumped
 
 
 def _increment(number: int) -> int:
