@@ -161,6 +161,29 @@ def test_stress_reports_the_steps_it_finished_when_a_later_one_fails() -> None:
     assert done.stderr.startswith("railcar: error: step users=4:"), done.stderr
 
 
+def stress(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return railcar(
+        "stress", "--port", str(port), "--step-duration", "0.5s", "--procs", "1", "--json", *args
+    )  # fmt: skip
+
+
+def test_stress_fails_a_step_over_its_budget_or_unanswered_as_load_fails_a_run() -> None:
+    with serving(lying_echo) as port:
+        done = stress(port, "--steps", "1,2", "--max-failures", "100%")
+    assert done.returncode == 3, done.stderr
+    assert [step["received"] for step in json.loads(done.stdout)["results"]] == [0, 0]
+    assert done.stderr.splitlines() == [
+        "railcar: stress failed: step users=1: no request was answered; step users=2: no request was answered"
+    ]
+    with serving(closing_echo(5)) as port:
+        over = stress(port, "--steps", "2")
+        within = stress(port, "--steps", "2", "--max-failures", "100%")
+    assert over.returncode == 3
+    assert over.stderr.startswith("railcar: stress failed: step users=2: "), over.stderr
+    assert "exceed --max-failures 0" in over.stderr
+    assert within.returncode == 0, within.stderr
+
+
 def test_open_loop_holds_its_schedule_while_the_server_does_not_read() -> None:
     with serving(never_reads) as port:
         result = load(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.nats.conftest import StartNats
 from tests.nats.server import NatsServer
 
 RAILCAR = [sys.executable, "-m", "railcar", "nats"]
@@ -154,11 +158,96 @@ def test_sub_says_so_when_its_server_goes_away(
     server.stop()
     _, err = sub.communicate(timeout=10)
     assert sub.returncode == 2
-    # The library's warning of the loss (the CLI shows warnings), then the command's one line.
-    assert err.strip().splitlines()[-1] == (
-        "railcar: error: connection lost: connection closed by the server"
+    # Only the command's line: the library's warning of the loss would say it twice.
+    assert err.strip().splitlines() == ["railcar: error: connection lost: connection closed by the server"]
+
+
+def _misbehave(conn: socket.socket, how: str) -> None:
+    """One connection of a fake NATS server that goes wrong ``how``, before or after the handshake."""
+    with conn:
+        if how == "garbage":
+            conn.sendall(b"GARBAGE\r\n")
+        elif how == "bad INFO":
+            conn.sendall(b"INFO {not json\r\n")
+        else:
+            conn.sendall(b'INFO {"server_id":"fake","max_payload":1048576}\r\n')
+            reader = conn.makefile("rb")
+            assert reader.readline().startswith(b"CONNECT ")
+            assert reader.readline() == b"PING\r\n"
+            conn.sendall(b"PONG\r\n")
+            reader.readline()  # the PUB
+            if how == "-ERR":  # then closes, as nats-server does after a fatal error
+                conn.sendall(b"-ERR 'Maximum Payload Violation'\r\n")
+            else:  # a reset
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        conn.recv(1)  # until the client gives up
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        (
+            "garbage",
+            "cannot connect to nats://127.0.0.1:{port}: invalid data from the server: unknown operation",
+        ),
+        (
+            "bad INFO",
+            "cannot connect to nats://127.0.0.1:{port}: invalid data from the server: INFO is not JSON",
+        ),
+        ("-ERR", "server closed the connection: Maximum Payload Violation"),
+        ("reset", "connection lost: [Errno 104] Connection reset by peer"),
+    ],
+)
+def test_a_misbehaving_server_is_one_error_line_and_exit_2(how: str, says: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = threading.Thread(target=lambda: _misbehave(listener.accept()[0], how), daemon=True)
+        server.start()
+        result = run("pub", "x", "hi", "--server", f"nats://127.0.0.1:{port}")
+        server.join(10)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("railcar: error: " + says.format(port=port)), result.stderr
+
+
+def test_an_error_that_leaves_the_connection_up_is_one_warning_line(start_nats: StartNats) -> None:
+    server = start_nats(
+        'authorization { users = [ {user: "app", password: "pw", permissions: {publish: {allow: "ok.>"}}} ] }'
     )
-    assert "Traceback" not in err
+    url = server.url.replace("nats://", "nats://app:pw@")
+    result = run("pub", "no.x", "hi", "--server", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ['railcar: warning: Permissions Violation for Publish to "no.x"']
+
+
+def test_the_library_log_still_shows_when_asked_for() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = threading.Thread(target=lambda: _misbehave(listener.accept()[0], "garbage"), daemon=True)
+        server.start()
+        result = subprocess.run(
+            [
+                *RAILCAR[:-1],
+                "--log-level",
+                "warning",
+                "nats",
+                "pub",
+                "x",
+                "hi",
+                "--server",
+                f"nats://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        server.join(10)
+    assert result.returncode == 2
+    warning, error = result.stderr.splitlines()
+    assert warning.startswith("railcar: WARNING railcar.nats: closing connection to 127.0.0.1:")
+    assert error.startswith("railcar: error: cannot connect to")
 
 
 def test_bench_smoke_runs_every_scenario_beside_nats_py(tmp_path: Path) -> None:

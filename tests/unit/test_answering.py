@@ -6,8 +6,10 @@ import struct
 from typing import Any
 
 import numpy as np
+import pytest
 
-from railcar.codecs import codec_factory
+from railcar.apps.increment import increment_service
+from railcar.codecs import RECORD_276, codec_factory
 from railcar.proto.reqrep import (
     ERROR,
     HEADER,
@@ -21,6 +23,7 @@ from railcar.proto.reqrep import (
     decode_hello,
     encode_hello,
 )
+from railcar.reqrep import Mode
 from railcar.reqrep.answering import Answerer, Session
 
 
@@ -81,3 +84,24 @@ def test_array_mode_calls_the_service_once_per_read_and_replies_frame_by_frame()
     assert [(first, count) for f in replies if f.kind == ERROR for first, count, _ in decode_errors(f)] == [
         (3, 2)
     ]
+
+
+@pytest.mark.parametrize("mode", ["item", "batch", "array"])
+@pytest.mark.parametrize("codec", ["int32", "struct276"])
+def test_the_demo_service_fails_a_reply_that_would_overflow_in_every_mode(codec: str, mode: Mode) -> None:
+    # int32 2**31 - 1 plus one, struct276 flags (uint32) 0xFFFFFFFF plus one: numpy would wrap to
+    # the smallest value in array mode and answer a normal reply.
+    if codec == "int32":
+        payload = struct.pack("<i", 2**31 - 1)
+    else:
+        records = np.zeros(1, dtype=RECORD_276)
+        records["flags"] = 0xFFFFFFFF
+        payload = records.tobytes()
+    reading = Session(FrameReader(4096, frozenset({REQUEST})), codec_factory(codec)())
+    out = bytearray()
+    Answerer(increment_service(codec, mode), mode).answer(reading, [Frame(REQUEST, 1, 7, payload)], out)
+    (answer,) = FrameReader().feed(out)
+    assert answer.kind == ERROR
+    ((first_id, count, reason),) = decode_errors(answer)
+    assert (first_id, count) == (7, 1)
+    assert reason.startswith("cannot encode reply") or "would overflow" in reason, reason

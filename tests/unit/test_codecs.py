@@ -197,6 +197,27 @@ def test_struct_refuses_items_that_are_not_records(bad: list[Any]) -> None:
     assert out == b"kept"
 
 
+@pytest.mark.parametrize("field", ["id", "ts", "kind", "flags"])
+@pytest.mark.parametrize("edge", ["min", "max"])
+def test_struct_refuses_integers_outside_their_field_on_every_path(field: str, edge: str) -> None:
+    # numpy casts wrap silently: both paths must refuse a value its field cannot hold instead.
+    limits = np.iinfo(RECORD_276.fields[field][0])  # type: ignore[index]
+    value = limits.min - 1 if edge == "min" else limits.max + 1
+    fields = {"id": 1, "ts": 2, "kind": 3, "flags": 4, field: value}
+    codec = StructCodec(RECORD_276, "struct276")
+    out = bytearray(b"kept")
+    with pytest.raises(CodecError, match=r"out of bounds|too large"):
+        codec.encode_batch([(*fields.values(), [0.0] * 30, b"x")], out)
+    assert out == b"kept"
+    if field in ("kind", "flags"):  # a wider integer dtype can hold the value: a same-kind cast
+        wide = np.zeros(
+            1, dtype=[(name, "<i8") for name in fields] + [("values", "<f8", (30,)), ("tag", "S12")]
+        )
+        wide[field] = value
+        with pytest.raises(CodecError):
+            codec.encode_array(wide)
+
+
 def test_struct_codec_refuses_dtypes_without_fixed_bytes() -> None:
     with pytest.raises(ValueError, match="fixed-size dtype"):
         StructCodec(np.dtype(object), "objects")

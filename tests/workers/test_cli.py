@@ -26,8 +26,23 @@ DEADLINE = 1.0
         (["serve", "echo", "--workers", "2", "--unix", "/tmp/railcar-x.sock"], "cannot share a Unix socket"),
         (
             ["serve", "echo", "--workers", "2", "--balance", "least-connections"],
-            "balance applies to the reactor",
+            "--balance needs --architecture reactor: under sharding the kernel balances",
         ),
+        (
+            ["serve", "echo", "--workers", "2", "--architecture", "sharding", "--balance", "round-robin"],
+            "--balance needs --architecture reactor",
+        ),
+        (
+            ["serve", "echo", "--architecture", "reactor"],
+            "--architecture reactor and --balance need --workers 2 or more",
+        ),
+        (
+            ["serve", "echo", "--balance", "least-connections"],
+            "--architecture reactor and --balance need --workers 2 or more",
+        ),
+        (["serve", "echo", "--unix", ""], "--unix needs a socket path"),
+        (["serve", "echo", "--unix", "/tmp/railcar-x.sock", "--port", "7000"], "drop --host and --port"),
+        (["serve", "reqrep", "--unix", "/tmp/railcar-x.sock", "--host", "0.0.0.0"], "drop --host and --port"),
         (["serve", "http", "--workers", "0"], "0 is not in the range"),
         (["serve", "reqrep", "--architecture", "prefork"], "'prefork' is not one of"),
         (["serve", "kv", "--workers", "2"], "--workers must be 1"),
@@ -46,6 +61,23 @@ def test_bad_combinations_print_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert message in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--workers", "2", "--architecture", "reactor", "--balance", "round-robin"],
+        ["--workers", "1", "--architecture", "sharding"],  # what one worker does anyway
+        ["--unix", "/tmp/railcar-x.sock", "--workers", "2", "--architecture", "reactor"],
+    ],
+)
+def test_options_that_take_effect_are_accepted(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(railcar.cli.serving, "serve", lambda *args, **kwargs: served.append(kwargs))
+    with pytest.raises(SystemExit) as exit_:
+        run(["serve", "echo", *argv])
+    assert exit_.value.code == 0
+    assert len(served) == 1
 
 
 def test_workers_that_keep_dying_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:

@@ -17,8 +17,9 @@ def _bump_record(record: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _bump_records(records: NDArray[Any]) -> NDArray[Any]:
+    """Return the records with flags plus one; raises OverflowError if a flags is already the largest."""
     replies = records.copy()
-    replies["flags"] += 1
+    replies["flags"] = _increment_array(records["flags"])
     return replies
 
 
@@ -31,7 +32,8 @@ def _increment_array(numbers: NDArray[Any]) -> NDArray[Any]:
     largest = np.iinfo(numbers.dtype).max
     if numbers.size and numbers.max() == largest:
         raise OverflowError(f"cannot increment {largest}: the reply would overflow {numbers.dtype.name}")
-    return numbers + np.int32(1)
+    bumped: NDArray[Any] = numbers + numbers.dtype.type(1)  # of the same dtype: no promotion
+    return bumped
 
 
 def _increment(number: int) -> int:

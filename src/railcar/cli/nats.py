@@ -2,7 +2,9 @@
 
 Each command connects with the asyncio client (one connection, no reconnection: a
 command that loses its server should say so, not wait), prints what it receives on
-stdout and exits with status 2 and one line when it cannot connect or is given bad input.
+stdout and exits with status 2 and one line when it cannot connect, loses the connection
+or is given bad input (the client's log WARNINGs, which only repeat that line, are held
+back at the default ``--log-level``).
 ``sub`` and ``reply`` run until ``--count`` messages or Ctrl-C, which ends them quietly
 with status 0 (it is how they are stopped).  ``serve`` (``cli/nats_serve.py``) and
 ``bench`` (``bench/nats_bench.py``) are imported only when used.
@@ -12,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from railcar.cli.commands import _LazyGroup
-from railcar.errors import RailcarError
-from railcar.nats import Client, Headers, Msg, connect
+from railcar.errors import ProtocolError, RailcarError
+from railcar.nats import Client, Headers, Msg, ServerError, connect
 from railcar.report import FiniteFloatRange
 
 DEFAULT_SERVER = "nats://127.0.0.1:4222"
@@ -66,11 +70,43 @@ count_option = click.option(
 )
 
 
+@contextlib.contextmanager
+def _library_warnings_quiet() -> Iterator[None]:
+    """Keep the client's WARNINGs off stderr meanwhile, unless ``--log-level`` was given.
+
+    They say what the command's one error line says (a failed handshake logged twice,
+    then the error): at the default verbosity the error line alone tells it.
+    """
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    if root is None or root.get_parameter_source("log_level") is not ParameterSource.DEFAULT:
+        yield
+        return
+    logger = logging.getLogger("railcar.nats")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _warn(error: BaseException) -> None:
+    """``error_cb`` of the one-shot commands: one line for what leaves the connection up.
+
+    An error that ends the connection (garbage, a fatal -ERR) is the command's error line.
+    """
+    if isinstance(error, ProtocolError) or (isinstance(error, ServerError) and error.fatal):
+        return
+    click.echo(f"railcar: warning: {error}", err=True)
+
+
 async def _connected(servers: list[str], **options: Any) -> Client:
     """A client of the first server that answers; raises click.ClickException naming why not."""
     options.setdefault("reconnect", False)
     try:
-        return await connect(servers, name="railcar-cli", connect_timeout=CONNECT_TIMEOUT, **options)
+        with _library_warnings_quiet():
+            return await connect(servers, name="railcar-cli", connect_timeout=CONNECT_TIMEOUT, **options)
     # Refused, unreachable or timed out (OSError, TimeoutError), a bad URL (ValueError), or a
     # handshake the server refused (AuthorizationError, ServerError) or garbled (ProtocolError).
     except (OSError, ValueError, RailcarError) as exc:
@@ -78,13 +114,18 @@ async def _connected(servers: list[str], **options: Any) -> Client:
 
 
 def _run(body: Callable[[Client], Coroutine[Any, Any, T]], servers: list[str]) -> T:
-    """Connect, run ``body`` on uvloop (asyncio without it), close; raises what ``body`` raises."""
+    """Connect, run ``body`` on uvloop (asyncio without it), close; raises what ``body`` raises.
+
+    The connection's end is the command's one error line, and asynchronous errors that
+    leave it up are one warning line each (``_warn``), not the library's log.
+    """
 
     async def main() -> T:
-        async with await _connected(servers) as nc:
+        async with await _connected(servers, error_cb=_warn) as nc:
             return await body(nc)
 
-    return _on_loop(main())
+    with _library_warnings_quiet():
+        return _on_loop(main())
 
 
 def _on_loop(main: Coroutine[Any, Any, T]) -> T:

@@ -42,7 +42,9 @@ def serving_options(default_port: int) -> Callable[[Command], Command]:
                     help="TCP port; 0 picks a free one.",
                 ),
                 click.option(
-                    "--unix", type=click.Path(dir_okay=False), help="Listen on this Unix socket instead."
+                    "--unix",
+                    type=click.Path(dir_okay=False),
+                    help="Listen on this Unix socket instead of --host/--port.",
                 ),
                 click.option(
                     "--deadline",
@@ -63,13 +65,14 @@ def serving_options(default_port: int) -> Callable[[Command], Command]:
                     type=click.Choice(ARCHITECTURES),
                     default="sharding",
                     show_default=True,
-                    help="sharding: every worker listens (SO_REUSEPORT); reactor: one acceptor passes "
-                    "connections to the workers.",
+                    help="With --workers 2 or more: sharding, every worker listens (SO_REUSEPORT); "
+                    "reactor, one acceptor passes connections to the workers.",
                 ),
                 click.option(
                     "--balance",
                     type=click.Choice(BALANCES),
-                    help="How the reactor picks a worker per connection.  [default: round-robin]",
+                    help="With --architecture reactor: how the reactor picks a worker per connection "
+                    "(under sharding the kernel does).  [default: round-robin]",
                 ),
                 click.option(
                     "--cpu-affinity/--no-cpu-affinity",
@@ -95,6 +98,7 @@ def serve_app(
     ``settings`` are the values of the options ``serving_options`` added; ``started`` is
     ``railcar.serve``'s.  Also raises BindError, WorkerStartError and WorkersFailed.
     """
+    _check_given_options(settings)
     listen = {"host": settings["host"], "port": settings["port"], "unix": settings["unix"]}
     try:
         check_settings(
@@ -127,6 +131,7 @@ def serve_datagram_app(
     accept to balance and is refused).  Also raises BindError, EngineUnavailable (the
     threads engine has no datagrams), WorkerStartError and WorkersFailed.
     """
+    _check_given_options(settings)
     if settings["unix"] is not None:
         raise click.UsageError("--udp serves on --host/--port, not on a Unix socket")
     address = {"host": settings["host"], "port": settings["port"]}
@@ -151,6 +156,34 @@ def serve_datagram_app(
         **address,
         **options,
     )
+
+
+def _check_given_options(settings: dict[str, Any]) -> None:
+    """Refuse given options that others would make do nothing; raises click.UsageError.
+
+    Only options the user gave count: a default never conflicts (``--balance``'s is the
+    reactor's round-robin, applied only under the reactor, so it never trips the sharding check).
+    """
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+
+    unix = settings["unix"]
+    if unix == "":
+        raise click.UsageError("--unix needs a socket path, not an empty string")
+    if unix is not None and (given("host") or given("port")):
+        raise click.UsageError("--unix listens on a Unix socket: drop --host and --port")
+    # One worker serves in this process, as a sharding of one would: only the reactor differs.
+    if settings["workers"] == 1 and (settings["architecture"] == "reactor" or given("balance")):
+        raise click.UsageError(
+            "--architecture reactor and --balance need --workers 2 or more "
+            "(one worker serves in this process)"
+        )
+    if given("balance") and settings["architecture"] != "reactor":
+        raise click.UsageError(
+            "--balance needs --architecture reactor: under sharding the kernel balances connections"
+        )
 
 
 def _announce(address: Address) -> None:

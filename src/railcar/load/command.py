@@ -269,18 +269,34 @@ _EXIT_STATUS = f"""Exit status:
 """
 
 
+_STRESS_EXIT_STATUS = f"""Exit status:
+
+\b
+  0    every step completed within --max-failures
+  2    bad input or the server cannot be reached (nothing is run), or a step could
+       not run (the table of the steps before it is printed)
+  {EXIT_FAILED}    a step completed over --max-failures, or answered no request
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the steps measured so far are printed
+"""
+
+
+def max_failures_option(each: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--max-failures``: the failure budget of ``each`` (a load run, a stress step)."""
+    return click.option(
+        "--max-failures",
+        type=FailureBudgetType(),
+        default="0",
+        show_default=True,
+        help=f"Failed requests plus failed connects {each} may have and still pass (exit status 0): "
+        "a count, or a share of the attempts such as 0.5%.",
+    )
+
+
 @click.command("load", epilog=_EXIT_STATUS)
 @load_options
 @click.option("--users", type=click.IntRange(1, 100_000), default=50, show_default=True, help="Connections.")
 @click.option("--duration", type=Duration(), default="10s", show_default=True, help="How long to load.")
-@click.option(
-    "--max-failures",
-    type=FailureBudgetType(),
-    default="0",
-    show_default=True,
-    help="Failed requests plus failed connects the run may have and still pass (exit status 0): "
-    "a count, or a share of the attempts such as 0.5%.",
-)
+@max_failures_option("the run")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the text report.")
 @click.option(
     "--out",
@@ -376,7 +392,7 @@ class _PeakRss:
         self.live(progress)
 
 
-@click.command("stress")
+@click.command("stress", epilog=_STRESS_EXIT_STATUS)
 @load_options
 @click.option(
     "--steps",
@@ -386,11 +402,13 @@ class _PeakRss:
 )
 @click.option("--step-duration", type=Duration(), default="5s", show_default=True, help="Length of a step.")
 @click.option("--server-pid", type=int, help="Also report this server process's peak RSS at each step.")
+@max_failures_option("each step")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 def stress_command(
     steps: str,
     step_duration: float,
     server_pid: int | None,
+    max_failures: FailureBudget,
     as_json: bool,
     procs: int | None,
     quiet: bool,
@@ -398,7 +416,9 @@ def stress_command(
 ) -> None:
     """Step a server through growing connection counts; report throughput, p99, errors and memory per step.
 
-    Ctrl-C ends the run with the steps finished so far (and the one under way), exit status 130.
+    Each step is judged as a ``railcar load`` run: it passes within --max-failures and
+    only if it answered a request. Ctrl-C ends the run with the steps finished so far
+    (and the one under way), exit status 130.
     """
     counts = _steps(steps)
     if server_pid is not None and not Path(f"/proc/{server_pid}").exists():
@@ -409,6 +429,7 @@ def stress_command(
     _check(plans[0])
     results: list[dict[str, Any]] = []
     rows: list[list[str]] = []
+    over_budget: list[str] = []
     failed: RailcarError | None = None
     interrupted = False
     for plan in plans:
@@ -434,6 +455,9 @@ def stress_command(
         if result.interrupted:
             interrupted = True
             break
+        verdict = max_failures.verdict(result)
+        if verdict is not None:
+            over_budget.append(f"step users={plan.users}: {verdict}")
     if as_json:
         report.print_json(report.document(results, step_duration))
     else:
@@ -457,6 +481,9 @@ def stress_command(
         raise failed  # after the table: main() prints it as every error, one line, exit 2
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
+    if over_budget:
+        click.echo(f"railcar: stress failed: {'; '.join(over_budget)}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 def _row(result: runner.LoadResult, server_rss: int) -> list[str]:

@@ -70,8 +70,6 @@ log = logging.getLogger("railcar.nats")
 FLUSH_AT: Final = 64 * 1024
 #: Subjects remembered already validated and encoded (the cache is emptied when full).
 SUBJECT_CACHE: Final = 4096
-#: -ERR messages after which the server keeps the connection open.
-_NON_FATAL: Final = ("permissions violation", "invalid subject", "invalid publish subject")
 
 HeadersArg = Headers | Mapping[str, str | Sequence[str]] | None
 
@@ -648,7 +646,7 @@ class Client:
         else:
             error = ServerError(message)
         self.last_error = error
-        if not lower.startswith(_NON_FATAL):
+        if error.fatal:
             conn.error = error  # the server closes the connection after this one
         if conn is not self._conn:
             conn.fail(error)  # during the handshake: connect fails with the server's words

@@ -9,8 +9,17 @@ class NatsError(RailcarError):
     """Base class of the NATS client's own exceptions."""
 
 
+#: How the -ERR messages after which the server keeps the connection open begin (lower case).
+_NON_FATAL = ("permissions violation", "invalid subject", "invalid publish subject")
+
+
 class ServerError(NatsError):
     """The server sent -ERR; the exception's text is the server's message."""
+
+    @property
+    def fatal(self) -> bool:
+        """Whether the server closes the connection after it: all but permission and subject errors."""
+        return not str(self).lower().startswith(_NON_FATAL)
 
 
 class AuthorizationError(ServerError, ConnectionError):
