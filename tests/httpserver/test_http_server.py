@@ -190,6 +190,26 @@ def test_slow_and_idle_clients_are_timed_out(serve: ServerFactory) -> None:
         assert recv_until_eof(sock) == b""
 
 
+def test_a_connection_that_keeps_sending_requests_is_never_idle(serve: ServerFactory) -> None:
+    # One request every 0.2 s for 1.5 s: past the header timeout (from the open) and five times
+    # the idle timeout, which runs from the last response.
+    timeouts = Timeouts(header=0.6, idle=0.4, body=0.6)
+    port = serve(HttpHandler(hello_app, timeouts=timeouts)).port
+    with connect(port) as sock:
+        sock.settimeout(5)
+        for _ in range(8):
+            sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"Hello, World!"):
+                chunk = sock.recv(4096)
+                assert chunk, "closed while requests kept coming"
+                reply += chunk
+            time.sleep(0.2)
+        started = time.monotonic()
+        assert recv_until_eof(sock) == b""  # then idle: closed without a word
+        assert time.monotonic() - started < 3
+
+
 def test_h2load_smoke(serve: ServerFactory) -> None:
     if shutil.which("h2load") is None:
         pytest.fail("h2load is missing: apt-get install -y nghttp2-client (scripts/install-tools)")

@@ -294,6 +294,41 @@ def test_a_head_is_measured_when_its_read_could_hold_more_than_max_head() -> Non
     assert [type(e) for e in ServerConnection(limits).receive(fits)] == [Request, EndOfRequest]
 
 
+def statuses(head: bytes, cut: int | None, limits: Limits) -> list[object]:
+    conn = ServerConnection(limits)
+    events = conn.receive(head) if cut is None else conn.receive(head[:cut]) + conn.receive(head[cut:])
+    return [e.status if isinstance(e, Rejected) else type(e).__name__ for e in events]
+
+
+@pytest.mark.parametrize("cut", [None, 1, 3, 5, 20])
+def test_a_head_gets_the_same_answer_however_it_is_split(cut: int | None) -> None:
+    limits = Limits(max_head=1000)
+    over = b"GET /plaintext HTTP/1.1\r\nHost: example.com\r\nX: " + b"v" * 952 + b"\r\n\r\n"
+    assert len(over) == 1003
+    assert statuses(over, cut, limits) == [431]  # split inside the method too
+    # 965 bytes without the optional space after the colons: within the limit either way.
+    lines = b"".join(b"x%02d:%s\r\n" % (i, b"v" * 17) for i in range(40))
+    fits = b"GET /plaintext HTTP/1.1\r\nHost:example.com\r\n" + lines + b"\r\n"
+    assert len(fits) <= 1000
+    assert statuses(fits, cut, limits) == ["Request", "EndOfRequest"]
+
+
+def test_trailer_fields_are_dropped_not_given_to_the_next_request() -> None:
+    stream = (
+        b"POST /a HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1\r\nx\r\n0\r\nX-Injected: 1\r\nHost: evil.com\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    )
+    for cuts in ([], [len(stream) - 30], list(range(1, len(stream)))):
+        events = ours(stream, cuts)
+        assert events == [
+            (b"POST", b"/a", [(b"host", b"example.com"), (b"transfer-encoding", b"chunked")]),
+            ("end", b"x"),
+            (b"GET", b"/b", [(b"host", b"example.com")]),
+            ("end", b""),
+        ]
+
+
 def test_a_common_head_with_a_known_host_skips_check_head(monkeypatch: pytest.MonkeyPatch) -> None:
     checked: list[bytes] = []
     check_head = http1_checks.check_head

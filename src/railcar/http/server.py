@@ -204,8 +204,8 @@ class HttpHandler(Handler):
             if pending or session.busy or closed or head is not None or session.rejected or session.paused:
                 self._advance(session)
                 return
-            # Every request answered, nothing waiting: what is left of _advance is the write and,
-            # when the connection was not idle already, its deadline.
+            # Every request answered, nothing waiting: what is left of _advance is the write and
+            # the deadline (unchanged for a read that answered nothing on an idle connection).
             out = session.out
             if out:
                 session.out = []
@@ -213,8 +213,9 @@ class HttpHandler(Handler):
                     conn.write(out[0] if len(out) == 1 else b"".join(out))
                 except ConnectionClosed:
                     pass  # the peer is gone: nothing to answer
-            if session.phase != _IDLE or session.proto.in_request:
-                self._set_deadline(session)
+                self._set_deadline(session, True)
+            elif session.phase != _IDLE or session.proto.in_request:
+                self._set_deadline(session, False)
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -237,14 +238,14 @@ class HttpHandler(Handler):
             # in line is told, so an interim response never lands before an earlier final one.
             head.expects_continue = False
             session.out.append(CONTINUE)
-        self._flush(session)
+        wrote = self._flush(session)
         if len(pending) >= self.max_pipeline:
             session.paused = True
             conn.pause_reading()
         elif session.paused and not session.busy:
             session.paused = False
             conn.resume_reading()
-        self._set_deadline(session)
+        self._set_deadline(session, wrote)
 
     def _call(self, request: Request) -> AnyResponse | Awaitable[AnyResponse]:
         try:
@@ -410,18 +411,27 @@ class HttpHandler(Handler):
     def _loop(self) -> asyncio.AbstractEventLoop | None:
         return self._server.loop if self._server is not None else None
 
-    def _flush(self, session: _Session) -> None:
+    def _flush(self, session: _Session) -> bool:
+        """Write what is encoded; True if there was anything."""
         out = session.out
-        if out:
-            session.out = []
-            try:  # noqa: SIM105 - contextlib.suppress costs three Python calls per read
-                session.conn.write(out[0] if len(out) == 1 else b"".join(out))
-            except ConnectionClosed:
-                pass  # the peer is gone: nothing to answer
+        if not out:
+            return False
+        session.out = []
+        try:  # noqa: SIM105 - contextlib.suppress costs three Python calls per read
+            session.conn.write(out[0] if len(out) == 1 else b"".join(out))
+        except ConnectionClosed:
+            pass  # the peer is gone: nothing to answer
+        return True
 
     # -- timeouts ------------------------------------------------------------------------------
 
-    def _set_deadline(self, session: _Session) -> None:
+    def _set_deadline(self, session: _Session, responded: bool) -> None:
+        """Set the connection's phase and deadline after a turn; ``responded``: it wrote a response.
+
+        The idle timeout runs from the last response: a connection that keeps sending requests
+        is never idle, however long it lives (its first deadline was the header timeout from
+        its open).
+        """
         if session.busy or session.pending:
             session.phase = _BUSY
             session.deadline = None
@@ -433,7 +443,7 @@ class HttpHandler(Handler):
             if session.phase not in (_HEAD, _WAIT_FIRST):
                 session.phase = _HEAD
                 session.deadline = time.monotonic() + self.timeouts.header
-        elif session.phase not in (_IDLE, _WAIT_FIRST):
+        elif responded or session.phase not in (_IDLE, _WAIT_FIRST):
             session.phase = _IDLE
             session.deadline = time.monotonic() + self.timeouts.idle
 

@@ -190,6 +190,7 @@ class ServerConnection:
         "_events",
         "_failure",
         "_headers",
+        "_in_head",
         "_keep_alive",
         "_limits",
         "_max_head",
@@ -218,6 +219,7 @@ class ServerConnection:
         self._measure_heads = True
         self._raw_head = 0  # bytes fed while a head was incomplete, after the read it began in
         self._continuing_head = False
+        self._in_head = False
         self._body_size = 0
         self._keep_alive = True
         self.in_request = False
@@ -248,7 +250,7 @@ class ServerConnection:
                 self._reject(failure.status, failure.reason)
             elif self.reading:  # after a closing request llhttp refuses the rest: ignored, not an error
                 self._reject(400, str(exc) or "malformed request")
-        if self._continuing_head or self._target or self._headers:
+        if self._in_head or self._headers:  # a head, or a chunked body's trailer fields, unfinished
             self._count_partial_head(len(data))
         return events
 
@@ -279,6 +281,7 @@ class ServerConnection:
     def on_message_begin(self) -> None:
         """Start a request (httptools callback); the last head emptied the collectors."""
         self.in_request = True
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         """Collect a piece of the request target; raises BadRequest (414) over the limit."""
@@ -300,8 +303,11 @@ class ServerConnection:
         target = self._target
         headers = self._headers
         if self._measure_heads:
-            # Each header line adds ": " and CRLF to its name and value; the request line about 12.
-            size = sum(len(name) + len(value) + 4 for name, value in headers) + len(method) + len(target) + 12
+            # The fewest bytes the head can have taken: a header line adds ":" and CRLF to its
+            # name and value, the request line two spaces, "HTTP/1.1" and CRLF, the blank line
+            # CRLF.  Never more than on the wire, so a head that fits max_head in one read (not
+            # measured) fits here too.
+            size = sum(len(name) + len(value) + 3 for name, value in headers) + len(method) + len(target) + 14
             if size > self._max_head:
                 raise self._fail(431, f"request head over {self._max_head} bytes")
         keep_alive = parser.should_keep_alive()
@@ -340,6 +346,7 @@ class ServerConnection:
         if self._continuing_head:
             self._continuing_head = False
             self._raw_head = 0
+        self._in_head = False
         self._target = b""
         self._headers = []
         self._keep_alive = keep_alive
@@ -367,6 +374,12 @@ class ServerConnection:
         """End a request; a request that closes the connection ends the input (httptools callback)."""
         self._events.append(END)
         self.in_request = False
+        if self._headers:
+            # A chunked body's trailer fields (httptools reports them as headers): dropped,
+            # as RFC 9110 allows; kept, they would become the next request's headers.
+            self._headers = []
+            self._continuing_head = False
+            self._raw_head = 0
         if not self._keep_alive:
             self.reading = False
 
