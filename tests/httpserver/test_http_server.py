@@ -14,7 +14,7 @@ import pytest
 
 from railcar.apps.hello_http import hello_app
 from railcar.http import date as date_module
-from railcar.http.app import Request, Response
+from railcar.http.app import Request, Response, StreamingResponse
 from railcar.http.server import HttpHandler
 from railcar.http.timeouts import Timeouts
 from railcar.proto.http1 import Limits
@@ -208,6 +208,34 @@ def test_a_connection_that_keeps_sending_requests_is_never_idle(serve: ServerFac
         started = time.monotonic()
         assert recv_until_eof(sock) == b""  # then idle: closed without a word
         assert time.monotonic() - started < 3
+
+
+def stream_or_target(request: Request) -> Response | StreamingResponse:
+    if request.target == b"/stream":
+        return StreamingResponse(iter([b"a", b"b"]))
+    return Response(request.target)
+
+
+@pytest.mark.parametrize(
+    ("last", "ending"),
+    [
+        (b"GET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"/2"),
+        (b"BOGUS\r\n\r\n", b"HTTP/1.1 400 "),
+    ],
+    ids=["closing", "malformed"],
+)
+def test_requests_pipelined_behind_a_stream_are_answered_when_the_last_one_ends_the_connection(
+    serve: ServerFactory, last: bytes, ending: bytes
+) -> None:
+    port = serve(HttpHandler(stream_or_target)).port
+    first = b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    reply = exchange(port, first + last)
+    stream, _, rest = reply.partition(b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n")
+    assert stream.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert rest.count(b"HTTP/1.1 ") == 2
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\n\r\n/1HTTP/1.1 " in rest
+    assert ending in rest.rpartition(b"\r\n\r\n/1")[2]
 
 
 def test_h2load_smoke(serve: ServerFactory) -> None:

@@ -64,6 +64,7 @@ class _Session:
         "rejected",
         "stream",
         "stream_chunked",
+        "stream_closes",
         "stream_task",
     )
 
@@ -79,6 +80,7 @@ class _Session:
         self.paused = False  # reading paused by the handler (max_pipeline requests waiting)
         self.stream: Iterator[bytes] | None = None
         self.stream_chunked = False
+        self.stream_closes = False  # the streamed request is the connection's last
         # An async body is sent by a task on the server's loop, which waits on ``drained``
         # while the connection is over its high-water mark.
         self.stream_task: asyncio.Task[None] | None = None
@@ -321,6 +323,7 @@ class HttpHandler(Handler):
             out.append(CLOSE if close else END)
             if request.method != "HEAD":
                 session.stream_chunked = chunked
+                session.stream_closes = close
                 session.busy = True
                 self._flush(session)
                 chunks = response.chunks
@@ -369,8 +372,8 @@ class HttpHandler(Handler):
         conn = session.conn
         if session.stream_chunked:
             conn.write(b"0\r\n\r\n")
-        if not session.proto.reading or not session.stream_chunked:
-            conn.close()
+        if session.stream_closes:
+            conn.close()  # else the requests pipelined behind it are answered next (_advance)
 
     async def _send_async(self, session: _Session, chunks: AsyncIterable[bytes]) -> None:
         """Send an async body's pieces, taking each only while the connection is under its high-water mark."""
