@@ -249,12 +249,17 @@ static PyObject *Ring_enable(Ring *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* The (fd, user data) arguments of a request and a free SQE for it; NULL with an exception set. */
+static struct io_uring_sqe *fd_request(Ring *self, PyObject *args, int *fd, unsigned long long *ud) {
+    if (!PyArg_ParseTuple(args, "iK", fd, ud) || ring_check(self) < 0)
+        return NULL;
+    return get_sqe(self);
+}
+
 static PyObject *Ring_accept(Ring *self, PyObject *args) {
     int fd;
     unsigned long long ud;
-    if (!PyArg_ParseTuple(args, "iK", &fd, &ud) || ring_check(self) < 0)
-        return NULL;
-    struct io_uring_sqe *sqe = get_sqe(self);
+    struct io_uring_sqe *sqe = fd_request(self, args, &fd, &ud);
     if (sqe == NULL)
         return NULL;
     io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -265,9 +270,7 @@ static PyObject *Ring_accept(Ring *self, PyObject *args) {
 static PyObject *Ring_recv(Ring *self, PyObject *args) {
     int fd;
     unsigned long long ud;
-    if (!PyArg_ParseTuple(args, "iK", &fd, &ud) || ring_check(self) < 0)
-        return NULL;
-    struct io_uring_sqe *sqe = get_sqe(self);
+    struct io_uring_sqe *sqe = fd_request(self, args, &fd, &ud);
     if (sqe == NULL)
         return NULL;
     io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
@@ -300,9 +303,7 @@ static PyObject *Ring_send(Ring *self, PyObject *args) {
 static PyObject *Ring_poll(Ring *self, PyObject *args) {
     int fd;
     unsigned long long ud;
-    if (!PyArg_ParseTuple(args, "iK", &fd, &ud) || ring_check(self) < 0)
-        return NULL;
-    struct io_uring_sqe *sqe = get_sqe(self);
+    struct io_uring_sqe *sqe = fd_request(self, args, &fd, &ud);
     if (sqe == NULL)
         return NULL;
     io_uring_prep_poll_multishot(sqe, fd, POLLIN);
@@ -326,15 +327,13 @@ static PyObject *Ring_cancel(Ring *self, PyObject *args) {
 /* -- datagrams ------------------------------------------------------------------------ */
 
 static PyObject *Ring_recvmsg(Ring *self, PyObject *args) {
-    int fd;
-    unsigned long long ud;
-    if (!PyArg_ParseTuple(args, "iK", &fd, &ud) || ring_check(self) < 0)
-        return NULL;
     if (self->bufsize <= RECVMSG_OVERHEAD) {
         PyErr_SetString(PyExc_ValueError, "the receive buffers are too small for datagrams");
         return NULL;
     }
-    struct io_uring_sqe *sqe = get_sqe(self);
+    int fd;
+    unsigned long long ud;
+    struct io_uring_sqe *sqe = fd_request(self, args, &fd, &ud);
     if (sqe == NULL)
         return NULL;
     /* MSG_TRUNC: the result tells a datagram's whole size, not what fitted. */
