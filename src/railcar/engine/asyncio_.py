@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import cast
 
-from railcar.engine._failures import call_guarded, call_logged, call_on_close, handler_failed
+from railcar.engine._failures import call_guarded, call_on_close, handler_failed
+from railcar.engine._loop_thread import LoopThread, UvloopLoop
 from railcar.engine.api import Buffer, Conn, Handler, Server, ServerOptions, data_callback
 from railcar.engine.listen import listen, set_nodelay
 from railcar.errors import ConnectionClosed
@@ -185,7 +186,7 @@ class _BytesConn(_ProtocolConn, asyncio.Protocol):
             handler_failed(self, exc)
 
 
-class AsyncioServer(Server):
+class AsyncioServer(LoopThread, Server):
     """Runs an asyncio event loop on a background thread and serves the handler from it."""
 
     engine = "asyncio"
@@ -203,8 +204,6 @@ class AsyncioServer(Server):
         # stop() waits for them, since nothing else could close them once the loop is gone.
         self.opening = 0
         self.stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         # adopt() from any thread queues onto the loop only while this is set; stop() clears it
         # before it stops the loop, so every adoption queued is run (and closed, if late).
@@ -212,60 +211,23 @@ class AsyncioServer(Server):
         self._accepts_adoptions = False
         self._adoptions: set[asyncio.Task[object]] = set()
 
-    def new_loop(self) -> asyncio.AbstractEventLoop:
-        """Create the event loop this engine runs on."""
-        return asyncio.new_event_loop()
-
     @property
     def active_connections(self) -> int:
         """Number of open connections."""
         return len(self.conns)
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The event loop the handlers run on while the server runs; None before start and after stop."""
-        return self._loop if self._thread is not None else None
-
     def _start(self) -> None:
         sock = listen(self.options)
         self._address = sock.getsockname()
         self.stopping = False
-        self._loop = self.new_loop()
-        started = threading.Event()
-        failures: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, started, failures), name=f"railcar-{self.engine}"
-        )
-        self._thread.start()
-        started.wait()
-        if failures:
-            self._thread.join()
-            self._thread = None
-            self._loop = None
-            raise failures[0]
+        on_start = partial(self.handler.on_start, self)
+        self._start_loop(sock, f"railcar-{self.engine}", partial(self._listen, sock), on_start)
         with self._adopting:
             self._accepts_adoptions = True
 
-    def _run(self, sock: socket.socket, started: threading.Event, failures: list[BaseException]) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        try:
-            self._server = loop.run_until_complete(
-                loop.create_server(self._new_conn, sock=sock, backlog=self.options.backlog)
-            )
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
-            failures.append(exc)
-            sock.close()
-            loop.close()
-            started.set()
-            return
-        started.set()
-        loop.call_soon(call_logged, partial(self.handler.on_start, self))
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+    async def _listen(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_conn, sock=sock, backlog=self.options.backlog)
 
     def _new_conn(self) -> _ProtocolConn:
         self.opening += 1
@@ -354,7 +316,7 @@ class AsyncioServer(Server):
         loop.call_soon_threadsafe(callback)  # raises RuntimeError too if the loop closed meanwhile
 
 
-class UvloopServer(AsyncioServer):
+class UvloopServer(UvloopLoop, AsyncioServer):
     """The asyncio engine on uvloop's libuv-based event loop."""
 
     engine = "uvloop"
@@ -365,12 +327,6 @@ class UvloopServer(AsyncioServer):
         # buffer, so it too takes bytes.
         if handler.takes_bytes or handler.buffered:
             self.conn_class = _BytesConn
-
-    def new_loop(self) -> asyncio.AbstractEventLoop:
-        """Create a uvloop event loop."""
-        import uvloop  # noqa: PLC0415 - optional; the registry checks it is importable
-
-        return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
 
     async def _close_listener(self, server: asyncio.Server) -> None:
         # uvloop makes the protocol and transport in the accept callback itself: nothing is in

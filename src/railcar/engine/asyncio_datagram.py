@@ -17,13 +17,12 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol, cast
 
 from railcar.engine._datagrams import CountingEndpoint
-from railcar.engine._failures import call_logged
+from railcar.engine._loop_thread import LoopThread, UvloopLoop
 from railcar.engine._socket_datagrams import SocketEndpoint
 from railcar.engine.api import (
     Address,
@@ -181,7 +180,7 @@ class _ReaderEndpoint(SocketEndpoint):
         self._sock.close()
 
 
-class AsyncioDatagramServer(DatagramServer):
+class AsyncioDatagramServer(LoopThread, DatagramServer):
     """Runs an asyncio event loop on a background thread and serves one UDP socket from it."""
 
     engine = "asyncio"
@@ -189,18 +188,7 @@ class AsyncioDatagramServer(DatagramServer):
 
     def __init__(self, handler: DatagramHandler, options: DatagramOptions) -> None:
         super().__init__(handler, options)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._endpoint: CountingEndpoint | None = None
-
-    def new_loop(self) -> asyncio.AbstractEventLoop:
-        """Create the event loop this engine runs on."""
-        return asyncio.new_event_loop()
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The event loop the handler runs on while the server runs; None before start and after stop."""
-        return self._loop if self._thread is not None else None
 
     @property
     def endpoint(self) -> DatagramEndpoint:
@@ -219,38 +207,11 @@ class AsyncioDatagramServer(DatagramServer):
     def _start(self) -> None:
         sock = bind_datagram(self.options)
         self._address = sock.getsockname()
-        self._loop = self.new_loop()
-        started = threading.Event()
-        failures: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, started, failures), name=f"railcar-{self.engine}-udp"
-        )
-        self._thread.start()
-        started.wait()
-        if failures:
-            self._thread.join()
-            self._thread = None
-            self._loop = None
-            raise failures[0]
+        on_start = partial(self.handler.on_start, self)
+        self._start_loop(sock, f"railcar-{self.engine}-udp", partial(self._serve, sock), on_start)
 
-    def _run(self, sock: socket.socket, started: threading.Event, failures: list[BaseException]) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        try:
-            self._endpoint = loop.run_until_complete(self._open(loop, sock))
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start()
-            failures.append(exc)
-            sock.close()
-            loop.close()
-            started.set()
-            return
-        started.set()
-        loop.call_soon(call_logged, partial(self.handler.on_start, self))
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+    async def _serve(self, sock: socket.socket) -> None:
+        self._endpoint = await self._open(asyncio.get_running_loop(), sock)
 
     async def _open(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> CountingEndpoint:
         """Start serving ``sock`` on the running loop and return its endpoint."""
@@ -278,16 +239,10 @@ class AsyncioDatagramServer(DatagramServer):
         endpoint.close()
 
 
-class UvloopDatagramServer(AsyncioDatagramServer):
+class UvloopDatagramServer(UvloopLoop, AsyncioDatagramServer):
     """The datagram server on uvloop, through its datagram transport (libuv reads in batches)."""
 
     engine = "uvloop"
-
-    def new_loop(self) -> asyncio.AbstractEventLoop:
-        """Create a uvloop event loop."""
-        import uvloop  # noqa: PLC0415 - optional; the registry checks it is importable
-
-        return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
 
     async def _open(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> CountingEndpoint:
         """Serve ``sock`` through a datagram transport and return the protocol, which is the endpoint."""
