@@ -21,6 +21,11 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 #: (dotted module name, C sources relative to the repository root, libraries to link).
 EXTENSIONS: list[tuple[str, list[str], list[str]]] = [
     ("railcar.proto._resp", ["src/railcar/proto/_resp.c"], []),
+    (
+        "railcar.proto._http1",
+        ["src/railcar/proto/_http1.c", *(f"src/railcar/proto/llhttp/{name}.c" for name in ("api", "http", "llhttp"))],
+        [],
+    ),
     ("railcar.kv._exec", ["src/railcar/kv/_exec.c"], []),
     ("railcar.engine._uring", ["src/railcar/engine/_uring.c"], ["uring"]),
 ]

@@ -17,7 +17,7 @@ from railcar.http import date as date_module
 from railcar.http.app import Request, Response, StreamingResponse
 from railcar.http.server import HttpHandler
 from railcar.http.timeouts import Timeouts
-from railcar.proto.http1 import Limits
+from railcar.proto.http1 import PARSERS, Limits
 from tests.conftest import ServerFactory
 from tests.helpers import connect, recv_until_eof
 from tests.property.test_http1_parser import SMUGGLING
@@ -43,8 +43,9 @@ def exchange(port: int, data: bytes) -> bytes:
         return recv_until_eof(sock)
 
 
-def test_routes(serve: ServerFactory) -> None:
-    port = serve(HttpHandler(hello_app)).port
+@pytest.mark.parametrize("parser", PARSERS)
+def test_routes(serve: ServerFactory, parser: str) -> None:
+    port = serve(HttpHandler(hello_app, parser=parser)).port
     reply = exchange(port, b"GET /plaintext HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -101,10 +102,11 @@ def test_smuggling_gets_400_and_close_and_never_reaches_the_app(serve: ServerFac
     assert app.calls == 0
 
 
-def test_limits_give_431_414_413(serve: ServerFactory) -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_limits_give_431_414_413(serve: ServerFactory, parser: str) -> None:
     app = CountingApp()
     limits = Limits(max_head=2048, max_headers=10, max_target=256, max_body=100)
-    port = serve(HttpHandler(app, limits)).port
+    port = serve(HttpHandler(app, limits, parser=parser)).port
     big_head = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 4000 + b"\r\n\r\n"
     assert exchange(port, big_head).startswith(b"HTTP/1.1 431 ")
     many = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X%d: v\r\n" % i for i in range(11)) + b"\r\n"

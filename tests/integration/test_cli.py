@@ -147,6 +147,7 @@ def test_port_in_use_is_one_line_and_exit_2(engine: str) -> None:
         (["serve", "kv", "--protocol", "kvbin", "--parser", "python"], "--parser and --executor are RESP's"),
         (["serve", "kv", "--protocol", "kvbin", "--executor", "c"], "--parser and --executor are RESP's"),
         (["bench", "http", "--seconds", "0"], "--seconds"),
+        (["serve", "http", "--parser", "picohttp"], "'picohttp' is not one of"),
         (["bench", "echo", "--seconds", "-3"], "--seconds"),
         (["bench", "idle", "--connections", "0"], "--connections"),
         (["serve", "echo", "--deadline", "nan"], "not a finite number"),

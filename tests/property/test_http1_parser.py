@@ -1,4 +1,7 @@
-"""proto.http1 against h11 on valid requests, any split of the bytes, and every smuggling case refused."""
+"""proto.http1 against h11 on valid requests, any split of the bytes, and every smuggling case refused.
+
+Every test runs on each parser (``PARSERS``): railcar's C binding of llhttp and httptools.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from railcar.proto import http1_checks
-from railcar.proto.http1 import Body, EndOfRequest, Limits, Rejected, Request, ServerConnection
+from railcar.proto.http1 import (
+    DEFAULT_LIMITS,
+    PARSERS,
+    Body,
+    EndOfRequest,
+    Limits,
+    Rejected,
+    Request,
+    RequestInput,
+    input_factory,
+)
+
+pytestmark = pytest.mark.parametrize("parser", PARSERS)
+
+
+def connect(
+    parser: str, limits: Limits = DEFAULT_LIMITS, client: object = None, server: object = None
+) -> RequestInput:
+    return input_factory(parser)(limits, client, server)
+
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@%/"
@@ -42,8 +64,8 @@ def requests(draw: st.DrawFn) -> bytes:
     return head + b"\r\n"
 
 
-def ours(stream: bytes, cuts: list[int] | None = None) -> list[tuple[object, ...]]:
-    conn = ServerConnection()
+def ours(parser: str, stream: bytes, cuts: list[int] | None = None) -> list[tuple[object, ...]]:
+    conn = connect(parser)
     bounds = [0, *(cuts or []), len(stream)]
     pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
     out: list[tuple[object, ...]] = []
@@ -85,9 +107,9 @@ def theirs(stream: bytes) -> list[tuple[object, ...]]:
 
 @settings(max_examples=300, deadline=None)
 @given(request=requests())
-def test_valid_requests_parse_as_h11_parses_them(request: bytes) -> None:
+def test_valid_requests_parse_as_h11_parses_them(request: bytes, parser: str) -> None:
     expected = theirs(request)
-    got = ours(request)
+    got = ours(parser, request)
     assert got[0][:2] == expected[0][:2]
     assert [(n.lower(), v) for n, v in expected[0][2]] == got[0][2]
     assert got[1] == expected[1]
@@ -95,20 +117,20 @@ def test_valid_requests_parse_as_h11_parses_them(request: bytes) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(batch=st.lists(requests(), min_size=1, max_size=4), data=st.data())
-def test_any_split_parses_like_the_whole(batch: list[bytes], data: st.DataObject) -> None:
+def test_any_split_parses_like_the_whole(batch: list[bytes], data: st.DataObject, parser: str) -> None:
     stream = b"".join(batch)
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=10))))
-    whole = ours(stream)
-    assert ours(stream, cuts) == whole
+    whole = ours(parser, stream)
+    assert ours(parser, stream, cuts) == whole
     assert len([e for e in whole if e[0] == "end"]) == len(batch)
 
 
-def test_byte_at_a_time_parses_like_the_whole() -> None:
+def test_byte_at_a_time_parses_like_the_whole(parser: str) -> None:
     stream = (
         b"POST /a?b=c HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"3;ext=1\r\nabc\r\n0\r\nTrailer: t\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
     )
-    assert ours(stream, list(range(1, len(stream)))) == ours(stream)
+    assert ours(parser, stream, list(range(1, len(stream)))) == ours(parser, stream)
 
 
 H = b"Host: a\r\n"
@@ -198,36 +220,38 @@ SMUGGLING = {
 
 
 @pytest.mark.parametrize("name", SMUGGLING)
-def test_smuggling_is_refused_with_400_and_nothing_else(name: str) -> None:
+def test_smuggling_is_refused_with_400_and_nothing_else(name: str, parser: str) -> None:
     for cuts in (None, list(range(1, len(SMUGGLING[name])))):
-        events = ours(SMUGGLING[name], cuts)
+        events = ours(parser, SMUGGLING[name], cuts)
         assert events[-1] == ("rejected", 400)
         assert all(e[0] != "end" for e in events), "nothing of the request is complete"
 
 
-def reject_status(stream: bytes, limits: Limits) -> int | None:
-    conn = ServerConnection(limits)
+def reject_status(parser: str, stream: bytes, limits: Limits) -> int | None:
+    conn = connect(parser, limits)
     events = conn.receive(stream)
     rejected = [e for e in events if isinstance(e, Rejected)]
     assert not any(isinstance(e, EndOfRequest) for e in events)
     return rejected[0].status if rejected else None
 
 
-def test_limits_give_431_414_413() -> None:
+def test_limits_give_431_414_413(parser: str) -> None:
     limits = Limits(max_head=1024, max_headers=5, max_target=100, max_body=10)
-    assert reject_status(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 2000 + b"\r\n\r\n", limits) == 431
+    assert (
+        reject_status(parser, b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 2000 + b"\r\n\r\n", limits) == 431
+    )
     many = b"".join(b"X%d: v\r\n" % i for i in range(6))
-    assert reject_status(b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n", limits) == 431
-    assert reject_status(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n", limits) == 414
-    assert reject_status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", limits) == 413
+    assert reject_status(parser, b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n", limits) == 431
+    assert reject_status(parser, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n", limits) == 414
+    assert reject_status(parser, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", limits) == 413
     chunked = (
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n"
     )
-    assert reject_status(chunked, limits) == 413
+    assert reject_status(parser, chunked, limits) == 413
 
 
-def test_an_unfinished_header_is_bounded_across_reads() -> None:
-    conn = ServerConnection(Limits(max_head=1024))
+def test_an_unfinished_header_is_bounded_across_reads(parser: str) -> None:
+    conn = connect(parser, Limits(max_head=1024))
     assert conn.receive(b"GET / HTTP/1.1\r\nHost: a\r\nX: ") == []
     events: list[object] = []
     for _ in range(10):
@@ -235,14 +259,14 @@ def test_an_unfinished_header_is_bounded_across_reads() -> None:
     assert [e.status for e in events if isinstance(e, Rejected)] == [431]
 
 
-def test_a_closing_request_ends_the_input() -> None:
-    conn = ServerConnection()
+def test_a_closing_request_ends_the_input(parser: str) -> None:
+    conn = connect(parser)
     events = conn.receive(
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
     )
     assert [type(e) for e in events] == [Request, EndOfRequest]
     assert not conn.reading
-    events = ServerConnection().receive(b"GET / HTTP/1.0\r\n\r\nGET /2 HTTP/1.0\r\n\r\n")
+    events = connect(parser).receive(b"GET / HTTP/1.0\r\n\r\nGET /2 HTTP/1.0\r\n\r\n")
     assert [type(e) for e in events] == [Request, EndOfRequest]
 
 
@@ -266,61 +290,61 @@ def fields(event: object) -> tuple[object, ...]:
 
 
 @pytest.mark.parametrize("stream", COMMON_AND_NOT)
-def test_a_head_parses_alike_before_and_after_its_host_is_known(stream: bytes) -> None:
+def test_a_head_parses_alike_before_and_after_its_host_is_known(stream: bytes, parser: str) -> None:
     http1_checks.valid_hosts.clear()  # the first parse checks the Host; the second may skip check_head
     first, second = (
-        [fields(e) for e in ServerConnection(client=("c", 1), server=("s", 2)).receive(stream)]
+        [fields(e) for e in connect(parser, client=("c", 1), server=("s", 2)).receive(stream)]
         for _ in range(2)
     )
     assert first == second
-    assert first[0] == fields(ServerConnection(client=("c", 1), server=("s", 2)).receive(stream)[0])
+    assert first[0] == fields(connect(parser, client=("c", 1), server=("s", 2)).receive(stream)[0])
     version = stream.split(b"\r\n")[0].rsplit(b"/", 1)[1].decode()
     assert first[0][Request.__slots__.index("version")] == version
 
 
-def test_connect_is_refused_whether_or_not_its_host_is_known() -> None:
+def test_connect_is_refused_whether_or_not_its_host_is_known(parser: str) -> None:
     for _ in range(2):
-        events = ServerConnection().receive(b"CONNECT / HTTP/1.1\r\nHost: known.test\r\n\r\n")
+        events = connect(parser).receive(b"CONNECT / HTTP/1.1\r\nHost: known.test\r\n\r\n")
         assert [(type(e), getattr(e, "status", None)) for e in events] == [(Rejected, 501)]
 
 
-def test_a_head_is_measured_when_its_read_could_hold_more_than_max_head() -> None:
+def test_a_head_is_measured_when_its_read_could_hold_more_than_max_head(parser: str) -> None:
     limits = Limits(max_head=1024)
     head = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 1300 + b"\r\n\r\n"
-    conn = ServerConnection(limits)
+    conn = connect(parser, limits)
     events = conn.receive(head[:700]) + conn.receive(head[700:])  # each read under max_head
     assert [e.status for e in events if isinstance(e, Rejected)] == [431]
     fits = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 900 + b"\r\n\r\n"
-    assert [type(e) for e in ServerConnection(limits).receive(fits)] == [Request, EndOfRequest]
+    assert [type(e) for e in connect(parser, limits).receive(fits)] == [Request, EndOfRequest]
 
 
-def statuses(head: bytes, cut: int | None, limits: Limits) -> list[object]:
-    conn = ServerConnection(limits)
+def statuses(parser: str, head: bytes, cut: int | None, limits: Limits) -> list[object]:
+    conn = connect(parser, limits)
     events = conn.receive(head) if cut is None else conn.receive(head[:cut]) + conn.receive(head[cut:])
     return [e.status if isinstance(e, Rejected) else type(e).__name__ for e in events]
 
 
 @pytest.mark.parametrize("cut", [None, 1, 3, 5, 20])
-def test_a_head_gets_the_same_answer_however_it_is_split(cut: int | None) -> None:
+def test_a_head_gets_the_same_answer_however_it_is_split(cut: int | None, parser: str) -> None:
     limits = Limits(max_head=1000)
     over = b"GET /plaintext HTTP/1.1\r\nHost: example.com\r\nX: " + b"v" * 952 + b"\r\n\r\n"
     assert len(over) == 1003
-    assert statuses(over, cut, limits) == [431]  # split inside the method too
+    assert statuses(parser, over, cut, limits) == [431]  # split inside the method too
     # 965 bytes without the optional space after the colons: within the limit either way.
     lines = b"".join(b"x%02d:%s\r\n" % (i, b"v" * 17) for i in range(40))
     fits = b"GET /plaintext HTTP/1.1\r\nHost:example.com\r\n" + lines + b"\r\n"
     assert len(fits) <= 1000
-    assert statuses(fits, cut, limits) == ["Request", "EndOfRequest"]
+    assert statuses(parser, fits, cut, limits) == ["Request", "EndOfRequest"]
 
 
-def test_trailer_fields_are_dropped_not_given_to_the_next_request() -> None:
+def test_trailer_fields_are_dropped_not_given_to_the_next_request(parser: str) -> None:
     stream = (
         b"POST /a HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"1\r\nx\r\n0\r\nX-Injected: 1\r\nHost: evil.com\r\n\r\n"
         b"GET /b HTTP/1.1\r\nHost: example.com\r\n\r\n"
     )
     for cuts in ([], [len(stream) - 30], list(range(1, len(stream)))):
-        events = ours(stream, cuts)
+        events = ours(parser, stream, cuts)
         assert events == [
             (b"POST", b"/a", [(b"host", b"example.com"), (b"transfer-encoding", b"chunked")]),
             ("end", b"x"),
@@ -329,7 +353,9 @@ def test_trailer_fields_are_dropped_not_given_to_the_next_request() -> None:
         ]
 
 
-def test_a_common_head_with_a_known_host_skips_check_head(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_common_head_with_a_known_host_skips_check_head(
+    monkeypatch: pytest.MonkeyPatch, parser: str
+) -> None:
     checked: list[bytes] = []
     check_head = http1_checks.check_head
 
@@ -339,7 +365,7 @@ def test_a_common_head_with_a_known_host_skips_check_head(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(http1_checks, "check_head", counting)
     http1_checks.valid_hosts.clear()
-    conn = ServerConnection()
+    conn = connect(parser)
     conn.receive(b"GET /1 HTTP/1.1\r\nHost: h.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: h.test\r\n\r\n")
     conn.receive(
         b"GET /3 HTTP/1.1\r\nHost: other.test\r\n\r\nGET /4 HTTP/1.1\r\nHost: h.test\r\nExpect: x\r\n\r\n"

@@ -114,7 +114,10 @@ def serve_echo(udp: bool, max_datagram: int, **serving: Any) -> None:
 
 
 def http_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The HTTP server's timeouts and limits as options, handed on as ``timeouts`` and ``limits``."""
+    """The HTTP server's options: handed on as ``timeouts``, ``limits``, ``parser``.
+
+    A parser that is not built here is a usage error.
+    """
     for option in reversed(
         [
             click.option(
@@ -166,18 +169,30 @@ def http_options(command: Callable[..., None]) -> Callable[..., None]:
                 show_default=True,
                 help="Largest request body in bytes (413 past it).",
             ),
+            click.option(
+                "--parser",
+                type=click.Choice(["auto", "c", "httptools"]),
+                default="auto",
+                show_default=True,
+                help="What drives llhttp: railcar's C binding (built at install; auto: where built) or "
+                "httptools.",
+            ),
         ]
     ):
         command = option(command)
 
     def collect(**kwargs: Any) -> None:
         from railcar.http.timeouts import Timeouts  # noqa: PLC0415 - keep CLI start-up light
-        from railcar.proto.http1 import Limits  # noqa: PLC0415
+        from railcar.proto.http1 import Limits, input_factory  # noqa: PLC0415
 
         timeouts = Timeouts(
             *(kwargs.pop(name) for name in ("header_timeout", "idle_timeout", "body_timeout"))
         )
         limits = Limits(*(kwargs.pop(name) for name in ("max_head", "max_headers", "max_target", "max_body")))
+        try:
+            input_factory(kwargs["parser"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--parser'") from None
         command(timeouts=timeouts, limits=limits, **kwargs)
 
     return functools.update_wrapper(collect, command)
@@ -186,12 +201,12 @@ def http_options(command: Callable[..., None]) -> Callable[..., None]:
 @serve.command("http")
 @http_options
 @serving_options(default_port=8080)
-def serve_http(timeouts: Any, limits: Any, **serving: Any) -> None:
+def serve_http(timeouts: Any, limits: Any, parser: str, **serving: Any) -> None:
     """Serve HTTP/1.1: GET /plaintext (Hello, World!) and GET /json."""
     from railcar.apps.hello_http import hello_app  # noqa: PLC0415 - keep CLI start-up light
     from railcar.http.server import HttpHandler  # noqa: PLC0415
 
-    serve_app(functools.partial(HttpHandler, hello_app, limits, timeouts), serving)
+    serve_app(functools.partial(HttpHandler, hello_app, limits, timeouts, parser=parser), serving)
 
 
 @serve.command("asgi")
@@ -214,7 +229,14 @@ def serve_http(timeouts: Any, limits: Any, **serving: Any) -> None:
 @http_options
 @serving_options(default_port=8000)
 def serve_asgi(
-    app: str, lifespan: str, root_path: str, app_dir: str, timeouts: Any, limits: Any, **serving: Any
+    app: str,
+    lifespan: str,
+    root_path: str,
+    app_dir: str,
+    timeouts: Any,
+    limits: Any,
+    parser: str,
+    **serving: Any,
 ) -> None:
     """Serve an ASGI 3 application (Starlette, FastAPI, ...) on the asyncio or uvloop engine."""
     from railcar.engine import server_class  # noqa: PLC0415 - keep CLI start-up light
@@ -233,6 +255,7 @@ def serve_asgi(
         root_path=root_path,
         limits=limits,
         timeouts=timeouts,
+        parser=parser,
     )
     serve_app(factory, serving, started=wait_for_startup)
 

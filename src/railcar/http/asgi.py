@@ -236,9 +236,14 @@ class _AsgiHandler(HttpHandler):
     """The HTTP handler of an ASGI app, running its lifespan around each server run."""
 
     def __init__(
-        self, adapter: ASGIAdapter, lifespan: LifespanMode, limits: Limits, timeouts: Timeouts | None
+        self,
+        adapter: ASGIAdapter,
+        lifespan: LifespanMode,
+        limits: Limits,
+        timeouts: Timeouts | None,
+        parser: str = "auto",
     ) -> None:
-        super().__init__(adapter, limits, timeouts)
+        super().__init__(adapter, limits, timeouts, parser=parser)
         self.adapter = adapter
         self.lifespan_mode = lifespan
         self.lifespan: Lifespan | None = None
@@ -306,9 +311,13 @@ def asgi_handler(
     root_path: str = "",
     limits: Limits = DEFAULT_LIMITS,
     timeouts: Timeouts | None = None,
+    parser: str = "auto",
 ) -> Handler:
-    """The handler ``create_asgi_server`` serves ``app`` with, for ``railcar.serve`` (one per worker)."""
-    return _AsgiHandler(ASGIAdapter(app, root_path), lifespan, limits, timeouts)
+    """The handler ``create_asgi_server`` serves ``app`` with, for ``railcar.serve`` (one per worker).
+
+    Raises ValueError for a ``parser`` not in ``proto.http1.PARSERS`` (or ``auto``) or not built here.
+    """
+    return _AsgiHandler(ASGIAdapter(app, root_path), lifespan, limits, timeouts, parser)
 
 
 def wait_for_startup(server: Server, timeout: float = 60.0) -> None:

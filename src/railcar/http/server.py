@@ -32,7 +32,8 @@ from railcar.proto.http1 import (
     Limits,
     Rejected,
     Request,
-    ServerConnection,
+    RequestInput,
+    input_factory,
     reject_response,
 )
 from railcar.proto.http1 import END as REQUEST_END
@@ -68,9 +69,9 @@ class _Session:
         "stream_task",
     )
 
-    def __init__(self, conn: Conn, limits: Limits, deadline: float) -> None:
+    def __init__(self, conn: Conn, proto: RequestInput, deadline: float) -> None:
         self.conn = conn
-        self.proto = ServerConnection(limits, conn.peer, conn.local)
+        self.proto = proto
         self.head: Request | None = None
         self.body: list[bytes] = []
         self.pending: deque[Request] = deque()
@@ -93,7 +94,11 @@ class _Session:
 
 
 class HttpHandler(Handler):
-    """Serves ``app`` on any engine; async apps need an engine with an event loop (asyncio, uvloop)."""
+    """Serves ``app`` on any engine; async apps need an engine with an event loop (asyncio, uvloop).
+
+    ``parser`` is one of ``proto.http1.PARSERS`` or ``auto`` (railcar's C binding of llhttp where
+    built, else httptools); ValueError for another or one not built here.
+    """
 
     takes_bytes = True  # the parser reads any buffer
 
@@ -103,9 +108,11 @@ class HttpHandler(Handler):
         limits: Limits = DEFAULT_LIMITS,
         timeouts: Timeouts | None = None,
         max_pipeline: int = 64,
+        parser: str = "auto",
     ) -> None:
         if max_pipeline < 1:
             raise ValueError("max_pipeline must be at least 1")
+        self._new_input = input_factory(parser)
         self.app = app
         self.limits = limits
         self.timeouts = timeouts or Timeouts()
@@ -126,7 +133,8 @@ class HttpHandler(Handler):
 
     def on_open(self, conn: Conn) -> None:
         """Give the connection a session; it must send a request head within the header timeout."""
-        session = _Session(conn, self.limits, time.monotonic() + self.timeouts.header)
+        proto = self._new_input(self.limits, conn.peer, conn.local)
+        session = _Session(conn, proto, time.monotonic() + self.timeouts.header)
         conn.context["http"] = session
         self._sessions.add(session)
 
@@ -479,10 +487,11 @@ def create_http_server(
     *,
     limits: Limits = DEFAULT_LIMITS,
     timeouts: Timeouts | None = None,
+    parser: str = "auto",
     **options: Any,
 ) -> Server:
     """An unstarted server for ``app`` on ``engine``; raises EngineUnavailable or ValueError (bad options)."""
-    return create_server(HttpHandler(app, limits, timeouts), engine, **options)
+    return create_server(HttpHandler(app, limits, timeouts, parser=parser), engine, **options)
 
 
 def _close_soon(chunks: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop | None) -> None:

@@ -9,9 +9,9 @@ nothing more, and the caller answers it (``reject_response``) and closes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Protocol
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -29,7 +29,9 @@ __all__ = [
     "Limits",
     "Rejected",
     "Request",
+    "RequestInput",
     "ServerConnection",
+    "input_factory",
     "reject_response",
     "status_line",
 ]
@@ -170,6 +172,21 @@ class Rejected:
 
 
 Event = Request | Body | EndOfRequest | Rejected
+
+
+class RequestInput(Protocol):
+    """What a server reads requests through: ``ServerConnection`` or its C twin (``_http1.c``)."""
+
+    reading: bool
+    client: object
+    server: object
+
+    @property
+    def in_request(self) -> bool:
+        """True while a request has begun and not ended."""
+
+    def receive(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Parse ``data`` and return the events it completed."""
 
 
 class ServerConnection:
@@ -335,13 +352,11 @@ class ServerConnection:
         else:
             version = parser.get_http_version()
             try:
-                framing = http1_checks.check_head(method, target, version, headers)
+                keep_alive, expects_continue = checked_head(
+                    method, target, version, headers, keep_alive, self._limits.max_body
+                )
             except BadRequest as exc:
                 raise self._fail(exc.status, exc.reason) from None
-            if framing.content_length > self._limits.max_body:
-                raise self._fail(413, f"request body over {self._limits.max_body} bytes")
-            keep_alive = keep_alive and not framing.upgrade
-            expects_continue = framing.expect_continue and (framing.chunked or framing.content_length > 0)
             self._body_size = 0
         if self._continuing_head:
             self._continuing_head = False
@@ -384,6 +399,28 @@ class ServerConnection:
             self.reading = False
 
 
+def checked_head(
+    method: bytes,
+    target: bytes,
+    version: str,
+    headers: list[tuple[bytes, bytes]],
+    keep_alive: bool,
+    max_body: int,
+) -> tuple[bool, bool]:
+    """Check an uncommon head: whether its connection stays open and its client awaits 100-continue.
+
+    ``keep_alive`` is llhttp's verdict; an upgrade request closes the connection.  Raises
+    BadRequest for a rule llhttp does not check (``check_head``) or a body over ``max_body`` (413).
+    """
+    framing = http1_checks.check_head(method, target, version, headers)
+    if framing.content_length > max_body:
+        raise BadRequest(413, f"request body over {max_body} bytes")
+    return (
+        keep_alive and not framing.upgrade,
+        framing.expect_continue and (framing.chunked or framing.content_length > 0),
+    )
+
+
 #: The interim response that tells a client waiting on ``Expect: 100-continue`` to send its body.
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -401,3 +438,45 @@ def join_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
         key = name.lower()
         joined[key] = joined[key] + b", " + value if key in joined else value
     return joined
+
+
+#: The request parsers: llhttp bound by railcar's C (``_http1.c``), or llhttp through httptools.
+PARSERS: Final = ("c", "httptools")
+
+_c: Any
+try:  # built at install when a compiler is there (hatch_build.py)
+    from railcar.proto import _http1 as _c
+except ImportError:  # pragma: no cover - depends on the build
+    _c = None
+else:
+    _c.configure(Request, Body, Rejected, END, valid_hosts, checked_head, BadRequest)
+
+
+def parser_available(kind: str) -> bool:
+    """True if parser ``kind`` (one of PARSERS) can be used here."""
+    return kind == "httptools" or (kind == "c" and _c is not None)
+
+
+def input_factory(parser: str = "auto") -> Callable[[Limits, object, object], RequestInput]:
+    """What makes a connection's ``RequestInput`` (limits, client, server); ``auto``: C where built.
+
+    Raises ValueError for an unknown parser or one not built here.
+    """
+    if parser == "auto":
+        parser = next(kind for kind in PARSERS if parser_available(kind))
+    if parser not in PARSERS:
+        raise ValueError(f"parser must be auto, {', '.join(PARSERS)}, not {parser!r}")
+    if not parser_available(parser):
+        raise ValueError(
+            "the c parser is not available here (not built: scripts/install-tools, then pip install -e .)"
+        )
+    if parser == "httptools":
+        return ServerConnection
+    connection = _c.Connection
+
+    def new_input(limits: Limits, client: object, server: object) -> RequestInput:
+        return connection(  # type: ignore[no-any-return]
+            limits.max_head, limits.max_headers, limits.max_target, limits.max_body, client, server
+        )
+
+    return new_input
