@@ -21,6 +21,7 @@ from railcar.bench.prime import http_get, prime_server
 from railcar.bench.procs import cpu_seconds, cpu_split, parse_engines, running_server
 from railcar.errors import RailcarError
 from railcar.procs import Command, free_port
+from railcar.proto.http1 import parser_available
 from railcar.report import (
     Result,
     document,
@@ -76,7 +77,8 @@ def _server(system: str, cpus: set[int]) -> Iterator[tuple[int, int]]:
     if system == "socketify":
         argv: tuple[str, ...] = ("railcar.bench.http_peers", "socketify", str(free_port()))
     else:
-        argv = ("railcar", "serve", "http", "--engine", system.removeprefix("railcar-"), "--port", "0")
+        engine, _, parser = system.removeprefix("railcar-").partition("/")
+        argv = ("railcar", "serve", "http", "--engine", engine, "--parser", parser or "auto", "--port", "0")
     with running_server(argv, cpus=cpus, prime=_prime) as server:
         yield server.port, server.pid
 
@@ -178,7 +180,11 @@ def _markdown(doc: dict[str, Any]) -> str:
                 "railcar's req/s over the peer's under the same load."
             ),
             "",
-            "- **railcar-E**: `railcar serve http --engine E`, one process, default limits and timeouts",
+            (
+                "- **railcar-E**: `railcar serve http --engine E`, one process, default limits and timeouts; "
+                "llhttp through railcar's C binding (`--parser c`, the default where built)"
+            ),
+            "- **railcar-E/httptools**: the same with `--parser httptools` (llhttp through httptools)",
             (
                 "- **socketify**: socketify 0.0.31 (uWebSockets through cffi), native "
                 "`App(request_response_factory_max_items=200_000)` and `res.send`: its fastest documented "
@@ -197,6 +203,12 @@ def _markdown(doc: dict[str, Any]) -> str:
 @click.command("http")
 @click.option("--engines", default="uvloop", show_default=True, help="Comma-separated railcar engines.")
 @click.option(
+    "--httptools/--no-httptools",
+    default=True,
+    show_default=True,
+    help="Also measure each engine with --parser httptools (railcar-E/httptools).",
+)
+@click.option(
     "--seconds",
     type=click.IntRange(1, 3600),
     default=5,
@@ -208,10 +220,11 @@ def _markdown(doc: dict[str, Any]) -> str:
 @json_option
 @md_option
 def bench_http(
-    engines: str, seconds: int, no_peers: bool, rounds: int, as_json: bool, md: Path | None
+    engines: str, httptools: bool, seconds: int, no_peers: bool, rounds: int, as_json: bool, md: Path | None
 ) -> None:
     """Measure `railcar serve http` beside socketify and granian with h2load and wrk, in one run."""
-    systems = [f"railcar-{engine}" for engine in parse_engines(engines)]
+    parsers = ["", "/httptools"] if httptools and parser_available("c") else [""]
+    systems = [f"railcar-{engine}{parser}" for engine in parse_engines(engines) for parser in parsers]
     peers = [] if no_peers else list(PEERS)
     for peer in peers:
         _require_peer(peer)
@@ -221,7 +234,7 @@ def bench_http(
         if not as_json:
             for load, m in measured[system].items():
                 click.echo(
-                    f"{load:<18} {system:<16} {si(m['ops_per_s']):>8} req/s  {m['cpu_us']:.2f} µs/req",
+                    f"{load:<18} {system:<24} {si(m['ops_per_s']):>8} req/s  {m['cpu_us']:.2f} µs/req",
                     err=True,
                 )
     results: list[Result] = []
@@ -239,7 +252,7 @@ def bench_http(
                 result["ratio"] = {
                     p: round(m["ops_per_s"] / measured[p][load]["ops_per_s"], 3) for p in peers
                 }
-                if load.startswith("h2load"):
+                if load.startswith("h2load") and "/" not in system:  # the floors are the default parser's
                     result["target"] = {p: TARGETS[p] for p in peers}
             results.append(result)
     doc = document(results, seconds, rounds=rounds)
