@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from railcar.proto import http1_checks
-from railcar.proto.http1 import Limits, Request, input_factory, parser_available
+from railcar.proto.http1 import Limits, Request, input_factory
 
-pytestmark = pytest.mark.skipif(
-    not parser_available("c"),
-    reason="the C parser is not built (scripts/install-tools, then pip install -e .)",
-)
 
 SAMPLES = [
     b"GET /plaintext HTTP/1.1\r\nHost: h.test\r\nUser-Agent: x\r\n\r\n",
