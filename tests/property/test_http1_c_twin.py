@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from railcar.proto import http1_checks
 from railcar.proto.http1 import Limits, Request, input_factory
 
-
 SAMPLES = [
     b"GET /plaintext HTTP/1.1\r\nHost: h.test\r\nUser-Agent: x\r\n\r\n",
     b"GET / HTTP/1.0\r\n\r\n",
