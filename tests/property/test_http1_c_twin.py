@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import weakref
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from railcar.proto import http1_checks
-from railcar.proto.http1 import Limits, Request, input_factory
+from railcar.proto.http1 import Limits, Rejected, Request, input_factory
 
 SAMPLES = [
     b"GET /plaintext HTTP/1.1\r\nHost: h.test\r\nUser-Agent: x\r\n\r\n",
@@ -28,6 +31,7 @@ SAMPLES = [
     b"GET / HTTP/2.0\r\nHost: h.test\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"POST /z HTTP/1.1\r\nHost: h.test\r\nContent-Length: " + b"0" * 5000 + b"2\r\n\r\nhi",
 ]
 NOISE = [b"\r", b"\n", b"\x00", b" ", b":", b"\t", b"\x7f", b"0", b"Host: h.test\r\n", b"\r\n\r\n"]
 
@@ -79,3 +83,50 @@ def test_the_c_parser_matches_httptools(stream: bytes, chosen: Limits, data: st.
         if not known_hosts:
             http1_checks.valid_hosts.clear()
         assert run("c", pieces, chosen) == expected
+
+
+def test_receive_called_while_it_runs_is_refused_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = input_factory("c")(Limits(), None, None)
+    inner: list[BaseException] = []
+
+    def reentering(*args: object) -> object:
+        try:
+            conn.receive(b"GET / HTTP/1.1\r\n")
+        except RuntimeError as exc:
+            inner.append(exc)
+        raise ValueError("the check failed")
+
+    monkeypatch.setattr(http1_checks, "check_head", reentering)
+    events = conn.receive(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+    assert [str(exc) for exc in inner] == ["receive() called while it runs (one thread at a time)"]
+    # As httptools does with a callback's exception: 400 with llhttp's reason, and the input ends.
+    assert [(type(e), getattr(e, "status", None)) for e in events] == [(Rejected, 400)]
+    assert not conn.reading
+
+
+def test_a_connection_in_a_reference_cycle_is_collected() -> None:
+    class Peer:
+        conn: object = None
+
+    peer = Peer()
+    peer.conn = input_factory("c")(Limits(), peer, None)
+    gone = weakref.ref(peer)
+    del peer
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_rejected_input_set_reading_again_repeats_its_rejection() -> None:
+    for parser in ("c", "httptools"):
+        conn = input_factory(parser)(Limits(max_target=5), None, None)
+        first = conn.receive(b"GET /aaaaaaaa HTTP/1.1\r\n")
+        conn.reading = True
+        assert repr(conn.receive(b"x")) == repr(first) == "[Rejected(414, 'request target over 5 bytes')]"
+
+
+def test_a_deleted_address_reads_as_none() -> None:
+    conn = input_factory("c")(Limits(), ("c", 1), ("s", 2))
+    del conn.client
+    (request, _) = conn.receive(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert isinstance(request, Request)
+    assert (request.client, request.server) == (None, ("s", 2))

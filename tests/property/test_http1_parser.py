@@ -371,3 +371,11 @@ def test_a_common_head_with_a_known_host_skips_check_head(
         b"GET /3 HTTP/1.1\r\nHost: other.test\r\n\r\nGET /4 HTTP/1.1\r\nHost: h.test\r\nExpect: x\r\n\r\n"
     )
     assert checked == [b"/1", b"/3", b"/4"]
+
+
+def test_a_content_length_with_thousands_of_leading_zeros_is_its_number(parser: str) -> None:
+    request = b"POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"0" * 5000 + b"2\r\n\r\nhi"
+    assert ours(parser, request) == [
+        (b"POST", b"/z", [(b"host", b"a"), (b"content-length", b"0" * 5000 + b"2")]),
+        ("end", b"hi"),
+    ]

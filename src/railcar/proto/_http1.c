@@ -36,12 +36,13 @@ typedef struct {
     Py_ssize_t max_head, max_headers, max_target, max_body;
     /* The head being collected. */
     PyObject *target, *field, *value, *headers;
-    PyObject *host;     /* the Host value (held by headers), if exactly one so far */
+    PyObject *host;     /* the last Host value (held by headers): the Host when hosts == 1 */
     int hosts;          /* Host lines so far */
-    int special;        /* a field check_head looks at other than Host */
+    int special;        /* a HEAD_FIELDS field other than Host (a common head has none) */
     Py_ssize_t fields_size; /* name + value + 3 over the header lines (see http1.py) */
     Py_ssize_t raw_head, body_size;
     char reading, in_request, in_head, keep_alive, measure, continuing_head;
+    char busy; /* inside receive: Python code it runs could call it again (another thread) */
     int fail_status; /* a broken rule, answered with its status */
     PyObject *fail_reason;
 } Connection;
@@ -172,6 +173,10 @@ static int on_header_value_complete(llhttp_t *p) {
 }
 
 static PyObject *method_name(uint8_t method, PyObject **cache, int as_str) {
+    if (method >= METHODS) {
+        PyErr_Format(PyExc_SystemError, "llhttp method number %d past the table", method);
+        return NULL;
+    }
     PyObject *name = cache[method];
     if (name == NULL) {
         const char *text = llhttp_method_name((llhttp_method_t)method);
@@ -187,15 +192,18 @@ static int check_uncommon(Connection *self, PyObject *method, PyObject *target, 
     PyObject *verdict = PyObject_CallFunction(checked_head, "OOOOOn", method, target, version, headers,
                                               *keep_alive ? Py_True : Py_False, self->max_body);
     if (verdict == NULL) {
-        if (!PyErr_ExceptionMatches(bad_request))
+        if (!PyErr_ExceptionMatches(bad_request)) {
+            /* As the twin, where httptools turns a callback's exception into its own error:
+               llhttp's reason, 400.  Anything not an Exception (KeyboardInterrupt) goes up. */
+            if (PyErr_ExceptionMatches(PyExc_Exception))
+                PyErr_Clear();
             return -1;
+        }
         PyObject *kind, *exc, *traceback;
         PyErr_Fetch(&kind, &exc, &traceback);
         PyErr_NormalizeException(&kind, &exc, &traceback);
         Py_XDECREF(kind);
         Py_XDECREF(traceback);
-        if (exc == NULL)
-            return -1;
         PyObject *status = PyObject_GetAttr(exc, s_status);
         PyObject *reason = PyObject_GetAttr(exc, s_reason);
         Py_DECREF(exc);
@@ -277,7 +285,8 @@ static int on_headers_complete(llhttp_t *p) {
     PyObject *names[] = {s_method, s_target, s_version, s_headers, s_body,
                          s_keep_alive, s_client, s_server, s_expects_continue};
     PyObject *values[] = {method_text, target, version, self->headers, empty_bytes,
-                          keep_alive ? Py_True : Py_False, self->client, self->server,
+                          keep_alive ? Py_True : Py_False, self->client ? self->client : Py_None,
+                          self->server ? self->server : Py_None,
                           expects_continue ? Py_True : Py_False};
     int failed = set_fields(request, names, values, 9) < 0 || PyList_Append(self->events, request) < 0;
     Py_DECREF(request);
@@ -350,6 +359,10 @@ static int count_partial_head(Connection *self, Py_ssize_t size) {
 }
 
 static PyObject *Connection_receive(Connection *self, PyObject *data) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "receive() called while it runs (one thread at a time)");
+        return NULL;
+    }
     if (!self->reading)
         return PyList_New(0);
     Py_buffer view;
@@ -360,6 +373,7 @@ static PyObject *Connection_receive(Connection *self, PyObject *data) {
         PyBuffer_Release(&view);
         return NULL;
     }
+    self->busy = 1;
     self->measure = self->continuing_head || view.len > self->max_head;
     llhttp_errno_t err = llhttp_execute(&self->parser, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
@@ -370,18 +384,19 @@ static PyObject *Connection_receive(Connection *self, PyObject *data) {
     } else if (err != HPE_OK) {
         if (PyErr_Occurred()) {
             failed = 1;
-        } else if (self->fail_status) {
-            PyObject *reason = self->fail_reason;
-            self->fail_reason = NULL;
-            failed = reject(self, self->fail_status, reason) < 0;
+        } else if (self->fail_status) { /* kept: llhttp repeats its error if reading is set again */
+            failed = reject(self, self->fail_status, Py_NewRef(self->fail_reason)) < 0;
         } else if (self->reading) { /* after a closing request llhttp refuses the rest: ignored */
             const char *why = llhttp_get_error_reason(&self->parser);
-            failed = reject(self, 400, PyUnicode_DecodeLatin1(why ? why : "", why ? strlen(why) : 0, NULL)) < 0;
+            if (why == NULL || *why == '\0')
+                why = "malformed request";
+            failed = reject(self, 400, PyUnicode_DecodeLatin1(why, (Py_ssize_t)strlen(why), NULL)) < 0;
         }
     }
     if (!failed && (self->in_head || self->headers != NULL))
         failed = count_partial_head(self, view.len) < 0;
     self->events = NULL;
+    self->busy = 0;
     if (failed) {
         self->reading = 0;
         Py_DECREF(events);
@@ -393,6 +408,10 @@ static PyObject *Connection_receive(Connection *self, PyObject *data) {
 static int Connection_init(Connection *self, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"max_head", "max_headers", "max_target", "max_body", "client", "server", NULL};
     PyObject *client = Py_None, *server = Py_None;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "__init__() called while receive() runs");
+        return -1;
+    }
     if (request_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "railcar.proto._http1.configure() was not called");
         return -1;
@@ -414,17 +433,31 @@ static int Connection_init(Connection *self, PyObject *args, PyObject *kwargs) {
     return 0;
 }
 
-static void Connection_dealloc(Connection *self) {
+static int Connection_traverse(Connection *self, visitproc visit, void *arg) {
+    /* client and server are whatever the caller set: they may refer back to the connection. */
+    Py_VISIT(self->client);
+    Py_VISIT(self->server);
+    Py_VISIT(self->headers);
+    return 0;
+}
+
+static int Connection_clear(Connection *self) {
     forget_head(self);
-    Py_XDECREF(self->client);
-    Py_XDECREF(self->server);
-    Py_XDECREF(self->fail_reason);
+    Py_CLEAR(self->client);
+    Py_CLEAR(self->server);
+    Py_CLEAR(self->fail_reason);
+    return 0;
+}
+
+static void Connection_dealloc(Connection *self) {
+    PyObject_GC_UnTrack(self);
+    Connection_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef Connection_methods[] = {
     {"receive", (PyCFunction)Connection_receive, METH_O,
-     "Parse data and return the events it completed; raises only for a Python error (MemoryError)."},
+     "Parse data and return the events it completed; raises RuntimeError if called while it runs, MemoryError."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -440,7 +473,10 @@ static PyTypeObject ConnectionType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "railcar.proto._http1.Connection",
     .tp_basicsize = sizeof(Connection),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Connection_traverse,
+    .tp_clear = (inquiry)Connection_clear,
+    .tp_free = PyObject_GC_Del,
     .tp_doc = "One server-side HTTP/1.1 connection's input (see http1.ServerConnection, its twin).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Connection_init,

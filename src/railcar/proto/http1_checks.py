@@ -110,7 +110,9 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
     else:
         if len(content_length) != 1 or not content_length[0].isdigit():
             raise BadRequest(400, "invalid Content-Length")
-        framing = Framing(int(content_length[0]), False, upgrade, expect_continue)
+        # llhttp has read it as a 64-bit number, so without its leading zeros (which it allows,
+        # and which could pass int()'s 4,300-digit limit) it is at most 20 digits.
+        framing = Framing(int(content_length[0].lstrip(b"0") or b"0"), False, upgrade, expect_continue)
     if upgrade and (framing.chunked or framing.content_length):
         raise BadRequest(400, "an Upgrade request with a body")
     return framing
