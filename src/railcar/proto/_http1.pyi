@@ -35,4 +35,4 @@ class Connection:
         server: object = None,
     ) -> None: ...
     def receive(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Parse data and return the events it completed; raises RuntimeError if called while it runs, MemoryError."""
+        """Parse data and return the events it completed; raises RuntimeError if re-entered, MemoryError."""
