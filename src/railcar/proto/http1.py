@@ -1,8 +1,10 @@
 """HTTP/1.1 server connection, sans I/O: request bytes in, request events out, responses out as bytes.
 
-llhttp (through httptools) does the parsing; this module adds what llhttp leaves to its
-caller: limits (head size and header count 431, request target 414, body 413) and the
-RFC 9112 rules llhttp is lenient about (see ``http1_checks``).  A request that breaks
+llhttp does the parsing, through httptools (``ServerConnection``) or through railcar's C
+binding of the same llhttp (``_http1.c``, its twin, chosen by ``input_factory``); this
+module adds what llhttp leaves to its caller: limits (head size and header count 431,
+request target 414, body 413) and the RFC 9112 rules llhttp is lenient about (see
+``http1_checks``).  A request that breaks
 any rule ends the connection's input: ``receive`` returns a ``Rejected`` event and
 nothing more, and the caller answers it (``reject_response``) and closes.
 """
@@ -23,6 +25,7 @@ from railcar.proto.http1_response import CLOSE, header_lines, response_prefix, s
 __all__ = [
     "CONTINUE",
     "END",
+    "PARSERS",
     "BadRequest",
     "Body",
     "EndOfRequest",
@@ -31,7 +34,9 @@ __all__ = [
     "Request",
     "RequestInput",
     "ServerConnection",
+    "checked_head",
     "input_factory",
+    "parser_available",
     "reject_response",
     "status_line",
 ]
