@@ -20,7 +20,7 @@ import click
 
 from railcar.bench.external import nginx_server, redis_server, tool
 from railcar.bench.prime import ECHO
-from railcar.bench.procs import alternate, cpu_seconds, cpu_split, running_server
+from railcar.bench.procs import alternate, cpu_seconds, cpu_split, running_server, wait_idle
 from railcar.errors import RailcarError
 from railcar.load.plan import MIN_RATE_WINDOW
 from railcar.report import (
@@ -230,6 +230,7 @@ def measure(load: Tool, port: int, server_pid: int, seconds: float, cpus: set[in
         raise RailcarError(f"{load.system} failed: {(done.stderr or done.stdout).strip()[-300:]}")
     measured = load.parse(done.stdout)
     measured["server_cpu"] = (cpu_seconds(server_pid) - before) / (time.perf_counter() - started)
+    wait_idle(server_pid)  # before the next run, perhaps of another server on the same CPU
     return measured
 
 

@@ -176,6 +176,23 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+def wait_idle(pid: int, timeout: float = 30.0) -> None:
+    """Return once process ``pid`` uses under a tenth of a CPU over 0.2 s, or after ``timeout`` s.
+
+    A server still closing a load's connections (the threads engine ends thousands of
+    threads) would take its CPU from the next run of another server pinned there.
+    Raises OSError if the process is gone.
+    """
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu_seconds(pid)
+        if now - last < 0.02:
+            return
+        last = now
+
+
 def cpu_split() -> tuple[set[int], set[int]]:
     """Split this machine's CPUs into one for the server and the rest for the load."""
     cpus = sorted(os.sched_getaffinity(0))
