@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from railcar.bench.load import Measurement, measure, railcar_load
+from railcar.bench.load import Measurement, latency_pair, latency_text, measure, railcar_load
 from railcar.bench.prime import KVBIN
 from railcar.bench.procs import alternate, cpu_split, parse_engines, running_server
 from railcar.load.plan import MIN_RATE_WINDOW
@@ -60,7 +60,7 @@ def _summary(engine: str, clients: int, runs: list[Measurement]) -> Result:
         "clients": clients,
         "ops_per_s": round(statistics.median(m["ops_per_s"] for m in runs), 1),
         "errors": int(sum(m["errors"] for m in runs)),
-        "latency_us": {"p50": round(middle["p50_us"], 1), "p99": round(middle["p99_us"], 1)},
+        "latency_us": latency_pair(middle),
         "server_cpu": round(statistics.median(m["server_cpu"] for m in runs), 3),
         "runs": [round(m["ops_per_s"], 1) for m in runs],
     }
@@ -72,7 +72,7 @@ def _markdown(doc: dict[str, Any]) -> str:
             f"{r['clients']:,}",
             r["engine"],
             si(r["ops_per_s"]),
-            f"{r['latency_us']['p50']:,.0f} / {r['latency_us']['p99']:,.0f}",
+            latency_text(r["latency_us"]),
             f"{r['vs_threads']:.2f}×" if "vs_threads" in r else "",
             f"{r['server_cpu'] * 100:.0f}%",
             str(r["errors"]),
