@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from railcar.choices import choose
 from railcar.kv.store import ELEMENT_OVERHEAD, INT_SIZE, KEY_OVERHEAD
 
 if TYPE_CHECKING:
@@ -41,15 +42,7 @@ def new_executor(kind: str = "auto") -> RunHot | None:
 
     Raises ValueError for an unknown kind or one not available here.
     """
-    if kind == "auto":
-        kind = next(k for k in EXECUTORS if executor_available(k))
-    if kind not in EXECUTORS:
-        raise ValueError(f"executor must be auto, {', '.join(EXECUTORS)}, not {kind!r}")
-    if not executor_available(kind):
-        raise ValueError(
-            "the c executor is not available here (not built: scripts/install-tools, then pip install -e .)"
-        )
-    if kind == "c":
+    if choose(kind, EXECUTORS, executor_available, "executor") == "c":
         run: RunHot = _c.run
         return run
     return None

@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from railcar.choices import choose
 from railcar.proto import http1_checks
 from railcar.proto.http1_checks import HEAD_FIELDS, BadRequest, valid_hosts
 from railcar.proto.http1_response import CLOSE, header_lines, response_prefix, status_line
@@ -467,15 +468,7 @@ def input_factory(parser: str = "auto") -> Callable[[Limits, object, object], Re
 
     Raises ValueError for an unknown parser or one not built here.
     """
-    if parser == "auto":
-        parser = next(kind for kind in PARSERS if parser_available(kind))
-    if parser not in PARSERS:
-        raise ValueError(f"parser must be auto, {', '.join(PARSERS)}, not {parser!r}")
-    if not parser_available(parser):
-        raise ValueError(
-            "the c parser is not available here (not built: scripts/install-tools, then pip install -e .)"
-        )
-    if parser == "httptools":
+    if choose(parser, PARSERS, parser_available, "parser") == "httptools":
         return ServerConnection
     connection = _c.Connection
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from railcar.choices import choose
 from railcar.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -481,13 +482,7 @@ def new_parser(max_buffer: int = 1 << 30, kind: str = "auto") -> AnyParser:
 
     Raises ValueError for an unknown kind or one not available here.
     """
-    if kind == "auto":
-        kind = next(k for k in PARSERS if parser_available(k))
-    if kind not in PARSERS:
-        raise ValueError(f"parser must be auto, {', '.join(PARSERS)}, not {kind!r}")
-    if not parser_available(kind):
-        why = "not built: scripts/install-tools, then pip install -e ." if kind == "c" else "not installed"
-        raise ValueError(f"the {kind} parser is not available here ({why})")
+    kind = choose(kind, PARSERS, parser_available, "parser")
     if kind == "c":
         parser: AnyParser = _c.CRequestParser(max_buffer)
         return parser
