@@ -16,6 +16,7 @@ from railcar.kv.aof import AofError, AppendOnlyFile, replay
 from railcar.kv.blocking import Blocked, block, serve_ready
 from railcar.kv.server import KvServer
 from railcar.kv.store import Store
+from railcar.proto.resp import Error
 from tests.kv.test_differential import keyed, request
 
 
@@ -214,3 +215,15 @@ def test_a_blocked_pop_served_later_is_recorded_as_the_plain_pop(tmp_path: Path)
     assert b"*5\r\n$5\r\nLMOVE\r\n" in text
     reopened = reopen(path, server)
     assert snapshot(reopened) == snapshot(server)
+
+
+def test_config_reports_appendonly_yes_and_refuses_to_turn_it_off(tmp_path: Path) -> None:
+    server = open_server(tmp_path / "appendonly.aof")
+    client = server.new_client()
+    get, refused = run(
+        server, client, [b"CONFIG", b"GET", b"appendonly"], [b"CONFIG", b"SET", b"appendonly", b"no"]
+    )
+    assert get == {b"appendonly": b"yes"}
+    assert isinstance(refused, Error)
+    assert server.aof is not None
+    server.aof.close()

@@ -263,3 +263,16 @@ def test_a_woken_client_pops_from_the_key_that_got_a_list_first() -> None:
     assert run(pusher, "EXEC") == [1, 1]
     assert serve_ready(server.store) == [(waiter, [b"b", b"x"])]  # as Redis: b became a list first
     assert run(pusher, "LRANGE", "a", "0", "-1") == [b"y"]
+
+
+def test_config_set_appendonly_cannot_turn_the_file_on_or_off_while_running() -> None:
+    server, client, _ = session()
+    assert run(client, "CONFIG", "GET", "appendonly") == {b"appendonly": b"no"}
+    refused = run(client, "CONFIG", "SET", "appendonly", "yes", "save", "1 1")
+    assert isinstance(refused, Error)
+    assert "appendonly" in str(refused)
+    assert "restart" in str(refused)
+    assert run(client, "CONFIG", "GET", "save") == {b"save": b""}  # all or nothing
+    assert isinstance(run(client, "CONFIG", "SET", "appendonly", "maybe"), Error)
+    assert run(client, "CONFIG", "SET", "appendonly", "NO") is OK  # what it already is
+    assert server.aof is None

@@ -45,6 +45,7 @@ class KvServer:
         """From now on, record every change in ``aof`` (after replaying it: ``aof.replay``)."""
         self.aof = aof
         self.store.expired_hook = self._expired
+        self.config[b"appendonly"] = b"yes"
 
     def _expired(self, db: int, key: bytes) -> None:
         if self.aof is not None:

@@ -225,8 +225,20 @@ def _config_failed(name: str, reason: str) -> Error:
     return Error(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {reason}")
 
 
-def _config_refusal(settings: dict[bytes, bytes]) -> Error | None:
-    """Why CONFIG SET must change nothing (Redis applies all of the settings or none), or None."""
+def _config_refusal(settings: dict[bytes, bytes], appendonly: bytes) -> Error | None:
+    """Why CONFIG SET must change nothing (Redis applies all of the settings or none), or None.
+
+    ``appendonly`` is the server's (``yes`` once it records to a file): it cannot change while running.
+    """
+    wanted = settings.get(b"appendonly")
+    if wanted is not None:
+        if wanted.lower() not in (b"yes", b"no"):
+            return _config_failed("appendonly", "argument must be 'yes' or 'no'")
+        if wanted.lower() != appendonly:
+            return _config_failed(
+                "appendonly",
+                "railcar opens its append-only file at start: restart with or without --appendonly PATH",
+            )
     fsync = settings.get(b"appendfsync")
     if fsync is not None and fsync.lower() not in (b"always", b"everysec", b"no"):
         return _config_failed("appendfsync", "argument(s) must be one of the following: everysec, always, no")
@@ -250,16 +262,16 @@ def _config_refusal(settings: dict[bytes, bytes]) -> Error | None:
 
 @command("config|set", -4)
 def config_set(client: Client, args: list[bytes]) -> Any:
-    """CONFIG SET name value [...]: requirepass, appendfsync and maxmemory act; CONFIG GET echoes all."""
+    """CONFIG SET name value [...]: requirepass, appendfsync, maxmemory act (appendonly cannot change)."""
     if len(args) % 2:
         return replies.wrong_arity("config|set")
     server = client.server
     settings = {args[index].lower(): args[index + 1] for index in range(2, len(args), 2)}
-    refusal = _config_refusal(settings)
+    refusal = _config_refusal(settings, server.config[b"appendonly"])
     if refusal is not None:
         return refusal
     for name, value in settings.items():
-        server.config[name] = value
+        server.config[name] = value.lower() if name == b"appendonly" else value
     if b"requirepass" in settings:
         # As in Redis: connections already authenticated stay so; new ones need the new password.
         server.requirepass = settings[b"requirepass"] or None
