@@ -22,6 +22,7 @@ class Events:
         self.log: list[str] = []
         self.pieces_sent = 0
         self.stream_ended: str | None = None
+        self.heard: str | None = None  # the message an app waiting on receive got
 
 
 events = Events()

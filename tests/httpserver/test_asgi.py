@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -186,3 +187,43 @@ def test_serve_asgi_refuses_with_one_line(app: str, needle: str) -> None:
     [line] = err.strip().splitlines()
     assert line.startswith("railcar: error: ")
     assert needle in line
+
+
+async def long_poll_app(scope: Any, receive: Any, send: Any) -> None:
+    """Reads its request, then waits for the next message: a client that leaves must end the wait."""
+    if scope["type"] != "http":
+        return
+    await receive()
+    events.heard = (await receive())["type"]
+
+
+@pytest.mark.parametrize("engine", LOOP_ENGINES)
+def test_an_app_waiting_on_receive_hears_the_client_leave(engine: str) -> None:
+    events.heard = None
+    with asgi_server(long_poll_app, engine, lifespan="off") as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)  # the app is waiting on its second receive
+            assert events.heard is None
+        assert wait_until(lambda: events.heard is not None)
+        assert events.heard == "http.disconnect"
+
+
+@pytest.mark.parametrize("engine", LOOP_ENGINES)
+def test_an_async_app_whose_client_left_is_cancelled(engine: str) -> None:
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    async def slow(request: Any) -> Any:
+        started.append(request.method)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(request.method)
+            raise
+
+    with create_server(HttpHandler(slow), engine) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert wait_until(lambda: started == ["GET"])
+        assert wait_until(lambda: cancelled == ["GET"])

@@ -120,6 +120,7 @@ class _Exchange:
         self.response: asyncio.Future[AnyResponse] = loop.create_future()
         self.finished = asyncio.Event()
         self.body: _BodyPieces | None = None
+        self.gone = False  # the client left before the response began
         self._delivered = False
         self._status: int | None = None
         self._headers: list[tuple[bytes, bytes]] = []
@@ -133,7 +134,7 @@ class _Exchange:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if self.body is not None and self.body.closed:
+        if self.gone or (self.body is not None and self.body.closed):
             raise ClientDisconnected("the client disconnected")
         if kind == "http.response.start" and self._status is None:
             self._status = int(message["status"])
@@ -157,6 +158,11 @@ class _Exchange:
                 self.finished.set()
         else:
             raise ASGIError(f"unexpected ASGI message {kind!r}")
+
+    def client_left(self) -> None:
+        """The client left before the response began: ``receive`` says http.disconnect, ``send`` raises."""
+        self.gone = True
+        self.finished.set()
 
     def _resolve(self, build: Callable[[], AnyResponse]) -> None:
         try:
@@ -188,6 +194,7 @@ class ASGIAdapter:
         self.state: dict[str, Any] = {}
         self.startup: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._exchanges: dict[Request, _Exchange] = {}  # by identity: the requests being answered
 
     def scope(self, request: Request) -> Scope:
         """The ASGI ``http`` scope of ``request``."""
@@ -213,7 +220,7 @@ class ASGIAdapter:
         if self.startup is not None:
             await asyncio.shield(self.startup)  # requests that came early wait for the startup
         loop = asyncio.get_running_loop()
-        exchange = _Exchange(request, loop)
+        exchange = self._exchanges[request] = _Exchange(request, loop)
         task = loop.create_task(self._run(exchange))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -222,6 +229,16 @@ class ASGIAdapter:
         except asyncio.CancelledError:
             task.cancel()
             raise
+        finally:
+            del self._exchanges[request]
+
+    def client_left(self, request: Request) -> bool:
+        """Tell the app answering ``request`` that its client left (http.disconnect); False if none is."""
+        exchange = self._exchanges.get(request)
+        if exchange is None:
+            return False
+        exchange.client_left()
+        return True
 
     async def _run(self, exchange: _Exchange) -> None:
         try:
@@ -270,6 +287,11 @@ class _AsgiHandler(HttpHandler):
                 started.set_result(None)
 
         startup.add_done_callback(report)
+
+    def client_left(self, request: Request, task: asyncio.Task[AnyResponse]) -> None:
+        """The app hears http.disconnect (ASGI 2.4) and may end as it likes; anything else is cancelled."""
+        if not self.adapter.client_left(request):
+            task.cancel()
 
     def on_stop(self, server: Server) -> Any:
         """Run the app's lifespan shutdown, on the loop, once every connection has closed."""

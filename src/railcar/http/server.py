@@ -50,6 +50,8 @@ class _Session:
     """What one connection holds between reads."""
 
     __slots__ = (
+        "app_request",
+        "app_task",
         "body",
         "busy",
         "conn",
@@ -86,6 +88,9 @@ class _Session:
         # while the connection is over its high-water mark.
         self.stream_task: asyncio.Task[None] | None = None
         self.drained: asyncio.Future[None] | None = None
+        # The request an async app is answering, and the task awaiting its response.
+        self.app_request: Request | None = None
+        self.app_task: asyncio.Task[AnyResponse] | None = None
         self.phase = _WAIT_FIRST
         self.deadline: float | None = deadline
         # The threads engine runs each connection on its own thread and the sweeper on
@@ -146,6 +151,14 @@ class HttpHandler(Handler):
             session.stream = None
             if session.stream_task is not None:
                 session.stream_task.cancel()  # the body's producer learns the client left
+            app_task = session.app_task
+            if app_task is not None and not app_task.done():
+                assert session.app_request is not None  # set with app_task
+                self.client_left(session.app_request, app_task)
+
+    def client_left(self, request: Request, task: asyncio.Task[AnyResponse]) -> None:
+        """The client of ``request`` left before its async app answered: cancel the app's ``task``."""
+        task.cancel()
 
     def on_writable(self, conn: Conn) -> None:
         """Go on with a streaming response that waited for the output to drain."""
@@ -285,9 +298,15 @@ class HttpHandler(Handler):
         async def run() -> AnyResponse:
             return await result
 
-        task = loop.create_task(run())
+        task = session.app_task = loop.create_task(run())
+        session.app_request = request
 
         def done(task: Any) -> None:
+            session.app_task = session.app_request = None
+            if session.conn.closed:  # the client left: nobody to answer, the app's end is its news
+                if not task.cancelled() and task.exception() is not None:
+                    log.debug("HTTP app ended with %r after its client left", task.exception())
+                return
             try:
                 response = task.result()
             except BaseException:  # the app's failure, or its cancellation at stop: a 500, logged
