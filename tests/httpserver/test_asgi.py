@@ -24,6 +24,7 @@ from railcar.engine.api import Server
 from railcar.http.asgi import ASGIAdapter, create_asgi_server, wait_for_startup
 from railcar.http.lifespan import LifespanFailed
 from railcar.http.server import HttpHandler
+from railcar.proto.http1 import Request as WireRequest
 from tests.helpers import wait_until
 from tests.httpserver.asgi_apps import (
     events,
@@ -227,3 +228,10 @@ def test_an_async_app_whose_client_left_is_cancelled(engine: str) -> None:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert wait_until(lambda: started == ["GET"])
         assert wait_until(lambda: cancelled == ["GET"])
+
+
+def test_an_absolute_form_targets_host_replaces_the_host_header_in_the_scope() -> None:
+    request = WireRequest("GET", b"http://real.test:81/a%2Fb?x=1", "1.1", [(b"Host", b"other.test")])
+    scope = ASGIAdapter(no_lifespan_app).scope(request)
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == ("/a/b", b"/a%2Fb", b"x=1")
+    assert scope["headers"] == [(b"host", b"real.test:81")]

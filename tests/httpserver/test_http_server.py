@@ -269,3 +269,12 @@ def test_a_reused_response_carries_the_current_date(monkeypatch: pytest.MonkeyPa
     first, second = b"Date: Tue, 14 Nov 2023 22:13:20 GMT", b"Date: Tue, 14 Nov 2023 22:13:21 GMT"
     assert dates == [first] * 4 + [second] * 2
     assert all(write.count(b"Hello, World!") == 2 for write in conn.writes)
+
+
+def test_an_absolute_form_target_is_routed_by_its_path(serve: ServerFactory) -> None:
+    port = serve(HttpHandler(hello_app)).port
+    reply = exchange(
+        port, b"GET http://a.test/plaintext HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+    )
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert reply.endswith(b"\r\n\r\nHello, World!")

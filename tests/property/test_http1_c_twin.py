@@ -31,6 +31,11 @@ SAMPLES = [
     b"GET / HTTP/2.0\r\nHost: h.test\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: h.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET /k2 HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+    b"GET http://h.test/abs?q HTTP/1.1\r\nHost: h.test \r\nX-Pad: v \t\r\n\r\n",
+    b"POST /t HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: "
+    + b"v" * 300
+    + b"\r\n\r\n",
     b"POST /z HTTP/1.1\r\nHost: h.test\r\nContent-Length: " + b"0" * 5000 + b"2\r\n\r\nhi",
 ]
 NOISE = [b"\r", b"\n", b"\x00", b" ", b":", b"\t", b"\x7f", b"0", b"Host: h.test\r\n", b"\r\n\r\n"]
@@ -130,3 +135,10 @@ def test_a_deleted_address_reads_as_none() -> None:
     (request, _) = conn.receive(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert isinstance(request, Request)
     assert (request.client, request.server) == (None, ("s", 2))
+
+
+def test_limits_past_what_c_holds_are_no_limits() -> None:
+    huge = 2**70
+    conn = input_factory("c")(Limits(huge, huge, huge, huge), None, None)
+    events = conn.receive(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+    assert [type(e).__name__ for e in events] == ["Request", "Body", "EndOfRequest"]

@@ -379,3 +379,44 @@ def test_a_content_length_with_thousands_of_leading_zeros_is_its_number(parser: 
         (b"POST", b"/z", [(b"host", b"a"), (b"content-length", b"0" * 5000 + b"2")]),
         ("end", b"hi"),
     ]
+
+
+def test_whitespace_after_a_value_is_not_part_of_it(parser: str) -> None:
+    request = b"POST /p HTTP/1.1\r\nHost: x \r\nContent-Length: 3 \r\nX-T:\tv \t\r\n\r\nabc"
+    assert ours(parser, request) == [
+        (b"POST", b"/p", [(b"host", b"x"), (b"content-length", b"3"), (b"x-t", b"v")]),
+        ("end", b"abc"),
+    ]
+
+
+def test_close_among_connection_options_ends_the_input(parser: str) -> None:
+    conn = connect(parser)
+    events = conn.receive(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\nGET /2 HTTP/1.0\r\n\r\n")
+    assert [type(e) for e in events] == [Request, EndOfRequest]
+    assert not events[0].keep_alive  # type: ignore[union-attr]
+    assert not conn.reading
+
+
+@pytest.mark.parametrize("cuts", [None, [90]])
+def test_trailer_fields_are_held_to_max_head(parser: str, cuts: list[int] | None) -> None:
+    trailers = b"".join(b"T%d: %s\r\n" % (i, b"v" * 40) for i in range(6))  # 6 x 47 bytes
+    stream = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+        + trailers
+        + b"\r\n"
+    )
+    conn = connect(parser, Limits(max_head=200))
+    pieces = [stream] if cuts is None else [stream[: cuts[0]], stream[cuts[0] :]]
+    events = [e for piece in pieces for e in conn.receive(piece)]
+    assert [getattr(e, "status", type(e).__name__) for e in events] == ["Request", "Body", 431]
+
+
+def test_an_absolute_form_target_gives_its_path_and_authority(parser: str) -> None:
+    (request, _) = connect(parser).receive(
+        b"GET http://Example.test:8080/a%2Fb?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert isinstance(request, Request)
+    assert (request.raw_path, request.query, request.authority) == (b"/a%2Fb", b"x=1", b"Example.test:8080")
+    (bare, _) = connect(parser).receive(b"GET http://h.test HTTP/1.1\r\nHost: h.test\r\n\r\n")
+    assert isinstance(bare, Request)
+    assert (bare.raw_path, bare.authority) == (b"/", b"h.test")

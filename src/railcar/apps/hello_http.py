@@ -17,6 +17,8 @@ _METHOD_NOT_ALLOWED: Final = Response(b"", 405, [(b"Allow", b"GET, HEAD")])
 def hello_app(request: Request) -> Response:
     """Answer the benchmark routes; anything else is 404 and other methods 405."""
     path = request.target
+    if path[:1] != b"/":  # absolute-form (http://host/path): routed by its path
+        path = request.raw_path
     if path == b"/plaintext":
         if request.method != "GET" and request.method != "HEAD":  # noqa: PLR1714 - two compares are cheaper
             return _METHOD_NOT_ALLOWED

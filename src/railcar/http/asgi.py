@@ -199,6 +199,10 @@ class ASGIAdapter:
     def scope(self, request: Request) -> Scope:
         """The ASGI ``http`` scope of ``request``."""
         raw_path = request.raw_path
+        headers = [(name.lower(), value) for name, value in request.headers]
+        authority = request.authority
+        if authority is not None:  # an absolute-form target's host replaces Host (RFC 9112 3.2.2)
+            headers = [(name, authority if name == b"host" else value) for name, value in headers]
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -209,7 +213,7 @@ class ASGIAdapter:
             "raw_path": raw_path,
             "query_string": request.query,
             "root_path": self.root_path,
-            "headers": [(name.lower(), value) for name, value in request.headers],
+            "headers": headers,
             "client": _address(request.client),
             "server": _address(request.server),
             "state": dict(self.state),

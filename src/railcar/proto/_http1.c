@@ -85,6 +85,8 @@ static void forget_head(Connection *self) {
 
 static int on_message_begin(llhttp_t *p) {
     Connection *self = SELF(p);
+    if (!self->reading) /* llhttp kept alive what checked_head closed: the rest is not read */
+        return HPE_USER;
     self->in_request = 1;
     self->in_head = 1;
     return 0;
@@ -143,6 +145,20 @@ static int on_header_value_complete(llhttp_t *p) {
     PyObject *name = self->field ? self->field : Py_NewRef(empty_bytes);
     PyObject *value = self->value ? self->value : Py_NewRef(empty_bytes);
     self->field = self->value = NULL;
+    /* llhttp drops the whitespace before a value, not after it: neither is part of it (RFC 9112 5). */
+    Py_ssize_t size = PyBytes_GET_SIZE(value);
+    const char *text = PyBytes_AS_STRING(value);
+    while (size > 0 && (text[size - 1] == ' ' || text[size - 1] == '\t'))
+        size--;
+    if (size < PyBytes_GET_SIZE(value)) {
+        PyObject *trimmed = PyBytes_FromStringAndSize(text, size);
+        Py_DECREF(value);
+        if (trimmed == NULL) {
+            Py_DECREF(name);
+            return HPE_USER;
+        }
+        value = trimmed;
+    }
     PyObject *line = PyTuple_New(2);
     if (line == NULL) {
         Py_DECREF(name);
@@ -317,6 +333,9 @@ static int on_body(llhttp_t *p, const char *at, size_t length) {
 
 static int on_message_complete(llhttp_t *p) {
     Connection *self = SELF(p);
+    /* Trailer fields measured as a head is (see http1.py's on_message_complete). */
+    if (self->headers != NULL && self->measure && self->fields_size > self->max_head)
+        return fail(self, 431, PyUnicode_FromFormat("trailer fields over %zd bytes", self->max_head));
     if (PyList_Append(self->events, end_event) < 0)
         return HPE_USER;
     self->in_request = 0;

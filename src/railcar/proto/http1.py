@@ -11,6 +11,7 @@ nothing more, and the caller answers it (``reject_response``) and closes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -117,8 +118,22 @@ class Request:
 
     @property
     def raw_path(self) -> bytes:
-        """The target up to ``?``, still percent-encoded."""
-        return self.target.partition(b"?")[0]
+        """The target's path up to ``?``, still percent-encoded (of an absolute-form target, its path)."""
+        path = self.target.partition(b"?")[0]
+        authority = self.authority
+        if authority is not None:
+            path = path[path.index(b"//") + 2 + len(authority) :] or b"/"
+        return path
+
+    @property
+    def authority(self) -> bytes | None:
+        """The host of an absolute-form target (``http://host/path``): it replaces Host (RFC 9112 3.2.2)."""
+        target = self.target
+        if target[:1] == b"/" or not target[:8].lower().startswith((b"http://", b"https://")):
+            return None
+        rest = target[target.index(b"//") + 2 :]
+        end = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        return rest[:end]
 
     @property
     def path(self) -> str:
@@ -178,6 +193,10 @@ class Rejected:
 
 
 Event = Request | Body | EndOfRequest | Rejected
+
+
+class _InputEnded(Exception):
+    """Stops httptools after a request that ended the connection's input (not a failure)."""
 
 
 class RequestInput(Protocol):
@@ -302,7 +321,9 @@ class ServerConnection:
     # -- httptools callbacks (called during feed_data, once or more per request: kept lean) -------
 
     def on_message_begin(self) -> None:
-        """Start a request (httptools callback); the last head emptied the collectors."""
+        """Start a request (httptools callback); raises _InputEnded after a request that closed the input."""
+        if not self.reading:  # llhttp kept alive what checked_head closed: the rest of the read is not read
+            raise _InputEnded
         self.in_request = True
         self._in_head = True
 
@@ -315,7 +336,8 @@ class ServerConnection:
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect a header line; raises BadRequest (431) past the count limit (size: at the head's end)."""
         headers = self._headers
-        headers.append((name, value))
+        # llhttp drops the whitespace before a value, not after it: neither is part of it (RFC 9112 5).
+        headers.append((name, value.rstrip(b" \t")))
         if len(headers) > self._max_headers:
             raise self._fail(431, f"more than {self._max_headers} header lines")
 
@@ -392,7 +414,11 @@ class ServerConnection:
         self._events.append(Body(body))
 
     def on_message_complete(self) -> None:
-        """End a request; a request that closes the connection ends the input (httptools callback)."""
+        """End a request; raises BadRequest (431) for trailer fields over max_head (httptools callback)."""
+        if self._headers and self._measure_heads:  # as a head: measured unless its read could not hold more
+            size = sum(len(name) + len(value) + 3 for name, value in self._headers)
+            if size > self._max_head:
+                raise self._fail(431, f"trailer fields over {self._max_head} bytes")
         self._events.append(END)
         self.in_request = False
         if self._headers:
@@ -415,14 +441,15 @@ def checked_head(
 ) -> tuple[bool, bool]:
     """Check an uncommon head: whether its connection stays open and its client awaits 100-continue.
 
-    ``keep_alive`` is llhttp's verdict; an upgrade request closes the connection.  Raises
+    ``keep_alive`` is llhttp's verdict; an upgrade request closes the connection, and so does
+    one whose Connection header names close (llhttp keeps ``keep-alive, close`` open).  Raises
     BadRequest for a rule llhttp does not check (``check_head``) or a body over ``max_body`` (413).
     """
     framing = http1_checks.check_head(method, target, version, headers)
     if framing.content_length > max_body:
         raise BadRequest(413, f"request body over {max_body} bytes")
     return (
-        keep_alive and not framing.upgrade,
+        keep_alive and not framing.upgrade and not framing.close,
         framing.expect_continue and (framing.chunked or framing.content_length > 0),
     )
 
@@ -471,10 +498,16 @@ def input_factory(parser: str = "auto") -> Callable[[Limits, object, object], Re
     if choose(parser, PARSERS, parser_available, "parser") == "httptools":
         return ServerConnection
     connection = _c.Connection
+    most = sys.maxsize  # what C holds; a limit past it is no limit, as it is for httptools
 
     def new_input(limits: Limits, client: object, server: object) -> RequestInput:
         return connection(  # type: ignore[no-any-return]
-            limits.max_head, limits.max_headers, limits.max_target, limits.max_body, client, server
+            min(limits.max_head, most),
+            min(limits.max_headers, most),
+            min(limits.max_target, most),
+            min(limits.max_body, most),
+            client,
+            server,
         )
 
     return new_input

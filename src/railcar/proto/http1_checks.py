@@ -34,6 +34,7 @@ class Framing(NamedTuple):
     chunked: bool
     upgrade: bool
     expect_continue: bool = False
+    close: bool = False  # a Connection header names close (it wins over keep-alive, RFC 9112 9.3)
 
 
 # RFC 3986 reg-name / IP-literal / port characters: Host is an authority, nothing else.
@@ -74,6 +75,7 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
     hosts = 0
     upgrade = False
     expect_continue = False
+    close = False
     for name, value in headers:
         key = name.lower()
         if key == b"host":
@@ -90,6 +92,8 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
             transfer_encoding.append(value)
         elif key == b"upgrade":
             upgrade = True
+        elif key == b"connection":
+            close = close or b"close" in (token.strip() for token in value.lower().split(b","))
         elif key == b"expect":
             # RFC 9110 10.1.1: 100-continue is the only expectation defined; refuse the others.
             if value.lower() != b"100-continue":
@@ -98,7 +102,7 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
     if hosts > 1 or (hosts == 0 and version == "1.1"):
         raise BadRequest(400, "an HTTP/1.1 request needs exactly one Host header")
     if not content_length and not transfer_encoding:
-        return Framing(0, False, True) if upgrade else _NO_BODY
+        return Framing(0, False, upgrade, close=close) if upgrade or close else _NO_BODY
     if transfer_encoding:
         if content_length:
             raise BadRequest(400, "both Transfer-Encoding and Content-Length")
@@ -106,13 +110,13 @@ def check_head(method: bytes, target: bytes, version: str, headers: list[tuple[b
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
         if len(transfer_encoding) != 1 or transfer_encoding[0].strip().lower() != b"chunked":
             raise BadRequest(400, "Transfer-Encoding other than one chunked coding")
-        framing = Framing(0, True, upgrade, expect_continue)
+        framing = Framing(0, True, upgrade, expect_continue, close)
     else:
         if len(content_length) != 1 or not content_length[0].isdigit():
             raise BadRequest(400, "invalid Content-Length")
         # llhttp has read it as a 64-bit number, so without its leading zeros (which it allows,
         # and which could pass int()'s 4,300-digit limit) it is at most 20 digits.
-        framing = Framing(int(content_length[0].lstrip(b"0") or b"0"), False, upgrade, expect_continue)
+        framing = Framing(int(content_length[0].lstrip(b"0") or b"0"), False, upgrade, expect_continue, close)
     if upgrade and (framing.chunked or framing.content_length):
         raise BadRequest(400, "an Upgrade request with a body")
     return framing
