@@ -15,7 +15,7 @@ import pytest
 
 from railcar import Conn, Handler
 from railcar.apps.echo import EchoHandler
-from railcar.errors import WorkersFailed, WorkerStartError
+from railcar.errors import BindError, WorkersFailed, WorkerStartError
 from railcar.workers.supervisor import Supervisor
 from tests.helpers import wait_until
 
@@ -227,3 +227,19 @@ def test_a_stop_requested_during_the_start_ends_it_cleanly() -> None:
     supervisor.start()
     assert supervisor.wait(timeout=10)
     assert supervisor.worker_pids == [None, None]
+
+
+@pytest.mark.parametrize("datagrams", [False, True])
+def test_sharding_workers_refuse_a_port_another_reuse_port_service_holds(
+    supervised: Any, datagrams: bool
+) -> None:
+    kind = socket.SOCK_DGRAM if datagrams else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as other:  # another service, itself sharded
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        if not datagrams:
+            other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(BindError, match=rf"cannot listen on 127\.0\.0\.1:{port}: address already in use"):
+            supervised(EchoHandler, workers=2, port=port, datagrams=datagrams)

@@ -619,6 +619,13 @@ def _reserve_port(host: str, port: int, sock_type: socket.SocketKind) -> socket.
         raise BindError(f"cannot listen on {where}: unknown host ({exc.strerror})") from exc
     sock = socket.socket(family, kind, proto)
     try:
+        if port:
+            # Bound with SO_REUSEPORT alone, the port would join any group of the same user
+            # already on it (another service): the kernel would split the clients between them.
+            with socket.socket(family, kind, proto) as probe:
+                if sock_type == socket.SOCK_STREAM:  # a port in TIME_WAIT is free to listen on
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
