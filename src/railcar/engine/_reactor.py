@@ -18,18 +18,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sized
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from railcar.engine._failures import call_guarded, call_logged, call_on_close
 from railcar.engine.api import (
     Conn,
     DatagramEndpoint,
-    DatagramHandler,
-    DatagramOptions,
     DatagramServer,
     Handler,
     Server,
     ServerOptions,
+    Service,
     data_callback,
 )
 from railcar.engine.listen import bind_datagram, listen
@@ -238,12 +237,8 @@ class ReactorCore:
         self.events.deliver()
 
 
-class ReactorRun(Protocol):
-    """One run of a reactor engine, start to stop: what ``ReactorServer`` asks of it."""
-
-    @property
-    def conns(self) -> Sized:
-        """The open connections."""
+class Run(Protocol):
+    """One run of a reactor engine's server, start to stop: what ``_ReactorService`` asks of it."""
 
     @property
     def core(self) -> ReactorCore:
@@ -251,35 +246,29 @@ class ReactorRun(Protocol):
 
     @property
     def thread(self) -> threading.Thread:
-        """The loop thread, started by ``ReactorServer._start``."""
+        """The loop thread, started by ``_ReactorService._start``."""
 
     def stop(self, deadline: float) -> None:
-        """Stop accepting and wait for the loop thread to close every connection."""
-
-    def adopt(self, sock: socket.socket) -> None:
-        """Open a connection on ``sock`` on the loop thread."""
+        """Stop taking input, flush what is queued within ``deadline`` s and wait for the loop thread."""
 
 
-class ReactorServer(Server):
-    """A server whose connections one loop thread drives on the reactor core (epoll, uring).
+RunT = TypeVar("RunT", bound=Run)
 
-    Each start makes a new run (``_new_run``) around a new listener, so a stopped server
-    restarts with nothing of the last run.
+
+class _ReactorService(Service, Generic[RunT]):
+    """Start, stop and cross-thread calls of a service whose one socket a reactor run serves.
+
+    Each start binds a new socket (``_bind``) and makes a new run around it (``_new_run``),
+    so a stopped service restarts with nothing of the last run.
     """
 
-    def __init__(self, handler: Handler, options: ServerOptions) -> None:
-        super().__init__(handler, options)
-        self.on_data = data_callback(handler, options)
-        self._reactor: ReactorRun | None = None
+    _reactor: RunT | None = None
 
-    def _new_run(self, listener: socket.socket) -> ReactorRun:
+    def _bind(self) -> socket.socket:
         raise NotImplementedError
 
-    @property
-    def active_connections(self) -> int:
-        """Number of open connections."""
-        reactor = self._reactor
-        return 0 if reactor is None else len(reactor.conns)
+    def _new_run(self, sock: socket.socket) -> RunT:
+        raise NotImplementedError
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the engine's thread (for Conn methods); raises RuntimeError if not running."""
@@ -288,74 +277,7 @@ class ReactorServer(Server):
         self._reactor.core.calls.put(callback)
 
     def _start(self) -> None:
-        listener = listen(self.options)
-        try:
-            reactor = self._new_run(listener)
-        except BaseException:
-            listener.close()
-            raise
-        self._address = listener.getsockname()
-        self._reactor = reactor
-        reactor.thread.start()
-
-    def _stop(self, deadline: float) -> None:
-        assert self._reactor is not None
-        self._reactor.stop(deadline)
-        self._reactor = None
-
-    def _adopt(self, sock: socket.socket) -> None:
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        self._reactor.adopt(sock)
-
-
-class DatagramReactorRun(Protocol):
-    """One run of a datagram reactor, start to stop: what ``ReactorDatagramServer`` asks of it."""
-
-    @property
-    def endpoint(self) -> DatagramEndpoint:
-        """The endpoint handlers send with."""
-
-    @property
-    def core(self) -> ReactorCore:
-        """The run's reactor core (its call queue takes ``call_soon_threadsafe``'s calls)."""
-
-    @property
-    def thread(self) -> threading.Thread:
-        """The loop thread, started by ``ReactorDatagramServer._start``."""
-
-    def stop(self, deadline: float) -> None:
-        """Stop receiving, flush what is queued within ``deadline`` s and wait for the loop thread."""
-
-
-class ReactorDatagramServer(DatagramServer):
-    """A server whose one UDP socket a loop thread drives on the reactor core (epoll, uring).
-
-    Each start makes a new run (``_new_run``) around a newly bound socket.
-    """
-
-    def __init__(self, handler: DatagramHandler, options: DatagramOptions) -> None:
-        super().__init__(handler, options)
-        self._reactor: DatagramReactorRun | None = None
-
-    def _new_run(self, sock: socket.socket) -> DatagramReactorRun:
-        raise NotImplementedError
-
-    @property
-    def endpoint(self) -> DatagramEndpoint:
-        """The endpoint handlers send with; raises RuntimeError while the server is not running."""
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        return self._reactor.endpoint
-
-    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the engine's thread; raises RuntimeError if not running."""
-        if self._reactor is None:
-            raise RuntimeError("server is not running")
-        self._reactor.core.calls.put(callback)
-
-    def _start(self) -> None:
-        sock = bind_datagram(self.options)
+        sock = self._bind()
         try:
             reactor = self._new_run(sock)
         except BaseException:
@@ -369,3 +291,58 @@ class ReactorDatagramServer(DatagramServer):
         assert self._reactor is not None
         self._reactor.stop(deadline)
         self._reactor = None
+
+
+class ReactorRun(Run, Protocol):
+    """One run of a reactor engine's stream server: its connections, and adopting more."""
+
+    @property
+    def conns(self) -> Sized:
+        """The open connections."""
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Open a connection on ``sock`` on the loop thread."""
+
+
+class ReactorServer(_ReactorService[ReactorRun], Server):
+    """A server whose connections one loop thread drives on the reactor core (epoll, uring)."""
+
+    def __init__(self, handler: Handler, options: ServerOptions) -> None:
+        super().__init__(handler, options)
+        self.on_data = data_callback(handler, options)
+
+    def _bind(self) -> socket.socket:
+        return listen(self.options)
+
+    @property
+    def active_connections(self) -> int:
+        """Number of open connections."""
+        reactor = self._reactor
+        return 0 if reactor is None else len(reactor.conns)
+
+    def _adopt(self, sock: socket.socket) -> None:
+        if self._reactor is None:
+            raise RuntimeError("server is not running")
+        self._reactor.adopt(sock)
+
+
+class DatagramReactorRun(Run, Protocol):
+    """One run of a datagram reactor: the endpoint its handlers send with."""
+
+    @property
+    def endpoint(self) -> DatagramEndpoint:
+        """The endpoint handlers send with."""
+
+
+class ReactorDatagramServer(_ReactorService[DatagramReactorRun], DatagramServer):
+    """A server whose one UDP socket a loop thread drives on the reactor core (epoll, uring)."""
+
+    def _bind(self) -> socket.socket:
+        return bind_datagram(self.options)
+
+    @property
+    def endpoint(self) -> DatagramEndpoint:
+        """The endpoint handlers send with; raises RuntimeError while the server is not running."""
+        if self._reactor is None:
+            raise RuntimeError("server is not running")
+        return self._reactor.endpoint

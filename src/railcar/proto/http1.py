@@ -352,7 +352,7 @@ class ServerConnection:
             # name and value, the request line two spaces, "HTTP/1.1" and CRLF, the blank line
             # CRLF.  Never more than on the wire, so a head that fits max_head in one read (not
             # measured) fits here too.
-            size = sum(len(name) + len(value) + 3 for name, value in headers) + len(method) + len(target) + 14
+            size = _lines_size(headers) + len(method) + len(target) + 14
             if size > self._max_head:
                 raise self._fail(431, f"request head over {self._max_head} bytes")
         keep_alive = parser.should_keep_alive()
@@ -415,10 +415,9 @@ class ServerConnection:
 
     def on_message_complete(self) -> None:
         """End a request; raises BadRequest (431) for trailer fields over max_head (httptools callback)."""
-        if self._headers and self._measure_heads:  # as a head: measured unless its read could not hold more
-            size = sum(len(name) + len(value) + 3 for name, value in self._headers)
-            if size > self._max_head:
-                raise self._fail(431, f"trailer fields over {self._max_head} bytes")
+        # Measured as a head is: unless their read could not hold more than max_head.
+        if self._headers and self._measure_heads and _lines_size(self._headers) > self._max_head:
+            raise self._fail(431, f"trailer fields over {self._max_head} bytes")
         self._events.append(END)
         self.in_request = False
         if self._headers:
@@ -429,6 +428,11 @@ class ServerConnection:
             self._raw_head = 0
         if not self._keep_alive:
             self.reading = False
+
+
+def _lines_size(headers: list[tuple[bytes, bytes]]) -> int:
+    """The fewest bytes header lines can take on the wire: name, ``:``, value and CRLF each."""
+    return sum(len(name) + len(value) + 3 for name, value in headers)
 
 
 def checked_head(
